@@ -1,0 +1,218 @@
+"""The engine: splits paths into chunks, runs them on a backend, streams results to a sink.
+
+Every backend computes chunks the same way (same seed, same paths); the engine only decides
+how many paths a chunk holds, runs chunks on a few threads (numpy releases the GIL inside its
+array loops), shows progress, and sums the chunk statistics. The sums are integer counts, so
+the result is the same for any chunk size, thread count and completion order.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from gpusim.backends import Backend
+from gpusim.spec import FAN_FACTORS, ChunkResult, RunSpec
+from gpusim.statistics import FAN_QUANTILES, proportion_with_se, quantiles_from_counts
+
+MIN_CHUNK = 256
+MEMORY_SHARE = 0.25
+"""Share of the available memory that chunks in flight may use."""
+
+
+class SimulationError(Exception):
+    """The model produced something unusable (NaN) for this scenario."""
+
+
+class ChunkSink(Protocol):
+    def write_chunk(self, chunk: ChunkResult) -> None: ...
+
+
+@dataclass
+class RunResult:
+    spec: RunSpec
+    seed: int
+    n_paths: int
+    save_paths: int
+    backend: str
+    device: str
+    chunk_paths: int
+    workers: int
+    runtime_s: float
+    created_utc: str
+    fan: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # factor -> (values, se), (C, Q, steps+1)
+    tight_share: np.ndarray | None = None
+    tight_share_se: np.ndarray | None = None
+    saved: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def path_steps_per_second(self) -> float:
+        return self.n_paths * self.spec.layout.n_steps / max(self.runtime_s, 1e-12)
+
+
+def available_memory_bytes() -> int:
+    """MemAvailable from /proc/meminfo, or physical memory where that file does not exist."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def choose_chunk_paths(backend: Backend, spec: RunSpec, n_paths: int, workers: int, requested: int | None = None) -> int:
+    """Requested size, else the backend's fastest size bounded by the memory chunks in flight may use."""
+    if requested is not None:
+        if requested < 1:
+            raise ValueError(f"--chunk-paths must be at least 1, got {requested}")
+        return min(requested, n_paths)
+    in_flight = 2 * workers
+    by_memory = int(MEMORY_SHARE * available_memory_bytes() / (in_flight * backend.bytes_per_path(spec)))
+    return max(1, min(n_paths, backend.preferred_chunk_paths(spec), max(MIN_CHUNK, by_memory)))
+
+
+def chunks(n_paths: int, chunk_paths: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, n_paths, chunk_paths):
+        yield start, min(chunk_paths, n_paths - start)
+
+
+class _Totals:
+    """Running sums of chunk statistics (exact integers)."""
+
+    def __init__(self, spec: RunSpec, save_paths: int):
+        steps = spec.layout.n_steps + 1
+        self.fan = {name: np.zeros((steps, b.n_components, b.bins_per_component), dtype=np.int64) for name, b in spec.binnings.items()}
+        self.tight = np.zeros(steps, dtype=np.int64)
+        self.saved: dict[str, np.ndarray] = {}
+        self.save_paths = save_paths
+
+    def add(self, chunk: ChunkResult) -> None:
+        for name, counts in chunk.fan_counts.items():
+            self.fan[name] += counts
+        self.tight += chunk.tight_count
+        for name, values in chunk.saved.items():
+            if values.shape[0] == 0:
+                continue
+            if name not in self.saved:
+                self.saved[name] = np.empty((self.save_paths, *values.shape[1:]), dtype=values.dtype)
+            self.saved[name][chunk.path_start : chunk.path_start + values.shape[0]] = values
+
+
+def _progress(console: Console, show: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("paths"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not show,
+    )
+
+
+def run(
+    spec: RunSpec,
+    backend: Backend,
+    n_paths: int,
+    seed: int,
+    save_paths: int = 1000,
+    chunk_paths: int | None = None,
+    workers: int | None = None,
+    sink: ChunkSink | None = None,
+    console: Console | None = None,
+    show_progress: bool = True,
+) -> RunResult:
+    """Simulate n_paths paths of the spec with the given seed.
+
+    Chunks run on `workers` threads (default: the CPU count for CPU backends); `sink` receives
+    each chunk as it completes (for streaming output). A KeyboardInterrupt stops submitting,
+    lets running chunks finish, and propagates: nothing partial is returned.
+    """
+    if n_paths < 1:
+        raise ValueError(f"--paths must be at least 1, got {n_paths}")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"--seed must be in [0, 2**64), got {seed}")
+    save_paths = max(0, min(save_paths, n_paths))
+    workers = max(1, workers or os.cpu_count() or 1)
+    size = choose_chunk_paths(backend, spec, n_paths, workers, chunk_paths)
+    totals = _Totals(spec, save_paths)
+    started = time.perf_counter()
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+
+    console = console or Console(stderr=True)
+    progress = _progress(console, show_progress)
+    task = progress.add_task(f"{spec.scenario.name} on {backend.name}", total=n_paths, rate="")
+    pending: set[Future[ChunkResult]] = set()
+    work = chunks(n_paths, size)
+    done_paths = 0
+
+    def collect(finished: set[Future[ChunkResult]]) -> None:
+        nonlocal done_paths
+        for future in finished:
+            chunk = future.result()
+            totals.add(chunk)
+            if sink is not None:
+                sink.write_chunk(chunk)
+            done_paths += chunk.n_paths
+        elapsed = time.perf_counter() - started
+        progress.update(task, completed=done_paths, rate=f"{done_paths / max(elapsed, 1e-9):,.0f} paths/s")
+
+    with progress, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gpusim-chunk") as pool:
+        try:
+            for start, count in work:
+                if len(pending) >= 2 * workers:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    collect(finished)
+                pending.add(pool.submit(backend.run_chunk, spec, seed, start, count, save_paths))
+            finished, pending = wait(pending)
+            collect(finished)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+
+    runtime = time.perf_counter() - started
+    result = RunResult(
+        spec=spec,
+        seed=seed,
+        n_paths=n_paths,
+        save_paths=save_paths,
+        backend=backend.name,
+        device=backend.device,
+        chunk_paths=size,
+        workers=workers,
+        runtime_s=runtime,
+        created_utc=created,
+        saved=totals.saved,
+    )
+    _check_finite(totals, spec)
+    for name in FAN_FACTORS:
+        result.fan[name] = quantiles_from_counts(totals.fan[name], spec.binnings[name], FAN_QUANTILES)
+    result.tight_share, result.tight_share_se = proportion_with_se(totals.tight, n_paths)
+    return result
+
+
+def _check_finite(totals: _Totals, spec: RunSpec) -> None:
+    """NaN never reaches an output silently: fail naming the factor and the first step."""
+    for name in FAN_FACTORS:
+        nan_per_step = totals.fan[name][..., -1].sum(axis=-1)
+        if nan_per_step.any():
+            step = int(np.argmax(nan_per_step > 0))
+            raise SimulationError(
+                f"factor {name!r} is NaN on {int(nan_per_step[step])} paths at step {step} of scenario "
+                f"{spec.scenario.name!r}; check its parameters (e.g. volatilities, correlations)"
+            )

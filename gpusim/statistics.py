@@ -1,0 +1,97 @@
+"""Summary statistics that stream over chunks of paths.
+
+Fan charts need quantiles per step over all paths, but holding every path is impossible at
+10^7 paths. Each factor is therefore binned on a fixed grid (in log(x / reference) for
+prices and values, linearly for utilization) and the backends return integer counts, whose
+sum over chunks is exact and independent of the chunking. Quantiles are read off the total
+counts by linear interpolation inside a bin; with 4096 bins the binning error is below a
+quarter of the bin width (0.1 % to 0.2 % of the level for log factors), which is recorded in
+the output next to the Monte Carlo standard error.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+FAN_QUANTILES: tuple[float, ...] = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+N_BINS = 4096
+
+
+@dataclass(frozen=True)
+class Binning:
+    """Fixed histogram grid of one factor with C components; the last bin counts NaN."""
+
+    reference: np.ndarray  # (C,) level that coordinate 0 stands for (log binning)
+    lo: float
+    hi: float
+    log: bool
+    n_bins: int = N_BINS
+
+    @property
+    def width(self) -> float:
+        return (self.hi - self.lo) / self.n_bins
+
+    @property
+    def n_components(self) -> int:
+        return int(self.reference.shape[0])
+
+    @property
+    def bins_per_component(self) -> int:
+        return self.n_bins + 1
+
+
+def bin_index(x: Any, binning: Binning, reference: Any, xp: Any) -> Any:
+    """Bin of each value of x (C, n) as int64 in [0, n_bins]; n_bins marks NaN."""
+    coord = xp.log(x / reference[:, None]) if binning.log else x
+    position = xp.floor((coord - binning.lo) * (1.0 / binning.width))
+    clipped = xp.clip(position, 0.0, float(binning.n_bins - 1))
+    return xp.astype(xp.where(xp.isnan(coord), float(binning.n_bins), clipped), xp.int64)
+
+
+def bincount(index: Any, length: int, xp: Any) -> Any:
+    """Counts of each value in a flat int array (the array API has no bincount)."""
+    if array_api_compat.is_jax_namespace(xp):
+        return xp.bincount(index, length=length)
+    return xp.bincount(index, minlength=length)
+
+
+def quantiles_from_counts(counts: np.ndarray, binning: Binning, quantiles: tuple[float, ...] = FAN_QUANTILES) -> tuple[np.ndarray, np.ndarray]:
+    """Quantiles and their Monte Carlo standard errors from counts of shape (steps, C, n_bins).
+
+    Returns arrays (C, Q, steps). The standard error is sqrt(q (1 - q) / n) / f(x_q) with the
+    density f read off the bin that holds the quantile.
+    """
+    steps, n_comp, _ = counts.shape
+    finite = counts[..., : binning.n_bins].astype(np.float64)
+    total = finite.sum(axis=-1)  # (steps, C)
+    cum = np.cumsum(finite, axis=-1)
+    values = np.empty((n_comp, len(quantiles), steps))
+    errors = np.empty_like(values)
+    for qi, q in enumerate(quantiles):
+        target = q * total
+        j = np.minimum((cum < target[..., None]).sum(axis=-1), binning.n_bins - 1)
+        below = np.take_along_axis(cum, j[..., None], axis=-1)[..., 0] - np.take_along_axis(finite, j[..., None], axis=-1)[..., 0]
+        in_bin = np.take_along_axis(finite, j[..., None], axis=-1)[..., 0]
+        frac = np.where(in_bin > 0, (target - below) / np.maximum(in_bin, 1.0), 0.5)
+        coord = binning.lo + (j + frac) * binning.width
+        density = in_bin / np.maximum(total, 1.0) / binning.width
+        se_coord = np.sqrt(q * (1.0 - q) / np.maximum(total, 1.0)) / np.maximum(density, 1e-300)
+        if binning.log:
+            level = binning.reference[None, :] * np.exp(coord)
+            se = level * se_coord
+        else:
+            level, se = coord, se_coord
+        values[:, qi, :] = level.T
+        errors[:, qi, :] = np.minimum(se, math.inf).T
+    return values, errors
+
+
+def proportion_with_se(count: np.ndarray, total: int) -> tuple[np.ndarray, np.ndarray]:
+    """Share of paths and its binomial standard error."""
+    share = count / total
+    return share, np.sqrt(share * (1.0 - share) / total)
