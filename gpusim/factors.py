@@ -22,8 +22,7 @@ class Draws(NamedTuple):
     jump_count: Any  # (A, n) uniform
     crypto_diffusion: Any  # (A, n) normal, independent
     jump_size: Any  # (A, n) normal
-    compute_shock: Any  # (n,) normal
-    power_shock: Any  # (n,) normal
+    market_shocks: Any  # (2, n) normal: own part of Z_X, Z_P
 
 
 class MarketState(NamedTuple):
@@ -83,8 +82,7 @@ def draw_step(seed: int, path_start: int, n_paths: int, step: int, layout: Layou
         jump_count=uniforms("jump_count"),
         crypto_diffusion=normals("crypto_diffusion"),
         jump_size=normals("jump_size"),
-        compute_shock=normals("compute_shock")[0, :],
-        power_shock=normals("power_shock")[0, :],
+        market_shocks=normals("market_shocks"),
     )
 
 
@@ -98,8 +96,18 @@ def next_regime(tight: Any, u: Any, switch_prob: Any, xp: Any) -> Any:
 
 
 def correlated_crypto_shocks(z: Any, tight: Any, cholesky: Any, xp: Any) -> Any:
-    """Z_S = L_R z for independent normals z of shape (A, n)."""
-    return xp.where(tight, xp.matmul(cholesky[1], z), xp.matmul(cholesky[0], z))
+    """Z_S = L_R z for independent normals z of shape (A, n).
+
+    Written as explicit sums over the lower triangle rather than matmul, so the summation
+    order is fixed and results are bitwise the same for any chunk size.
+    """
+    rows = []
+    for i in range(z.shape[0]):
+        acc = by_regime(cholesky[:, i, 0], tight, xp) * z[0, :]
+        for j in range(1, i + 1):
+            acc = acc + by_regime(cholesky[:, i, j], tight, xp) * z[j, :]
+        rows.append(acc)
+    return xp.stack(rows, axis=0)
 
 
 def jump_counts(u: Any, tight: Any, cdf: Any, xp: Any) -> Any:
@@ -128,12 +136,15 @@ def obsolescence_drop(behind: Any, n_launches: Any, max_launches: int, p: Market
     """Total log-drop of generations `behind` newest when n_launches newer ones arrive in a step.
 
     The j-th launch of the step puts a generation (behind + j) behind the newest and costs it
-    theta (behind + j)^eta; `max_launches` is a static bound so no branch depends on values.
+    theta (behind + j)^eta, read from the precomputed table `p.launch_drop`; `max_launches` is
+    a static bound so no branch depends on values.
     """
+    last = p.launch_drop.shape[0] - 1
     total = xp.zeros_like(behind)
     for j in range(1, max_launches + 1):
         hit = xp.astype(n_launches >= j, behind.dtype)
-        total = total + hit * p.obsolescence_drop * xp.pow(behind + j, p.obsolescence_curvature)
+        index = xp.astype(xp.minimum(behind + j, float(last)), xp.int64)
+        total = total + hit * xp.reshape(xp.take(p.launch_drop, xp.reshape(index, (-1,))), index.shape)
     return total
 
 
@@ -152,13 +163,11 @@ def utilization(x: Any, tight: Any, p: MarketParams, xp: Any) -> Any:
     return p.util_max / (1.0 + xp.exp(-(by_regime(p.util_level, tight, xp) + p.util_sensitivity * x)))
 
 
-def income_value(
-    rate: Any, util: Any, power_price: Any, remaining_steps: Any, discount_yield: Any, p: MarketParams, dt: float, xp: Any
-) -> Any:
+def income_value(rate: Any, util: Any, power_price: Any, remaining_steps: Any, tight: Any, p: MarketParams, dt: float, xp: Any) -> Any:
     """Income-approach value of one GPU (MODEL.md 4): remaining net rent, cut off when rent < power.
 
     V = max(scrap, h [u r a (1 - a^n*) / (1 - a) - c d (1 - d^n*) / (1 - d)]) with
-    a = exp(-(y + dbar) dt), d = exp(-y dt), c = kW PUE power, n* = min(n, floor(ln(u r / c) / (dbar dt))).
+    a = exp(-(y_R + dbar) dt), d = exp(-y_R dt), c = kW PUE power, n* = min(n, floor(ln(u r / c) / (dbar dt))).
     """
     kw = p.kw_per_gpu[:, None]
     cost = kw * p.valuation_pue * power_price
@@ -167,10 +176,11 @@ def income_value(
     # with dbar = 0 rent never falls below power: the tiny floor makes the cut-off infinite
     cutoff = xp.floor(xp.log(xp.where(pays, gross / cost, 1.0)) / xp.maximum(p.valuation_deflation * dt, 1e-30))
     n_star = xp.where(pays, xp.minimum(remaining_steps, cutoff), 0.0)
-    a = xp.exp(-(discount_yield + p.valuation_deflation) * dt)
-    d = xp.exp(-discount_yield * dt)
-    income = gross * a * (1.0 - xp.pow(a, n_star)) / (1.0 - a)
-    power = cost * d * (1.0 - xp.pow(d, n_star)) / (1.0 - d)
+    log_a = by_regime(p.log_income_discount, tight, xp)
+    log_d = by_regime(p.log_cost_discount, tight, xp)
+    a, d = xp.exp(log_a), xp.exp(log_d)
+    income = gross * a * (1.0 - xp.exp(n_star * log_a)) / (1.0 - a)
+    power = cost * d * (1.0 - xp.exp(n_star * log_d)) / (1.0 - d)
     return xp.maximum(p.scrap_value[:, None], p.hours_per_step * (income - power))
 
 
@@ -217,8 +227,7 @@ def observe(state: MarketState, step: int, p: MarketParams, layout: Layout, xp: 
     rate = xp.exp(log_rental_rate(state.cum_deflation, state.compute_shock, state.obsolescence, p))
     util = utilization(state.compute_shock, regime_for_levels, p, xp)
     power = xp.exp(state.log_power)
-    y = by_regime(p.discount_yield, regime_for_levels, xp)
-    value = income_value(rate, util, power, remaining_life_steps(step, p, xp), y, p, layout.dt, xp)
+    value = income_value(rate, util, power, remaining_life_steps(step, p, xp), regime_for_levels, p, layout.dt, xp)
     return MarketView(
         crypto=xp.exp(state.log_crypto),
         rental_rate=rate,
@@ -245,10 +254,10 @@ def advance_market(state: MarketState, draws: Draws, step: int, p: MarketParams,
     return state._replace(
         log_crypto=log_crypto_step(state.log_crypto, z_s, n_jumps, draws.jump_size, tight, p, xp),
         cum_deflation=state.cum_deflation + by_regime(p.deflation_step, tight, xp),
-        compute_shock=compute_shock_step(state.compute_shock, z_s[layout.btc_index, :], draws.compute_shock, tight, p, xp),
+        compute_shock=compute_shock_step(state.compute_shock, z_s[layout.btc_index, :], draws.market_shocks[0, :], tight, p, xp),
         obsolescence=state.obsolescence + drop,
         launches=state.launches + n_launch,
-        log_power=log_power_step(state.log_power, draws.power_shock, p),
+        log_power=log_power_step(state.log_power, draws.market_shocks[1, :], p),
     )
 
 

@@ -73,9 +73,8 @@ class MarketParams(NamedTuple):
     util_max: Any  # ()
     util_level: Any  # (2,)
     util_sensitivity: Any  # ()
-    obsolescence_drop: Any  # () theta
-    obsolescence_curvature: Any  # () eta
     generations_behind0: Any  # (G,) generations between g and the newest at t_0
+    launch_drop: Any  # (M,) theta m^eta: log-drop for a generation m behind the newest after a launch
     scheduled_launches: Any  # (K,) launches in (t_k, t_k+1]
     random_launch_prob: Any  # () probability of an unscheduled launch in one step
     log_power0: Any  # ()
@@ -86,7 +85,8 @@ class MarketParams(NamedTuple):
     kw_per_gpu: Any  # (G,)
     valuation_pue: Any  # ()
     valuation_deflation: Any  # () dbar
-    discount_yield: Any  # (2,)
+    log_income_discount: Any  # (2,) ln a = -(y_R + dbar) dt
+    log_cost_discount: Any  # (2,) ln d = -y_R dt
     life_end_step: Any  # (G,) step index at which each generation's economic life ends
     scrap_value: Any  # (G,)
     market_depth: Any  # (2, G) GPUs a month
@@ -187,9 +187,8 @@ def build_market_params(s: Scenario) -> MarketParams:
         util_max=np.float64(s.compute.utilization.max),
         util_level=np.array(_pair(s.compute.utilization.level)),
         util_sensitivity=np.float64(s.compute.utilization.sensitivity),
-        obsolescence_drop=np.float64(obs.drop),
-        obsolescence_curvature=np.float64(obs.curvature),
         generations_behind0=np.arange(n_gens - 1, -1, -1, dtype=np.float64),
+        launch_drop=obs.drop * np.arange(n_gens + len(obs.launches) + s.time.n_steps + 2, dtype=np.float64) ** obs.curvature,
         scheduled_launches=launch_schedule(s).astype(np.float64),
         random_launch_prob=np.float64(1.0 - math.exp(-obs.random_launch_rate * dt)),
         log_power0=np.float64(math.log(pw.price)),
@@ -200,7 +199,8 @@ def build_market_params(s: Scenario) -> MarketParams:
         kw_per_gpu=np.array([g.kw_per_gpu for g in gens]),
         valuation_pue=np.float64(s.compute.valuation.pue),
         valuation_deflation=np.float64(s.compute.valuation.expected_deflation),
-        discount_yield=np.array(_pair(s.compute.valuation.discount_yield)),
+        log_income_discount=-(np.array(_pair(s.compute.valuation.discount_yield)) + s.compute.valuation.expected_deflation) * dt,
+        log_cost_discount=-np.array(_pair(s.compute.valuation.discount_yield)) * dt,
         life_end_step=life_end,
         scrap_value=np.array([g.scrap_value for g in gens]),
         market_depth=np.array([_pair(g.market_depth) for g in gens]).T,

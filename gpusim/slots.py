@@ -20,7 +20,7 @@ Kind = Literal["uniform", "normal"]
 class SlotEntry:
     name: str
     kind: Kind
-    count_of: str  # which shape dimension sets the count: "one", "assets", "borrowers"
+    count_of: str  # which shape dimension sets the count: "one", "two", "assets", "borrowers"
     meaning: str
 
 
@@ -30,8 +30,7 @@ SLOT_ENTRIES: tuple[SlotEntry, ...] = (
     SlotEntry("jump_count", "uniform", "assets", "Poisson jump count of each crypto asset (inverse CDF)"),
     SlotEntry("crypto_diffusion", "normal", "assets", "independent normals, correlated by the regime's Cholesky factor"),
     SlotEntry("jump_size", "normal", "assets", "Z_J of each asset: jump sum = N mu_J + sqrt(N) sigma_J Z_J"),
-    SlotEntry("compute_shock", "normal", "one", "idiosyncratic part of Z_X (the OU shock of rental rates)"),
-    SlotEntry("power_shock", "normal", "one", "Z_P of the log-OU power price"),
+    SlotEntry("market_shocks", "normal", "two", "row 0: own part of Z_X (OU shock of rental rates); row 1: Z_P (power price)"),
     SlotEntry("revenue_shock", "normal", "borrowers", "eps^b: each borrower's log-OU revenue shock"),
 )
 
@@ -57,7 +56,7 @@ class SlotTable:
 
 def slot_table(n_assets: int, n_borrowers: int) -> SlotTable:
     """Lay out `SLOT_ENTRIES` for a config with this many assets and borrowers."""
-    sizes = {"one": 1, "assets": n_assets, "borrowers": n_borrowers}
+    sizes = {"one": 1, "two": 2, "assets": n_assets, "borrowers": n_borrowers}
     offsets: dict[str, int] = {}
     counts: dict[str, int] = {}
     kinds: dict[str, Kind] = {}

@@ -45,12 +45,21 @@ class Binning:
         return self.n_bins + 1
 
 
-def bin_index(x: Any, binning: Binning, reference: Any, xp: Any) -> Any:
-    """Bin of each value of x (C, n) as int64 in [0, n_bins]; n_bins marks NaN."""
-    coord = xp.log(x / reference[:, None]) if binning.log else x
-    position = xp.floor((coord - binning.lo) * (1.0 / binning.width))
+def bin_offset(binning: Binning) -> np.ndarray:
+    """Per-component shift so that bin = floor(coordinate / width + offset), shape (C,)."""
+    log_reference = np.log(binning.reference) if binning.log else np.zeros_like(binning.reference)
+    return -(log_reference + binning.lo) / binning.width
+
+
+def bin_index(x: Any, binning: Binning, offset: Any, xp: Any) -> Any:
+    """Bin of each value of x (C, n) as int64 in [0, n_bins]; n_bins marks NaN.
+
+    `offset` is `bin_offset(binning)` as an array of the working namespace.
+    """
+    coord = xp.log(x) if binning.log else x
+    position = xp.floor(coord * (1.0 / binning.width) + offset[:, None])
     clipped = xp.clip(position, 0.0, float(binning.n_bins - 1))
-    return xp.astype(xp.where(xp.isnan(coord), float(binning.n_bins), clipped), xp.int64)
+    return xp.astype(xp.where(xp.isnan(position), float(binning.n_bins), clipped), xp.int64)
 
 
 def bincount(index: Any, length: int, xp: Any) -> Any:

@@ -13,7 +13,7 @@ import numpy as np
 from gpusim.factors import MarketView, advance_market, close_step, draw_step, initial_state, observe
 from gpusim.params import cast_params
 from gpusim.spec import FAN_FACTORS, ChunkResult, RunSpec
-from gpusim.statistics import bin_index, bincount
+from gpusim.statistics import bin_index, bin_offset, bincount
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -26,7 +26,7 @@ def simulate_chunk(spec: RunSpec, seed: int, path_start: int, n_paths: int, save
     layout = spec.layout
     dtype = getattr(xp, spec.dtype)
     p = cast_params(spec.market, xp, dtype)
-    references = {name: xp.asarray(spec.binnings[name].reference, dtype=dtype) for name in FAN_FACTORS}
+    bin_offsets = {name: xp.asarray(bin_offset(spec.binnings[name]), dtype=dtype) for name in FAN_FACTORS}
     offsets, total_bins = {}, 0
     for name in FAN_FACTORS:
         offsets[name] = total_bins
@@ -40,7 +40,7 @@ def simulate_chunk(spec: RunSpec, seed: int, path_start: int, n_paths: int, save
             x = getattr(view, name)
             x = x if x.ndim == 2 else x[None, :]
             component = xp.reshape(xp.arange(binning.n_components, dtype=xp.int64), (-1, 1))
-            index = bin_index(x, binning, references[name], xp) + component * binning.bins_per_component + offsets[name]
+            index = bin_index(x, binning, bin_offsets[name], xp) + component * binning.bins_per_component + offsets[name]
             parts.append(xp.reshape(index, (-1,)))
         return bincount(xp.concat(parts), total_bins, xp)
 
