@@ -142,7 +142,9 @@ def run_command(
 
 def _print_summary(result: Any, out: str) -> None:
     layout = result.spec.layout
-    table = Table(title=f"{layout.scenario_name}: {result.n_paths:,} paths x {layout.n_steps} steps ({result.spec.dtype}, {result.backend})")
+    table = Table(
+        title=f"{layout.scenario_name}: {result.n_paths:,} paths x {layout.n_steps} steps ({result.spec.dtype}, {result.backend})"
+    )
     table.add_column("factor")
     table.add_column("at horizon: 5 %", justify="right")
     table.add_column("median", justify="right")

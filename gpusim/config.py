@@ -9,8 +9,8 @@ by `name`, so a stress file states only what it changes. Errors users can cause 
 
 from __future__ import annotations
 
-from datetime import date as Date
 import math
+from datetime import date as Date
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, TypeVar
@@ -222,7 +222,9 @@ class RevenueShock(Strict):
 class Covenants(Strict):
     dscr_min: Positive | None = Field(None, description="minimum DSCR on trailing 12 months (CFADS / debt service)")
     ltv_max: Positive | None = Field(None, description="maximum loan-to-value of the collateral")
-    ltv_basis: Literal["book", "mark"] = Field("mark", description="value the LTV test uses: straight-line book value or the secondary-market mark")
+    ltv_basis: Literal["book", "mark"] = Field(
+        "mark", description="value the LTV test uses: straight-line book value or the secondary-market mark"
+    )
     test_every_months: Annotated[int, Field(ge=1)] = Field(3, description="covenant test frequency, months")
     cure_periods: Annotated[int, Field(ge=0)] = Field(1, description="consecutive failed tests tolerated before a covenant default")
 
@@ -258,7 +260,9 @@ class Instrument(Strict):
     covenants: Covenants | None = Field(None, description="maintenance covenants")
     refinancing: Refinancing | None = Field(None, description="terms on which maturity is refinanced; none = must repay")
     market_spread_bps: float = Field(description="spread actually charged over the base curve, bps (compared with break-even)")
-    conversion_price: Positive | None = Field(None, description="convertible: conversion price USD per share (conversion not modelled in v1)")
+    conversion_price: Positive | None = Field(
+        None, description="convertible: conversion price USD per share (conversion not modelled in v1)"
+    )
 
     @model_validator(mode="after")
     def _kind_rules(self) -> Instrument:
@@ -335,7 +339,7 @@ def check_references(s: Scenario) -> list[str]:
     if "BTC" not in assets:
         problems.append(f"crypto.assets: BTC is required (hashprice and the compute correlation follow it); got {assets}")
     if s.crypto.correlation is not None:
-        for regime, matrix in zip(("easy", "tight"), s.crypto.correlation.pair()):
+        for regime, matrix in zip(("easy", "tight"), s.crypto.correlation.pair(), strict=True):
             m = np.asarray(matrix, dtype=float)
             where = f"crypto.correlation.{regime}"
             if m.shape != (len(assets), len(assets)):

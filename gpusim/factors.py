@@ -267,4 +267,3 @@ def close_step(state: MarketState, dumped: Any, draws: Draws, p: MarketParams, x
         distress_memory=distress_memory_step(state.distress_memory, dumped, state.tight, p, xp),
         tight=next_regime(state.tight, draws.regime, p.regime_switch_prob, xp),
     )
-

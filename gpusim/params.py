@@ -171,7 +171,9 @@ def build_market_params(s: Scenario) -> MarketParams:
     obs = s.compute.obsolescence
     return MarketParams(
         regime_initial_tight=np.float64(s.regime.initial == "tight"),
-        regime_switch_prob=np.array([per_step_probability(s.regime.p_easy_to_tight, dt), per_step_probability(s.regime.p_tight_to_easy, dt)]),
+        regime_switch_prob=np.array(
+            [per_step_probability(s.regime.p_easy_to_tight, dt), per_step_probability(s.regime.p_tight_to_easy, dt)]
+        ),
         log_spot=np.log([a.spot for a in assets]),
         crypto_drift_step=(drift - 0.5 * vol**2 - rate * kbar) * dt,
         crypto_vol_step=vol * math.sqrt(dt),

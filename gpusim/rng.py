@@ -62,9 +62,7 @@ def _mulhilo_u16(a: Any, m: int, xp: Any) -> tuple[Any, Any]:
     return hi, lo
 
 
-def philox4x32_10(
-    counter: tuple[Any, Any, Any, Any], key: tuple[int, int], xp: Any, use_uint64: bool | None = None
-) -> tuple[Any, ...]:
+def philox4x32_10(counter: tuple[Any, Any, Any, Any], key: tuple[int, int], xp: Any, use_uint64: bool | None = None) -> tuple[Any, ...]:
     """Philox4x32-10 on broadcastable counter words; returns four uint32 arrays.
 
     The counter words may be arrays or Python ints (they broadcast); the key is two ints.
@@ -127,9 +125,7 @@ def poisson_cdf_table(means: np.ndarray) -> np.ndarray:
     """
     means = np.asarray(means, dtype=np.float64)
     n = np.arange(POISSON_CAP)
-    log_pmf = -means[..., None] + n * np.log(np.maximum(means[..., None], 1e-300)) - np.array(
-        [math.lgamma(k + 1.0) for k in n]
-    )
+    log_pmf = -means[..., None] + n * np.log(np.maximum(means[..., None], 1e-300)) - np.array([math.lgamma(k + 1.0) for k in n])
     pmf = np.where(means[..., None] > 0, np.exp(log_pmf), (n == 0).astype(np.float64))
     return np.minimum(np.cumsum(pmf, axis=-1), 1.0)
 

@@ -69,7 +69,9 @@ def bincount(index: Any, length: int, xp: Any) -> Any:
     return xp.bincount(index, minlength=length)
 
 
-def quantiles_from_counts(counts: np.ndarray, binning: Binning, quantiles: tuple[float, ...] = FAN_QUANTILES) -> tuple[np.ndarray, np.ndarray]:
+def quantiles_from_counts(
+    counts: np.ndarray, binning: Binning, quantiles: tuple[float, ...] = FAN_QUANTILES
+) -> tuple[np.ndarray, np.ndarray]:
     """Quantiles and their Monte Carlo standard errors from counts of shape (steps, C, n_bins).
 
     Returns arrays (C, Q, steps). The standard error is sqrt(q (1 - q) / n) / f(x_q) with the

@@ -76,7 +76,12 @@ SMALL: dict[str, Any] = {
         "valuation": {"expected_deflation": 0.25, "discount_yield": {"easy": 0.12, "tight": 0.18}, "pue": 1.3},
     },
     "power": {"price": 0.07, "long_run": 0.07, "mean_reversion": 1.0, "vol": 0.2},
-    "secondary_market": {"integration_discount": 0.3, "price_impact": {"easy": 0.5, "tight": 1.5}, "mark_impact": 0.5, "memory_years": 0.25},
+    "secondary_market": {
+        "integration_discount": 0.3,
+        "price_impact": {"easy": 0.5, "tight": 1.5},
+        "mark_impact": 0.5,
+        "memory_years": 0.25,
+    },
     "mining": {"hashprice": 45.0, "difficulty_growth": 0.3, "halvings": ["2028-04-15"]},
     "rates": {"base_curve": [{"years": 0, "rate": 0.043}, {"years": 5, "rate": 0.04}]},
     "recovery": {"workout_cost": 0.05},

@@ -23,8 +23,7 @@ class Backend(Protocol):
         """Working memory one path of a chunk needs, for sizing chunks to free memory."""
         ...
 
-    def run_chunk(self, spec: RunSpec, seed: int, path_start: int, n_paths: int, save_paths: int) -> ChunkResult:
-        ...
+    def run_chunk(self, spec: RunSpec, seed: int, path_start: int, n_paths: int, save_paths: int) -> ChunkResult: ...
 
 
 class BackendUnavailable(Exception):
