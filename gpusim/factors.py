@@ -238,6 +238,21 @@ def observe(state: MarketState, step: int, p: MarketParams, layout: Layout, xp: 
     )
 
 
+def fan_coordinates(state: MarketState, view: MarketView, p: MarketParams, xp: Any) -> dict[str, Any]:
+    """What the fan-chart histograms bin, per factor, shape (C, n): the log level of prices,
+    rates and values (taken from the state where it is already held, to save a log per
+    component) and the level of utilization."""
+    log_value = xp.log(view.gpu_value)
+    return {
+        "crypto": state.log_crypto,
+        "rental_rate": log_rental_rate(state.cum_deflation, state.compute_shock, state.obsolescence, p),
+        "utilization": view.utilization[None, :],
+        "power_price": state.log_power[None, :],
+        "gpu_value": log_value,
+        "gpu_mark": log_value - p.mark_impact * state.distress_memory,
+    }
+
+
 def advance_market(state: MarketState, draws: Draws, step: int, p: MarketParams, layout: Layout, xp: Any) -> MarketState:
     """Steps 2-3 of MODEL.md 7 for k -> k+1: launches, then crypto, X, rates, power under R_k.
 

@@ -51,12 +51,12 @@ def bin_offset(binning: Binning) -> np.ndarray:
     return -(log_reference + binning.lo) / binning.width
 
 
-def bin_index(x: Any, binning: Binning, offset: Any, xp: Any) -> Any:
-    """Bin of each value of x (C, n) as int64 in [0, n_bins]; n_bins marks NaN.
+def bin_index(coord: Any, binning: Binning, offset: Any, xp: Any) -> Any:
+    """Bin of each coordinate (C, n) as int64 in [0, n_bins]; n_bins marks NaN.
 
-    `offset` is `bin_offset(binning)` as an array of the working namespace.
+    The coordinate is ln(x) for log grids and x for linear ones; `offset` is
+    `bin_offset(binning)` as an array of the working namespace.
     """
-    coord = xp.log(x) if binning.log else x
     position = xp.floor(coord * (1.0 / binning.width) + offset[:, None])
     clipped = xp.clip(position, 0.0, float(binning.n_bins - 1))
     return xp.astype(xp.where(xp.isnan(position), float(binning.n_bins), clipped), xp.int64)

@@ -197,6 +197,64 @@ def test_gbm_moments_weekly() -> None:
         assert_close(f"GBM E S_{k}/S_0", mean, math.exp(mu * t), se)
 
 
+def test_jump_counts_are_poisson() -> None:
+    """With sigma = sigma_J = 0 the jump count of a step is (ln S_{k+1}/S_k - drift) / mu_J: Poisson(lambda dt)."""
+    lam, mu_j = 15.0, -0.05
+
+    def counts_only(m: dict[str, Any]) -> None:
+        asset(m, "BTC").update(vol=0.0, jump_rate=lam, jump_mean=mu_j, jump_std=0.0)
+
+    s = scenario("poisson", one_regime(), btc_only, counts_only)
+    res = simulate(s, 4_000, 113)
+    dt = s.time.dt
+    kbar = math.exp(mu_j) - 1.0
+    drift = (0.15 - lam * kbar) * dt
+    counts = (np.diff(np.log(res.saved["crypto"][:, :, 0]), axis=1) - drift) / mu_j
+    n = np.rint(counts)
+    np.testing.assert_allclose(counts, n, rtol=0, atol=1e-9)  # whole numbers of jumps
+    mean = lam * dt
+    for j in range(7):
+        p = math.exp(-mean) * mean**j / math.factorial(j)
+        assert_close(f"P(N = {j})", float(np.mean(n == j)), p, math.sqrt(p * (1 - p) / n.size))
+    var, se = var_se(n.ravel())
+    assert_close("Var N", var, mean, se)
+
+
+def test_regime_switching_uses_current_regime() -> None:
+    """Step k -> k+1 uses the parameters of R_k: E ln S_K and E ln r_K are sums of P(R_k) mixtures, k < K."""
+    p_et, p_te = 0.3, 0.3
+
+    def chain(m: dict[str, Any]) -> None:
+        m["regime"] = {"initial": "easy", "p_easy_to_tight": p_et, "p_tight_to_easy": p_te}
+
+    s = scenario("timing", chain, no_obsolescence, grid(12, 12))
+    n_paths = 40_000
+    res = simulate(s, n_paths, 114)
+    raw = s.model_dump(mode="json")
+    dt, n_steps = s.time.dt, s.time.n_steps
+    a, b = per_step_probability(p_et, dt), per_step_probability(p_te, dt)
+    tight = np.array([a / (a + b) * (1 - (1 - a - b) ** k) for k in range(n_steps + 1)])  # P(R_k tight)
+    btc = asset(raw, "BTC")
+    per_step = {}
+    for regime in ("easy", "tight"):
+        mu, sigma = by_regime(btc["drift"], regime), by_regime(btc["vol"], regime)
+        lam, mu_j, sigma_j = (by_regime(btc[key], regime) for key in ("jump_rate", "jump_mean", "jump_std"))
+        kbar = math.exp(mu_j + 0.5 * sigma_j**2) - 1.0
+        per_step[regime] = (mu - 0.5 * sigma**2 - lam * kbar) * dt + lam * dt * mu_j
+    delta = raw["compute"]["deflation"]
+    log_btc = np.log(res.saved["crypto"][:, :, 0] / res.saved["crypto"][:, :1, 0])
+    log_rate = np.log(res.saved["rental_rate"][:, :, 0] / res.saved["rental_rate"][:, :1, 0])
+    for k in (1, 6, n_steps):
+        w = tight[:k]  # regimes R_0 .. R_{k-1} drive the steps up to t_k
+        exact = float(np.sum((1 - w) * per_step["easy"] + w * per_step["tight"]))
+        mean, se = mean_se(log_btc[:, k])
+        assert_close(f"E ln S_{k}/S_0 under switching", mean, exact, se)
+        # ln r_k - ln r_0 = -sum_{j<k} delta_{R_j} dt + X_k with E X_k = 0 whatever the regimes
+        exact = -float(np.sum((1 - w) * delta["easy"] + w * delta["tight"])) * dt
+        mean, se = mean_se(log_rate[:, k])
+        assert_close(f"E ln r_{k}/r_0 under switching", mean, exact, se)
+
+
 # ---------------------------------------------------------------------------------------
 # 2. Merton (1976) European call
 
@@ -222,15 +280,21 @@ def test_merton_call_price(lam: float, mu_j: float, sigma_j: float) -> None:
     discount = math.exp(-r * t)
     mean, se = mean_se(discount * s_t)
     assert_close(f"lambda={lam} E e^-rT S_T", mean, s0, se)
+    control = discount * s_t - s0  # mean zero under the risk-neutral drift
     for moneyness in (0.7, 1.0, 1.3, 2.0):
         strike = moneyness * s0
-        mean, se = mean_se(discount * np.maximum(s_t - strike, 0.0))
+        payoff = discount * np.maximum(s_t - strike, 0.0)
         exact = merton_call(s0, strike, t, r, sigma, lam, mu_j, sigma_j)
+        mean, se = mean_se(payoff)
         assert_close(f"lambda={lam} call K/S0={moneyness}", mean, exact, se)
+        # the same with the discounted spot as control variate: a test several times sharper
+        beta = float(np.cov(payoff, control)[0, 1] / control.var(ddof=1))
+        mean, se = mean_se(payoff - beta * control)
+        assert_close(f"lambda={lam} call K/S0={moneyness} (control variate)", mean, exact, se)
 
 
 def test_merton_series_reduces_to_black_scholes() -> None:
-    """Sanity of the oracle itself: no jumps is Black-Scholes; put-call parity holds for the series."""
+    """Sanity of the oracle itself: without jumps it is Black-Scholes; a call struck at ~0 is worth S_0."""
     assert merton_call(100.0, 110.0, 1.0, 0.03, 0.4, 0.0, 0.0, 0.0) == pytest.approx(black_scholes_call(100.0, 110.0, 1.0, 0.03, 0.4))
     # E[S_T] = S_0 e^{rT} under the jump measure: a call at strike ~0 is worth S_0
     assert merton_call(100.0, 1e-9, 1.0, 0.03, 0.4, 5.0, -0.1, 0.2) == pytest.approx(100.0, rel=1e-9)
@@ -269,6 +333,8 @@ def test_ou_compute_shock_and_power_price() -> None:
     var6 = sigma_x**2 * (1 - math.exp(-2 * kappa * 6 * dt)) / (2 * kappa)
     cov, se = cov_se(x[:, 6], x[:, 24])
     assert_close("OU Cov(X_6, X_24)", cov, math.exp(-kappa * 18 * dt) * var6, se)
+    # utilization is the logistic of X (deterministic given X): u = u_max / (1 + exp(-(a + b X)))
+    np.testing.assert_allclose(res.saved["utilization"], 0.95 / (1 + np.exp(-(2.0 + 2.0 * x))), rtol=1e-12)
     # one step: X_1 = s_x (rho Z_BTC + sqrt(1 - rho^2) Z_own), ln S_1/S_0 = drift + sigma sqrt(dt) Z_BTC
     btc_return = np.log(res.saved["crypto"][:, 1, 0] / res.saved["crypto"][:, 0, 0])
     corr = float(np.corrcoef(x[:, 1], btc_return)[0, 1])

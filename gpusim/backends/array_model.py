@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from gpusim.factors import MarketView, advance_market, close_step, draw_step, initial_state, observe
+from gpusim.factors import MarketState, MarketView, advance_market, close_step, draw_step, fan_coordinates, initial_state, observe
 from gpusim.params import cast_params
 from gpusim.spec import FAN_FACTORS, ChunkResult, RunSpec
 from gpusim.statistics import bin_index, bin_offset, bincount
@@ -33,12 +33,12 @@ def simulate_chunk(spec: RunSpec, seed: int, path_start: int, n_paths: int, save
         total_bins += spec.binnings[name].n_components * spec.binnings[name].bins_per_component
     n_saved = max(0, min(n_paths, save_paths - path_start))
 
-    def fan_counts(view: MarketView) -> Any:
+    def fan_counts(state: MarketState, view: MarketView) -> Any:
+        coordinates = fan_coordinates(state, view, p, xp)
         parts = []
         for name in FAN_FACTORS:
             binning = spec.binnings[name]
-            x = getattr(view, name)
-            x = x if x.ndim == 2 else x[None, :]
+            x = coordinates[name]
             component = xp.reshape(xp.arange(binning.n_components, dtype=xp.int64), (-1, 1))
             index = bin_index(x, binning, bin_offsets[name], xp) + component * binning.bins_per_component + offsets[name]
             parts.append(xp.reshape(index, (-1,)))
@@ -50,14 +50,14 @@ def simulate_chunk(spec: RunSpec, seed: int, path_start: int, n_paths: int, save
     state = initial_state(n_paths, p, layout, xp)
     no_fire_sales = xp.zeros((layout.n_generations, n_paths), dtype=dtype)
     view = observe(state, 0, p, layout, xp)
-    counts, tight, records = [fan_counts(view)], [xp.sum(xp.astype(state.tight, xp.int64))], [saved(view)]
+    counts, tight, records = [fan_counts(state, view)], [xp.sum(xp.astype(state.tight, xp.int64))], [saved(view)]
     regimes = [state.tight[:n_saved]]
     for k in range(layout.n_steps):
         draws = draw_step(seed, path_start, n_paths, k, layout, dtype, xp)
         state = advance_market(state, draws, k, p, layout, xp)
         view = observe(state, k + 1, p, layout, xp)
+        counts.append(fan_counts(state, view))
         state = close_step(state, no_fire_sales, draws, p, xp)
-        counts.append(fan_counts(view))
         tight.append(xp.sum(xp.astype(state.tight, xp.int64)))
         records.append(saved(view))
         regimes.append(state.tight[:n_saved])

@@ -1,0 +1,101 @@
+"""Throughput of the market-factor engine on the fixed benchmark workload (configs/bench.yaml).
+
+Prints path-steps per second (paths x steps / seconds) as the median of several repeats, for
+the chunk computation alone (one thread) and for the whole engine (chunks on all cores,
+fan histograms, no file output). Run from the repository root:
+
+    python benchmarks/bench_factors.py --paths 200000 --repeats 3
+    python benchmarks/bench_factors.py --memory-paths 10000000   # peak memory of a full CLI run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from gpusim.backends import get_backend
+from gpusim.config import load_scenario
+from gpusim.engine import run
+from gpusim.spec import build_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def time_chunks(spec, n_paths: int, chunk: int, repeats: int) -> list[float]:
+    backend = get_backend("numpy")
+    backend.run_chunk(spec, 1, 0, min(chunk, 1024), 0)  # warm-up
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for path_start in range(0, n_paths, chunk):
+            backend.run_chunk(spec, 1, path_start, min(chunk, n_paths - path_start), 0)
+        rates.append(n_paths * spec.layout.n_steps / (time.perf_counter() - start))
+    return rates
+
+
+def time_engine(spec, n_paths: int, workers: int, repeats: int) -> list[float]:
+    rates = []
+    for _ in range(repeats):
+        result = run(spec, get_backend("numpy"), n_paths=n_paths, seed=1, save_paths=0, workers=workers, show_progress=False)
+        rates.append(result.path_steps_per_second)
+    return rates
+
+
+def peak_memory_of_cli_run(n_paths: int, dtype: str) -> tuple[float, float]:
+    """Peak resident memory (GiB) and wall time of `gpusim run` on bench.yaml, in a child process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "mem.h5"
+        cmd = [sys.executable, "-m", "gpusim", "run", str(ROOT / "configs/bench.yaml"), "--paths", str(n_paths)]
+        cmd += ["--out", str(out), "--dtype", dtype, "--quiet"]
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True)
+        wall = time.perf_counter() - start
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return peak_kib / 2**20, wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(ROOT / "configs/bench.yaml"))
+    parser.add_argument("--paths", type=int, default=200_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtype", choices=["float32", "float64"], nargs="+", default=["float32", "float64"])
+    parser.add_argument("--memory-paths", type=int, default=0, help="also run the CLI on this many paths and report peak memory")
+    args = parser.parse_args()
+
+    scenario = load_scenario(args.config)
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"workload: {scenario.name}, {args.paths:,} paths x {scenario.time.n_steps} steps, median of {args.repeats}")
+    for dtype in args.dtype:
+        spec = build_spec(scenario, dtype)  # type: ignore[arg-type]
+        chunk = get_backend("numpy").preferred_chunk_paths(spec)
+        one = statistics.median(time_chunks(spec, args.paths, chunk, args.repeats))
+        print(f"{dtype}: chunks on 1 thread          {one:12,.0f} path-steps/s")
+        for workers in sorted({1, os.cpu_count() or 1}):
+            rate = statistics.median(time_engine(spec, args.paths, workers, args.repeats))
+            print(f"{dtype}: engine, {workers} thread(s), with fans {rate:12,.0f} path-steps/s")
+    if args.memory_paths:
+        peak, wall = peak_memory_of_cli_run(args.memory_paths, "float32")
+        print(f"gpusim run --paths {args.memory_paths:,} (float32): peak RSS {peak:.2f} GiB, wall {wall:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
