@@ -201,6 +201,9 @@ class Fleet(Strict):
     contracted_share: Probability = Field(0.0, description="s_g: share of the fleet on take-or-pay contracts")
     contract_rate: NonNegative = Field(0.0, description="rc_g: contract rate, USD per GPU-hour")
     contract_expiry: Date | None = Field(None, description="after this date the contracted share earns spot")
+    book_life_years: Positive = Field(
+        6.0, description="straight-line depreciation life for book value, years (CoreWeave, Alphabet, Microsoft: 6; Nebius: 4)"
+    )
 
 
 class MiningOperation(Strict):
@@ -286,7 +289,9 @@ class Borrower(Strict):
     name: str = Field(description="unique borrower name")
     type: Literal["neocloud", "miner", "project_spv"] = Field(description="label used in reports; the model is common")
     cash: NonNegative = Field(description="cash balance at t_0, USD")
-    min_liquidity: NonNegative | None = Field(None, description="minimum-liquidity covenant, USD")
+    min_liquidity: NonNegative | None = Field(
+        None, description="minimum-liquidity covenant, USD: tested with the DSCR covenant dates; a breach counts on the DSCR cure clock"
+    )
     fixed_opex_per_month: NonNegative = Field(description="fixed operating cost, USD per month")
     pue: Annotated[float, Field(ge=1.0)] = Field(description="power usage effectiveness of the borrower's sites")
     power_price_ratio: Positive = Field(1.0, description="borrower's power price / market power price")
@@ -374,6 +379,10 @@ def check_references(s: Scenario) -> list[str]:
             for g in inst.collateral.fleets:
                 if g not in own_gens:
                     problems.append(f"borrowers[{bi}].debt[{ii}].collateral.fleets: {g!r} is not a fleet of {b.name} ({own_gens})")
+            if inst.covenants is not None and inst.covenants.ltv_max is not None and not (inst.collateral.fleets or inst.collateral.crypto):
+                problems.append(f"borrowers[{bi}].debt[{ii}].covenants.ltv_max: an LTV covenant needs collateral; collateral is empty")
+            if inst.maturity_date <= s.time.start:
+                problems.append(f"borrowers[{bi}].debt[{ii}].maturity_date: {inst.maturity_date} is not after time.start {s.time.start}")
             for a in inst.collateral.crypto:
                 if a not in own_assets:
                     problems.append(f"borrowers[{bi}].debt[{ii}].collateral.crypto: {b.name} holds no {a!r} ({own_assets})")

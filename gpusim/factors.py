@@ -23,6 +23,7 @@ class Draws(NamedTuple):
     crypto_diffusion: Any  # (A, n) normal, independent
     jump_size: Any  # (A, n) normal
     market_shocks: Any  # (2, n) normal: own part of Z_X, Z_P
+    revenue_shock: Any  # (B, n) normal: each borrower's eps^b shock
 
 
 class MarketState(NamedTuple):
@@ -71,6 +72,8 @@ def draw_step(seed: int, path_start: int, n_paths: int, step: int, layout: Layou
 
     def normals(name: str) -> Any:
         start, count = table.offsets[name], table.counts[name]
+        if count == 0:
+            return xp.zeros((0, n_paths), dtype=dtype)
         pairs = -(-count // 2)
         z_cos, z_sin = box_muller(u[start : start + 2 * pairs : 2, :], u[start + 1 : start + 2 * pairs : 2, :], xp)
         interleaved = xp.reshape(xp.stack((z_cos, z_sin), axis=1), (2 * pairs, n_paths))
@@ -83,6 +86,7 @@ def draw_step(seed: int, path_start: int, n_paths: int, step: int, layout: Layou
         crypto_diffusion=normals("crypto_diffusion"),
         jump_size=normals("jump_size"),
         market_shocks=normals("market_shocks"),
+        revenue_shock=normals("revenue_shock"),
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gpusim.config import Scenario, event_step, year_fraction
+from gpusim.config import Date, Scenario, event_step, year_fraction
 from gpusim.rng import poisson_cdf_table
 from gpusim.slots import SlotTable, slot_table
 
@@ -35,6 +35,15 @@ class Layout:
     btc_index: int
     slots: SlotTable
     max_launches_per_step: int
+    instruments: tuple[str, ...] = ()
+    instrument_owner: tuple[int, ...] = ()  # borrower index of each instrument
+    seniority: tuple[int, ...] = ()  # rank of each instrument, 1 = most senior
+    borrower_types: tuple[str, ...] = ()
+    collateral_fleets: tuple[tuple[int, ...], ...] = ()  # generations pledged to each instrument
+    collateral_assets: tuple[tuple[int, ...], ...] = ()  # assets whose pledged share secures each instrument
+    window_steps: int = 12  # steps in the trailing 12 months of the DSCR test
+    facilities: tuple[int, ...] = ()  # instruments that are delayed-draw / ABL facilities
+    ltv_covenanted: tuple[int, ...] = ()  # instruments with an LTV maintenance covenant
 
     @property
     def dt(self) -> float:
@@ -51,6 +60,17 @@ class Layout:
     @property
     def n_generations(self) -> int:
         return len(self.generations)
+
+    @property
+    def n_borrowers(self) -> int:
+        return len(self.borrowers)
+
+    @property
+    def n_instruments(self) -> int:
+        return len(self.instruments)
+
+    def instruments_of(self, borrower: int) -> tuple[int, ...]:
+        return tuple(i for i, b in enumerate(self.instrument_owner) if b == borrower)
 
 
 class MarketParams(NamedTuple):
@@ -93,6 +113,9 @@ class MarketParams(NamedTuple):
     exogenous_supply_step: Any  # (2, G) 12 dt q_exo: distressed GPUs a step from outside the portfolio
     mark_impact: Any  # () alpha_mark
     memory_decay: Any  # () exp(-dt / tau)
+    integration_discount: Any  # () h_int
+    price_impact: Any  # (2,) alpha_R
+    crypto_slippage: Any  # (2, A) share of price lost selling crypto in a month
 
 
 def _pair(by_regime: Any) -> list[float]:
@@ -106,6 +129,7 @@ def per_step_probability(monthly: float, dt: float) -> float:
 
 def build_layout(s: Scenario) -> Layout:
     assets = tuple(a.name for a in s.crypto.assets)
+    gens = [g.name for g in s.compute.generations]
     schedule = launch_schedule(s)
     max_launches = int(schedule.max(initial=0)) + (1 if s.compute.obsolescence.random_launch_rate > 0 else 0)
     return Layout(
@@ -118,6 +142,17 @@ def build_layout(s: Scenario) -> Layout:
         btc_index=assets.index("BTC"),
         slots=slot_table(len(assets), len(s.borrowers)),
         max_launches_per_step=max_launches,
+        instruments=tuple(i.name for b in s.borrowers for i in b.debt),
+        instrument_owner=tuple(bi for bi, b in enumerate(s.borrowers) for _ in b.debt),
+        seniority=tuple(i.seniority for b in s.borrowers for i in b.debt),
+        borrower_types=tuple(b.type for b in s.borrowers),
+        collateral_fleets=tuple(tuple(gens.index(g) for g in i.collateral.fleets) for b in s.borrowers for i in b.debt),
+        collateral_assets=tuple(tuple(assets.index(a) for a in i.collateral.crypto) for b in s.borrowers for i in b.debt),
+        window_steps=s.time.steps_per_year,
+        facilities=tuple(k for k, i in enumerate(i for b in s.borrowers for i in b.debt) if i.kind == "facility"),
+        ltv_covenanted=tuple(
+            k for k, i in enumerate(i for b in s.borrowers for i in b.debt) if i.covenants is not None and i.covenants.ltv_max is not None
+        ),
     )
 
 
@@ -209,9 +244,224 @@ def build_market_params(s: Scenario) -> MarketParams:
         exogenous_supply_step=np.array([_pair(g.exogenous_distressed_supply) for g in gens]).T * 12.0 * dt,
         mark_impact=np.float64(s.secondary_market.mark_impact),
         memory_decay=np.float64(math.exp(-dt / s.secondary_market.memory_years)),
+        integration_discount=np.float64(s.secondary_market.integration_discount),
+        price_impact=np.array(_pair(s.secondary_market.price_impact)),
+        crypto_slippage=np.array([_pair(a.sale_slippage) for a in assets]).T,
     )
+
+
+def without_contagion(p: MarketParams) -> MarketParams:
+    """The same market with the fire-sale chain switched off (alpha_R = alpha_mark = 0, MODEL.md 4)."""
+    return p._replace(price_impact=np.zeros_like(p.price_impact), mark_impact=np.float64(0.0))
 
 
 def cast_params(params: NamedTuple, xp: Any, dtype: Any) -> Any:
     """The same parameters as arrays of namespace xp in the working dtype."""
     return type(params)(*(xp.asarray(np.asarray(v, dtype=np.float64), dtype=dtype) for v in params))
+
+
+class CreditParams(NamedTuple):
+    """Borrower and debt parameters of MODEL.md sections 5-6 as flat arrays.
+
+    B borrowers, G generations, A assets, I instruments, K steps. Tables with a leading K
+    (or K+1) axis are calendars evaluated once on the host; step k reads row k.
+    """
+
+    fleet_count: Any  # (B, G) GPUs
+    contracted_share: Any  # (B, G)
+    contract_rate: Any  # (B, G) USD per GPU-hour
+    contract_active: Any  # (K, B, G) 1 while t_k is before the contract expiry
+    book_value: Any  # (K+1, B, G) straight-line book value per GPU at t_k
+    pue: Any  # (B,)
+    power_price_ratio: Any  # (B,)
+    fixed_opex_step: Any  # (B,) USD per step
+    shock_decay: Any  # (B,) exp(-kappa_b dt)
+    shock_vol_step: Any  # (B,) exact OU step volatility
+    hashrate: Any  # (B,) PH/s
+    mining_kw: Any  # (B,) kW drawn by the miners
+    hashprice_per_btc: Any  # (K+1,) USD per PH/s per day per USD of BTC price, with halvings and difficulty
+    cash0: Any  # (B,)
+    treasury0: Any  # (B, A) units
+    pledged_share: Any  # (B, A)
+    min_liquidity: Any  # (B,) USD, 0 = none
+    principal0: Any  # (I,)
+    commitment: Any  # (I,) facility limit, 0 for other kinds
+    advance_rate: Any  # (I,)
+    is_facility: Any  # (I,) 0/1
+    amortizes_level: Any  # (I,) 0/1
+    amortizes_annuity: Any  # (I,) 0/1
+    floating: Any  # (I,) 0/1
+    coupon: Any  # (I,) fixed coupon or spread over base, per year
+    payments_per_year: Any  # (I,)
+    payment_due: Any  # (K, I) 1 if a scheduled payment date falls in (t_k, t_k+1]
+    covenant_test: Any  # (K, I) 1 if a covenant test date falls in (t_k, t_k+1]
+    maturity_step0: Any  # (I,) index k of the step (t_k, t_k+1] holding the maturity date (-1 if already past)
+    base_rate: Any  # (K,) base rate at t_k
+    discount: Any  # (K+1,) risk-free discount factor to t_0
+    collateral_fleet: Any  # (I, G) 0/1: owner's fleet of generation g pledged
+    collateral_crypto: Any  # (I, A) 0/1: owner's pledged treasury share of asset a pledged
+    dscr_min: Any  # (I,) 0 = no DSCR covenant
+    ltv_max: Any  # (I,) 1e30 = no LTV covenant
+    ltv_on_mark: Any  # (I,) 1 = mark basis, 0 = book basis
+    cure_periods: Any  # (I,)
+    refinanceable: Any  # (I,) 0/1
+    refi_max_ltv: Any  # (I,)
+    refi_min_dscr: Any  # (I,)
+    refi_tenor_steps: Any  # (I,) tenor of a refinanced loan in steps
+    refi_step_up: Any  # (I,) added to the coupon at refinancing
+    workout_cost: Any  # () fraction of exposure
+
+
+NO_COVENANT_LTV = 1e30
+
+
+def _add_months(d: Date, months: int) -> Date:
+    total = d.year * 12 + (d.month - 1) + months
+    year, month = divmod(total, 12)
+    last_day = (Date(year + (month + 1) // 12, (month + 1) % 12 + 1, 1) - Date(year, month + 1, 1)).days
+    return Date(year, month + 1, min(d.day, last_day))
+
+
+def _step_table(grid: Any, times: list[float]) -> np.ndarray:
+    """1 in row k if one of the times (years from t_0) falls in (t_k, t_k+1]."""
+    row = np.zeros(grid.n_steps)
+    for t in times:
+        k = math.ceil(t * grid.steps_per_year - 1e-9) - 1
+        if 0 <= k < grid.n_steps:
+            row[k] = 1.0
+    return row
+
+
+def base_rate_curve(s: Scenario, t: np.ndarray) -> np.ndarray:
+    """Deterministic base rate at times t: linear between the config points, flat beyond."""
+    points = s.rates.base_curve
+    return np.interp(t, [p.years for p in points], [p.rate for p in points])
+
+
+def build_credit_params(s: Scenario) -> CreditParams:
+    grid = s.time
+    dt = grid.dt
+    K = grid.n_steps
+    times = np.arange(K + 1) * dt
+    gens = [g.name for g in s.compute.generations]
+    assets = [a.name for a in s.crypto.assets]
+    B, G, A = len(s.borrowers), len(gens), len(assets)
+    instruments = [(bi, inst) for bi, b in enumerate(s.borrowers) for inst in b.debt]
+    I = len(instruments)  # noqa: E741
+
+    fleet = np.zeros((B, G))
+    share = np.zeros((B, G))
+    rate = np.zeros((B, G))
+    active = np.zeros((K, B, G))
+    book = np.zeros((K + 1, B, G))
+    for bi, b in enumerate(s.borrowers):
+        for f in b.fleets:
+            g = gens.index(f.generation)
+            fleet[bi, g], share[bi, g], rate[bi, g] = f.count, f.contracted_share, f.contract_rate
+            if f.contract_expiry is not None:
+                active[:, bi, g] = times[:-1] < year_fraction(grid.start, f.contract_expiry)
+            age = times - year_fraction(grid.start, f.purchase_date)
+            book[:, bi, g] = f.purchase_price * np.clip(1.0 - age / f.book_life_years, 0.0, 1.0)
+
+    mining = s.mining
+    btc = s.crypto.assets[assets.index("BTC")]
+    halvings = np.array([year_fraction(grid.start, d) for d in mining.halvings])
+    halved = (halvings[None, :] <= times[:, None] + 1e-12).sum(axis=1) if len(halvings) else np.zeros(K + 1)
+    hashprice = mining.hashprice * np.exp(-mining.difficulty_growth * times) * 0.5**halved / btc.spot
+
+    treasury = np.zeros((B, A))
+    pledged = np.zeros((B, A))
+    for bi, b in enumerate(s.borrowers):
+        for h in b.treasury:
+            a = assets.index(h.asset)
+            treasury[bi, a], pledged[bi, a] = h.units, h.pledged_share
+
+    def per_instrument(fn: Any) -> np.ndarray:
+        return np.array([float(fn(bi, inst)) for bi, inst in instruments])
+
+    payment_due = np.zeros((K, I))
+    covenant_test = np.zeros((K, I))
+    coll_fleet = np.zeros((I, G))
+    coll_crypto = np.zeros((I, A))
+    for i, (_bi, inst) in enumerate(instruments):
+        months = 12 // inst.payments_per_year
+        dates, n = [], 1
+        while True:
+            d = _add_months(inst.issue_date, months * n)
+            t = year_fraction(grid.start, d)
+            if t > grid.horizon_years + 1e-9:
+                break
+            dates.append(t)
+            n += 1
+        payment_due[:, i] = _step_table(grid, dates)
+        if inst.covenants is not None:
+            every = inst.covenants.test_every_months / 12.0
+            covenant_test[:, i] = _step_table(grid, list(np.arange(1, int(grid.horizon_years / every) + 2) * every))
+        for g in inst.collateral.fleets:
+            coll_fleet[i, gens.index(g)] = 1.0
+        for a in inst.collateral.crypto:
+            coll_crypto[i, assets.index(a)] = 1.0
+
+    base = base_rate_curve(s, times)
+    discount = np.exp(-np.concatenate([[0.0], np.cumsum(0.5 * (base[1:] + base[:-1]) * dt)]))
+
+    def covenant(inst: Any, name: str, none: float) -> float:
+        value = getattr(inst.covenants, name) if inst.covenants is not None else None
+        return none if value is None else value
+
+    def refi(inst: Any, name: str) -> float:
+        return getattr(inst.refinancing, name) if inst.refinancing is not None else 0.0
+
+    return CreditParams(
+        fleet_count=fleet,
+        contracted_share=share,
+        contract_rate=rate,
+        contract_active=active,
+        book_value=book,
+        pue=np.array([b.pue for b in s.borrowers]),
+        power_price_ratio=np.array([b.power_price_ratio for b in s.borrowers]),
+        fixed_opex_step=np.array([b.fixed_opex_per_month * 12.0 * dt for b in s.borrowers]),
+        shock_decay=np.array([math.exp(-b.revenue_shock.mean_reversion * dt) for b in s.borrowers]),
+        shock_vol_step=np.array(
+            [
+                b.revenue_shock.vol
+                * math.sqrt((1.0 - math.exp(-2.0 * b.revenue_shock.mean_reversion * dt)) / (2.0 * b.revenue_shock.mean_reversion))
+                for b in s.borrowers
+            ]
+        ),
+        hashrate=np.array([b.mining.hashrate if b.mining else 0.0 for b in s.borrowers]),
+        mining_kw=np.array([b.mining.hashrate * b.mining.efficiency if b.mining else 0.0 for b in s.borrowers]),
+        hashprice_per_btc=hashprice,
+        cash0=np.array([b.cash for b in s.borrowers]),
+        treasury0=treasury,
+        pledged_share=pledged,
+        min_liquidity=np.array([b.min_liquidity or 0.0 for b in s.borrowers]),
+        principal0=per_instrument(lambda bi, i: i.principal),
+        commitment=per_instrument(lambda bi, i: i.commitment or 0.0),
+        advance_rate=per_instrument(lambda bi, i: i.advance_rate or 0.0),
+        is_facility=per_instrument(lambda bi, i: i.kind == "facility"),
+        amortizes_level=per_instrument(lambda bi, i: i.amortization == "level_principal"),
+        amortizes_annuity=per_instrument(lambda bi, i: i.amortization == "annuity"),
+        floating=per_instrument(lambda bi, i: i.rate_type == "floating"),
+        coupon=per_instrument(lambda bi, i: i.coupon),
+        payments_per_year=per_instrument(lambda bi, i: i.payments_per_year),
+        payment_due=payment_due,
+        covenant_test=covenant_test,
+        maturity_step0=per_instrument(
+            lambda bi, i: max(math.ceil(year_fraction(grid.start, i.maturity_date) * grid.steps_per_year - 1e-9) - 1, -1)
+        ),
+        base_rate=base[:-1],
+        discount=discount,
+        collateral_fleet=coll_fleet,
+        collateral_crypto=coll_crypto,
+        dscr_min=per_instrument(lambda bi, i: covenant(i, "dscr_min", 0.0)),
+        ltv_max=per_instrument(lambda bi, i: covenant(i, "ltv_max", NO_COVENANT_LTV)),
+        ltv_on_mark=per_instrument(lambda bi, i: i.covenants is None or i.covenants.ltv_basis == "mark"),
+        cure_periods=per_instrument(lambda bi, i: i.covenants.cure_periods if i.covenants else 0),
+        refinanceable=per_instrument(lambda bi, i: i.refinancing is not None),
+        refi_max_ltv=per_instrument(lambda bi, i: refi(i, "max_ltv")),
+        refi_min_dscr=per_instrument(lambda bi, i: refi(i, "min_dscr")),
+        refi_tenor_steps=per_instrument(lambda bi, i: round(refi(i, "tenor_years") * grid.steps_per_year)),
+        refi_step_up=per_instrument(lambda bi, i: refi(i, "spread_step_up")),
+        workout_cost=np.float64(s.recovery.workout_cost),
+    )

@@ -13,7 +13,7 @@ import numpy as np
 
 from gpusim.config import Scenario
 from gpusim.factors import MarketView, initial_state, observe
-from gpusim.params import Layout, MarketParams, build_layout, build_market_params
+from gpusim.params import CreditParams, Layout, MarketParams, build_credit_params, build_layout, build_market_params, without_contagion
 from gpusim.statistics import Binning
 
 DType = Literal["float32", "float64"]
@@ -30,6 +30,11 @@ FAN_GRIDS: dict[str, tuple[bool, float, float]] = {
 FAN_FACTORS: tuple[str, ...] = tuple(FAN_GRIDS)
 assert set(FAN_FACTORS) <= set(MarketView._fields)
 
+# Credit ratios per borrower, on linear grids; defaulted borrowers fall in the "not
+# applicable" bin, so the quantiles are over the paths where the borrower is still alive.
+CREDIT_FAN_GRIDS: dict[str, tuple[float, float]] = {"dscr": (-4.0, 12.0), "ltv": (0.0, 4.0)}
+CREDIT_FANS: tuple[str, ...] = tuple(CREDIT_FAN_GRIDS)
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -40,6 +45,16 @@ class RunSpec:
     market: MarketParams
     binnings: dict[str, Binning]
     dtype: DType
+    credit: CreditParams | None = None  # None for a scenario without borrowers
+    attribution: bool = True  # also run the paths with the fire-sale chain off
+
+    @property
+    def has_credit(self) -> bool:
+        return self.credit is not None and self.layout.n_borrowers > 0
+
+    @property
+    def fans(self) -> tuple[str, ...]:
+        return FAN_FACTORS + (CREDIT_FANS if self.has_credit else ())
 
 
 class ChunkResult(NamedTuple):
@@ -50,15 +65,44 @@ class ChunkResult(NamedTuple):
     saved: dict[str, np.ndarray]  # factor -> (m, steps+1[, C]) for the chunk's first m saved paths
     fan_counts: dict[str, np.ndarray]  # factor -> (steps+1, C, n_bins+1) int64
     tight_count: np.ndarray  # (steps+1,) int64: paths in the tight regime at each t_k
+    outcomes: CreditOutcomes | None = None  # with the fire-sale chain as configured
+    outcomes_without_chain: CreditOutcomes | None = None  # same paths, chain off (attribution)
 
 
-def build_spec(scenario: Scenario, dtype: DType = "float64") -> RunSpec:
+class CreditOutcomes(NamedTuple):
+    """Per-path credit outcomes of one chunk (host arrays, path first)."""
+
+    default_step: np.ndarray  # (n, B) int16, -1 = no default by the horizon
+    default_reason: np.ndarray  # (n, B) int8, index into credit.REASONS
+    loss: np.ndarray  # (n, I) discounted loss, USD
+    exposure: np.ndarray  # (n, I) exposure at default, USD
+    risky_annuity: np.ndarray  # (n, I) sum of DF x outstanding x dt while the borrower is alive
+    portfolio_loss_nominal: np.ndarray  # (n,) undiscounted loss, USD
+
+
+def build_spec(scenario: Scenario, dtype: DType = "float64", contagion: bool = True) -> RunSpec:
+    """Compile a scenario for the backends. `contagion=False` switches the fire-sale chain off
+    (alpha_R = alpha_mark = 0) and skips the attribution pass."""
     layout = build_layout(scenario)
     market = build_market_params(scenario)
+    if not contagion:
+        market = without_contagion(market)
     start = observe(initial_state(1, market, layout, xnp), 0, market, layout, xnp)
     binnings = {}
     for name, (log, lo, hi) in FAN_GRIDS.items():
         level = np.asarray(getattr(start, name), dtype=np.float64)
         reference = level[:, 0] if level.ndim == 2 else level
         binnings[name] = Binning(reference=np.atleast_1d(reference), lo=lo, hi=hi, log=log)
-    return RunSpec(scenario=scenario, layout=layout, market=market, binnings=binnings, dtype=dtype)
+    credit = build_credit_params(scenario) if scenario.borrowers else None
+    if credit is not None:
+        for name, (lo, hi) in CREDIT_FAN_GRIDS.items():
+            binnings[name] = Binning(reference=np.zeros(layout.n_borrowers), lo=lo, hi=hi, log=False)
+    return RunSpec(
+        scenario=scenario,
+        layout=layout,
+        market=market,
+        binnings=binnings,
+        dtype=dtype,
+        credit=credit,
+        attribution=contagion and credit is not None,
+    )

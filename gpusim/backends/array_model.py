@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from gpusim.credit import CreditState, CreditView, credit_step, initial_credit_state
 from gpusim.factors import MarketState, MarketView, advance_market, close_step, draw_step, fan_coordinates, initial_state, observe
-from gpusim.params import cast_params
-from gpusim.spec import FAN_FACTORS, ChunkResult, RunSpec
+from gpusim.params import MarketParams, cast_params, without_contagion
+from gpusim.spec import ChunkResult, CreditOutcomes, RunSpec
 from gpusim.statistics import bin_index, bin_offset, bincount
 
 
@@ -22,25 +23,42 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 
 def simulate_chunk(spec: RunSpec, seed: int, path_start: int, n_paths: int, save_paths: int, xp: Any) -> ChunkResult:
-    """Run paths [path_start, path_start + n_paths) through all steps of the market model."""
+    """Run paths [path_start, path_start + n_paths) through every step of the model.
+
+    With attribution on, the same paths run a second time with the fire-sale chain off; only
+    their credit outcomes are kept.
+    """
+    result = _run_paths(spec, spec.market, seed, path_start, n_paths, save_paths, xp, record=True)
+    if spec.attribution:
+        off = _run_paths(spec, without_contagion(spec.market), seed, path_start, n_paths, 0, xp, record=False)
+        result = result._replace(outcomes_without_chain=off.outcomes)
+    return result
+
+
+def _run_paths(
+    spec: RunSpec, market: MarketParams, seed: int, path_start: int, n_paths: int, save_paths: int, xp: Any, record: bool
+) -> ChunkResult:
     layout = spec.layout
     dtype = getattr(xp, spec.dtype)
-    p = cast_params(spec.market, xp, dtype)
-    bin_offsets = {name: xp.asarray(bin_offset(spec.binnings[name]), dtype=dtype) for name in FAN_FACTORS}
+    p = cast_params(market, xp, dtype)
+    c = cast_params(spec.credit, xp, dtype) if spec.has_credit else None
+    fans = spec.fans if record else ()
+    bin_offsets = {name: xp.asarray(bin_offset(spec.binnings[name]), dtype=dtype) for name in fans}
     offsets, total_bins = {}, 0
-    for name in FAN_FACTORS:
+    for name in fans:
         offsets[name] = total_bins
         total_bins += spec.binnings[name].n_components * spec.binnings[name].bins_per_component
     n_saved = max(0, min(n_paths, save_paths - path_start))
 
-    def fan_counts(state: MarketState, view: MarketView) -> Any:
+    def fan_counts(state: MarketState, view: MarketView, ratios: CreditView | None) -> Any:
         coordinates = fan_coordinates(state, view, p, xp)
+        if ratios is not None:
+            coordinates.update(ratios._asdict())
         parts = []
-        for name in FAN_FACTORS:
+        for name in fans:
             binning = spec.binnings[name]
-            x = coordinates[name]
             component = xp.reshape(xp.arange(binning.n_components, dtype=xp.int64), (-1, 1))
-            index = bin_index(x, binning, bin_offsets[name], xp) + component * binning.bins_per_component + offsets[name]
+            index = bin_index(coordinates[name], binning, bin_offsets[name], xp) + component * binning.bins_per_component + offsets[name]
             parts.append(xp.reshape(index, (-1,)))
         return bincount(xp.concat(parts), total_bins, xp)
 
@@ -50,25 +68,44 @@ def simulate_chunk(spec: RunSpec, seed: int, path_start: int, n_paths: int, save
     state = initial_state(n_paths, p, layout, xp)
     no_fire_sales = xp.zeros((layout.n_generations, n_paths), dtype=dtype)
     view = observe(state, 0, p, layout, xp)
-    counts, tight, records = [fan_counts(state, view)], [xp.sum(xp.astype(state.tight, xp.int64))], [saved(view)]
-    regimes = [state.tight[:n_saved]]
+    credit: CreditState | None = initial_credit_state(view, p, c, layout, xp) if c is not None else None
+    counts, tight, records, regimes = [], [], [], []
+    if record:
+        start_ratios = None
+        if c is not None:
+            start_ratios = CreditView(
+                dscr=xp.full((layout.n_borrowers, n_paths), xp.nan, dtype=dtype),
+                ltv=xp.full((layout.n_borrowers, n_paths), xp.nan, dtype=dtype),
+            )
+        counts.append(fan_counts(state, view, start_ratios))
+        tight.append(xp.sum(xp.astype(state.tight, xp.int64)))
+        records.append(saved(view))
+        regimes.append(state.tight[:n_saved])
     for k in range(layout.n_steps):
         draws = draw_step(seed, path_start, n_paths, k, layout, dtype, xp)
         state = advance_market(state, draws, k, p, layout, xp)
         view = observe(state, k + 1, p, layout, xp)
-        counts.append(fan_counts(state, view))
-        state = close_step(state, no_fire_sales, draws, p, xp)
-        tight.append(xp.sum(xp.astype(state.tight, xp.int64)))
-        records.append(saved(view))
-        regimes.append(state.tight[:n_saved])
+        dumped, ratios = no_fire_sales, None
+        if credit is not None:
+            credit, dumped, ratios = credit_step(credit, view, state.tight, draws.revenue_shock, k, p, c, layout, xp)
+        if record:
+            counts.append(fan_counts(state, view, ratios))
+        state = close_step(state, dumped, draws, p, xp)
+        if record:
+            tight.append(xp.sum(xp.astype(state.tight, xp.int64)))
+            records.append(saved(view))
+            regimes.append(state.tight[:n_saved])
 
+    outcomes = _outcomes(credit) if credit is not None else None
+    if not record:
+        return ChunkResult(path_start, n_paths, {}, {}, np.zeros(0, dtype=np.int64), outcomes)
     all_counts = _to_numpy(xp.stack(counts, axis=0)).astype(np.int64)
-    fans = {}
-    for name in FAN_FACTORS:
+    fan_result = {}
+    for name in fans:
         binning = spec.binnings[name]
         width = binning.n_components * binning.bins_per_component
         block = all_counts[:, offsets[name] : offsets[name] + width]
-        fans[name] = block.reshape(layout.n_steps + 1, binning.n_components, binning.bins_per_component)
+        fan_result[name] = block.reshape(layout.n_steps + 1, binning.n_components, binning.bins_per_component)
     paths = {}
     for name in MarketView._fields:
         stacked = _to_numpy(xp.stack([r[name] for r in records], axis=0))  # (steps, [C,] m)
@@ -78,6 +115,18 @@ def simulate_chunk(spec: RunSpec, seed: int, path_start: int, n_paths: int, save
         path_start=path_start,
         n_paths=n_paths,
         saved=paths,
-        fan_counts=fans,
+        fan_counts=fan_result,
         tight_count=np.array([int(_to_numpy(t)) for t in tight], dtype=np.int64),
+        outcomes=outcomes,
+    )
+
+
+def _outcomes(cs: CreditState) -> CreditOutcomes:
+    return CreditOutcomes(
+        default_step=_to_numpy(cs.default_step).T.astype(np.int16),
+        default_reason=_to_numpy(cs.reason).T.astype(np.int8),
+        loss=_to_numpy(cs.loss).T.astype(np.float64),
+        exposure=_to_numpy(cs.exposure).T.astype(np.float64),
+        risky_annuity=_to_numpy(cs.annuity).T.astype(np.float64),
+        portfolio_loss_nominal=_to_numpy(cs.loss_nominal).sum(axis=0).astype(np.float64),
     )

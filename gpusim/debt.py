@@ -1,0 +1,148 @@
+"""Debt instruments of MODEL.md section 6: coupons, schedules, collateral, fire sales, recoveries.
+
+Array-API functions on per-instrument arrays (I, n) and per-borrower arrays (B, n). Which
+instrument belongs to which borrower, and their seniority, are static (`Layout`), so loops
+over instruments and ranks are plain Python loops over a fixed structure; only path values
+are arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpusim.borrowers import sum_over
+from gpusim.factors import by_regime
+from gpusim.params import CreditParams, Layout, MarketParams
+
+
+def coupon_rate(step: int, spread_add: Any, c: CreditParams) -> Any:
+    """Annual rate of each instrument: fixed coupon, or base rate at t_k plus spread; plus refinancing step-ups."""
+    return (c.coupon + c.floating * c.base_rate[step])[:, None] + spread_add
+
+
+def remaining_payments(maturity_step: Any, step: int, dt: float, c: CreditParams, xp: Any) -> Any:
+    """Scheduled payments from the end of step k to maturity, this one included (at least 1)."""
+    return xp.maximum(xp.round((maturity_step - step) * dt * c.payments_per_year[:, None]) + 1.0, 1.0)
+
+
+def scheduled_principal(outstanding: Any, rate: Any, remaining: Any, c: CreditParams, xp: Any) -> Any:
+    """Principal due at a payment date: level (O / m), annuity (A - O r with A = O r / (1 - (1 + r)^-m)), or none."""
+    level = outstanding / remaining
+    r = rate / c.payments_per_year[:, None]
+    safe_r = xp.where(r > 1e-12, r, 1.0)
+    annuity = xp.where(r > 1e-12, outstanding * safe_r / (1.0 - xp.pow(1.0 + safe_r, -remaining)) - outstanding * safe_r, level)
+    return c.amortizes_level[:, None] * level + c.amortizes_annuity[:, None] * annuity
+
+
+def by_owner(x: Any, layout: Layout, xp: Any) -> Any:
+    """Per-borrower rows (B, ...) repeated for each instrument (I, ...)."""
+    return xp.take(x, xp.asarray(layout.instrument_owner, dtype=xp.int64), axis=0)
+
+
+def sum_by_owner(x: Any, layout: Layout, xp: Any) -> Any:
+    """Per-instrument rows (I, n) summed per borrower (B, n), in a fixed order."""
+    rows = []
+    for b in range(layout.n_borrowers):
+        members = layout.instruments_of(b)
+        total = x[members[0]]
+        for i in members[1:]:
+            total = total + x[i]
+        rows.append(total)
+    return xp.stack(rows, axis=0)
+
+
+def pledged_crypto_value(units: Any, prices: Any, layout: Layout, c: CreditParams, xp: Any) -> Any:
+    """Value of the treasury crypto pledged to each instrument at market prices, (I, n)."""
+    pledged_units = by_owner(units * c.pledged_share[:, :, None], layout, xp)  # (I, A, n)
+    return sum_over(c.collateral_crypto[:, :, None] * pledged_units * prices[None, :, :], axis=1)
+
+
+def pledged_fleet_weights(layout: Layout, c: CreditParams, xp: Any) -> Any:
+    """GPUs of each generation pledged to each instrument, (I, G)."""
+    return c.collateral_fleet * by_owner(c.fleet_count, layout, xp)
+
+
+def collateral_value(marks: Any, step_next: int, units: Any, prices: Any, layout: Layout, c: CreditParams, xp: Any) -> tuple[Any, Any]:
+    """Collateral of each instrument at marks and at book (pledged fleets + pledged crypto), (I, n) each."""
+    weights = pledged_fleet_weights(layout, c, xp)
+    crypto = pledged_crypto_value(units, prices, layout, c, xp)
+    at_mark = sum_over(weights[:, :, None] * marks[None, :, :], axis=1) + crypto
+    book_per_gpu = by_owner(c.book_value[step_next], layout, xp)  # (I, G)
+    at_book = sum_over(weights * book_per_gpu, axis=1)[:, None] + crypto
+    return at_mark, at_book
+
+
+def facility_headroom(outstanding: Any, collateral_at_mark: Any, c: CreditParams, xp: Any) -> Any:
+    """Undrawn availability of each facility: min(commitment, advance rate x collateral mark) - drawn, >= 0."""
+    base = xp.minimum(c.commitment[:, None], c.advance_rate[:, None] * collateral_at_mark)
+    return c.is_facility[:, None] * xp.maximum(base - outstanding, 0.0)
+
+
+def fire_sale_price(marks: Any, dumped: Any, tight: Any, m: MarketParams, xp: Any) -> Any:
+    """P^g = M^g (1 - h_int) exp(-alpha_R Q^g / D^g_R): what a liquidating lender receives per GPU, (G, n)."""
+    impact = by_regime(m.price_impact, tight, xp) * dumped / by_regime(m.market_depth, tight, xp)
+    return marks * (1.0 - m.integration_discount) * xp.exp(-impact)
+
+
+def _share_pool(pool: Any, claimants: list[int], claims: list[Any], recovered: list[Any], layout: Layout, xp: Any) -> Any:
+    """Pay claimants from a pool by seniority, pro rata within a rank; return what is left of the pool."""
+    for rank in sorted({layout.seniority[i] for i in claimants}):
+        group = [i for i in claimants if layout.seniority[i] == rank]
+        total = claims[group[0]]
+        for i in group[1:]:
+            total = total + claims[i]
+        paid = xp.minimum(pool, total)
+        positive = total > 0.0
+        safe_total = xp.where(positive, total, 1.0)
+        for i in group:
+            share = xp.where(positive, paid * claims[i] / safe_total, 0.0)
+            claims[i] = claims[i] - share
+            recovered[i] = recovered[i] + share
+        pool = pool - paid
+    return pool
+
+
+def recovery_waterfall(
+    exposure: Any,
+    fire_sale: Any,
+    units: Any,
+    crypto_net_price: Any,
+    cash: Any,
+    layout: Layout,
+    c: CreditParams,
+    xp: Any,
+) -> Any:
+    """Recovery of each instrument if its borrower is liquidated now, (I, n) (MODEL.md 7).
+
+    Proceeds are fleets at the fire-sale price, crypto at the slipped price and cash, less the
+    workout cost (a share of exposure, taken from all proceeds pro rata). Secured lenders are
+    paid first from their own collateral (by rank, pro rata within a rank); what is left of
+    every pool joins the unencumbered assets, which pay all remaining claims by rank.
+    """
+    claims = [exposure[i] for i in range(layout.n_instruments)]
+    recovered = [xp.zeros_like(exposure[0]) for _ in range(layout.n_instruments)]
+    fleet_count = c.fleet_count
+    for b in range(layout.n_borrowers):
+        members = layout.instruments_of(b)
+        fleets = [(g, fleet_count[b, g] * fire_sale[g]) for g in range(layout.n_generations)]
+        crypto = [(a, units[b, a] * crypto_net_price[a]) for a in range(layout.n_assets)]
+        gross = cash[b]
+        for _, value in fleets + crypto:
+            gross = gross + value
+        owed = exposure[members[0]]
+        for i in members[1:]:
+            owed = owed + exposure[i]
+        after_cost = xp.where(gross > 0.0, xp.maximum(1.0 - c.workout_cost * owed / xp.where(gross > 0.0, gross, 1.0), 0.0), 0.0)
+
+        general = cash[b] * after_cost
+        for g, value in fleets:
+            claimants = [i for i in members if g in layout.collateral_fleets[i]]
+            pool = value * after_cost
+            general = general + (_share_pool(pool, claimants, claims, recovered, layout, xp) if claimants else pool)
+        for a, value in crypto:
+            claimants = [i for i in members if a in layout.collateral_assets[i]]
+            pledged = value * after_cost * c.pledged_share[b, a]
+            free = value * after_cost * (1.0 - c.pledged_share[b, a])
+            general = general + free + (_share_pool(pledged, claimants, claims, recovered, layout, xp) if claimants else pledged)
+        _share_pool(general, list(members), claims, recovered, layout, xp)
+    return xp.stack(recovered, axis=0)
