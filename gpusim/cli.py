@@ -122,7 +122,7 @@ def run_command(
     spec = build_spec(scenario, dtype)  # type: ignore[arg-type]
     engine_backend = get_backend(backend)
     with ResultWriter(out) as writer:
-        writer.begin(spec, min(save_paths, n_paths))
+        writer.begin(spec, min(save_paths, n_paths), n_paths)
         result = run(
             spec,
             engine_backend,

@@ -179,7 +179,7 @@ def credit_step(
     )
 
     # 7. covenant tests; an LTV breach is cured by prepaying from cash and crypto where possible
-    test = c.covenant_test[step][:, None] > 0.0
+    test = (c.covenant_test[step][:, None] > 0.0) & (cs.outstanding > 0.0)  # tests run while the loan is outstanding
     on_mark = c.ltv_on_mark[:, None]
     basis = on_mark * coll_mark + (1.0 - on_mark) * coll_book
     cash_now = xp.stack(cash_rows, axis=0)
@@ -243,7 +243,9 @@ def credit_step(
     maturity_default = xp.stack(maturity_short, axis=0)
 
     # 9. defaults of this step: fire sales, recovery waterfall, losses
-    newly = alive & (payment_default | covenant_dscr | covenant_ltv | maturity_default)
+    # a borrower whose debt is all repaid has no lender left to default on
+    owes = sum_by_owner(cs.outstanding, layout, xp) > 0.0
+    newly = alive & owes & (payment_default | covenant_dscr | covenant_ltv | maturity_default)
     reason = xp.where(payment_default, 1, xp.where(covenant_dscr, 2, xp.where(covenant_ltv, 3, 4)))
     newly_f = xp.astype(newly, flow.dtype)
     dumped = sum_over(c.fleet_count[:, :, None] * newly_f[:, None, :], axis=0)

@@ -21,7 +21,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from gpusim.backends import Backend
-from gpusim.spec import FAN_FACTORS, ChunkResult, RunSpec
+from gpusim.risk import RiskAccumulator
+from gpusim.spec import FAN_FACTORS, ChunkResult, CreditOutcomes, RunSpec
 from gpusim.statistics import FAN_QUANTILES, proportion_with_se, quantiles_from_counts
 
 MIN_CHUNK = 256
@@ -53,6 +54,9 @@ class RunResult:
     tight_share: np.ndarray | None = None
     tight_share_se: np.ndarray | None = None
     saved: dict[str, np.ndarray] = field(default_factory=dict)
+    risk: dict[str, np.ndarray] | None = None  # credit summary with the fire-sale chain as configured
+    risk_without_chain: dict[str, np.ndarray] | None = None  # same paths, chain off (contagion attribution)
+    portfolio_loss_nominal: float | None = None  # mean undiscounted portfolio loss, USD
 
     @property
     def path_steps_per_second(self) -> float:
@@ -88,19 +92,43 @@ def chunks(n_paths: int, chunk_paths: int) -> Iterator[tuple[int, int]]:
 
 
 class _Totals:
-    """Running sums of chunk statistics (exact integers)."""
+    """Running sums of chunk statistics (exact integers, exact loss tails)."""
 
-    def __init__(self, spec: RunSpec, save_paths: int):
+    def __init__(self, spec: RunSpec, n_paths: int, save_paths: int):
         steps = spec.layout.n_steps + 1
         self.fan = {name: np.zeros((steps, b.n_components, b.bins_per_component), dtype=np.int64) for name, b in spec.binnings.items()}
         self.tight = np.zeros(steps, dtype=np.int64)
         self.saved: dict[str, np.ndarray] = {}
         self.save_paths = save_paths
+        self.spec = spec
+        self.risk = self._accumulator(n_paths) if spec.has_credit else None
+        self.risk_off = self._accumulator(n_paths) if spec.attribution else None
+        self.loss_nominal = 0.0
+
+    def _accumulator(self, n_paths: int) -> RiskAccumulator:
+        layout = self.spec.layout
+        return RiskAccumulator(
+            layout.n_borrowers, layout.n_instruments, layout.n_steps, expected_paths=n_paths, instrument_borrower=layout.instrument_owner
+        )
+
+    def _add_outcomes(self, accumulator: RiskAccumulator, path_start: int, outcomes: CreditOutcomes) -> None:
+        bad = ~np.isfinite(outcomes.loss).all(axis=0)
+        if bad.any():
+            names = [self.spec.layout.instruments[i] for i in np.flatnonzero(bad)]
+            raise SimulationError(
+                f"loss of instrument(s) {names} is NaN or infinite on paths from {path_start}; check the scenario's debt terms"
+            )
+        accumulator.add(path_start, outcomes.default_step, outcomes.loss, outcomes.exposure, outcomes.risky_annuity)
 
     def add(self, chunk: ChunkResult) -> None:
         for name, counts in chunk.fan_counts.items():
             self.fan[name] += counts
         self.tight += chunk.tight_count
+        if self.risk is not None and chunk.outcomes is not None:
+            self._add_outcomes(self.risk, chunk.path_start, chunk.outcomes)
+            self.loss_nominal += float(chunk.outcomes.portfolio_loss_nominal.sum())
+        if self.risk_off is not None and chunk.outcomes_without_chain is not None:
+            self._add_outcomes(self.risk_off, chunk.path_start, chunk.outcomes_without_chain)
         for name, values in chunk.saved.items():
             if values.shape[0] == 0:
                 continue
@@ -149,7 +177,7 @@ def run(
     save_paths = max(0, min(save_paths, n_paths))
     workers = max(1, workers or os.cpu_count() or 1)
     size = choose_chunk_paths(backend, spec, n_paths, workers, chunk_paths)
-    totals = _Totals(spec, save_paths)
+    totals = _Totals(spec, n_paths, save_paths)
     started = time.perf_counter()
     created = datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -175,11 +203,12 @@ def run(
         try:
             for start, count in work:
                 if len(pending) >= 2 * workers:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    finished, pending = _wait_interruptibly(pending)
                     collect(finished)
                 pending.add(pool.submit(backend.run_chunk, spec, seed, start, count, save_paths))
-            finished, pending = wait(pending)
-            collect(finished)
+            while pending:
+                finished, pending = _wait_interruptibly(pending)
+                collect(finished)
         except BaseException:
             for future in pending:
                 future.cancel()
@@ -200,10 +229,24 @@ def run(
         saved=totals.saved,
     )
     _check_finite(totals, spec)
-    for name in FAN_FACTORS:
+    for name in spec.fans:
         result.fan[name] = quantiles_from_counts(totals.fan[name], spec.binnings[name], FAN_QUANTILES)
     result.tight_share, result.tight_share_se = proportion_with_se(totals.tight, n_paths)
+    if totals.risk is not None:
+        result.risk = totals.risk.finalize()
+        result.portfolio_loss_nominal = totals.loss_nominal / n_paths
+    if totals.risk_off is not None:
+        result.risk_without_chain = totals.risk_off.finalize()
     return result
+
+
+def _wait_interruptibly(pending: set[Future[ChunkResult]]) -> tuple[set[Future[ChunkResult]], set[Future[ChunkResult]]]:
+    """Wait for the next chunk in short slices: a SIGINT delivered to a worker thread only
+    raises KeyboardInterrupt once the main thread runs Python code again."""
+    while True:
+        finished, still = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+        if finished:
+            return finished, still
 
 
 def _check_finite(totals: _Totals, spec: RunSpec) -> None:

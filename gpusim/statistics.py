@@ -11,7 +11,6 @@ the output next to the Monte Carlo standard error.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,7 +74,8 @@ def quantiles_from_counts(
     """Quantiles and their Monte Carlo standard errors from counts of shape (steps, C, n_bins).
 
     Returns arrays (C, Q, steps). The standard error is sqrt(q (1 - q) / n) / f(x_q) with the
-    density f read off the bin that holds the quantile.
+    density f read off the bin that holds the quantile. Where a step has no counts outside
+    the not-applicable bin, the quantiles are NaN (callers document what that means).
     """
     steps, n_comp, _ = counts.shape
     finite = counts[..., : binning.n_bins].astype(np.float64)
@@ -97,8 +97,9 @@ def quantiles_from_counts(
             se = level * se_coord
         else:
             level, se = coord, se_coord
-        values[:, qi, :] = level.T
-        errors[:, qi, :] = np.minimum(se, math.inf).T
+        empty = total == 0  # nothing to take a quantile of (e.g. every borrower has defaulted)
+        values[:, qi, :] = np.where(empty, np.nan, level).T
+        errors[:, qi, :] = np.where(empty, np.nan, se).T
     return values, errors
 
 

@@ -8,6 +8,7 @@ checked against the spread of estimates over independent replications.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -59,15 +60,10 @@ def synthetic(n: int, seed: int, n_steps: int = 12) -> Paths:
     return Paths(default_step, loss, ead, annuity)
 
 
-def accumulate(paths: Paths, chunks: list[tuple[int, int]], levels: tuple[float, ...] = LEVELS, **kwargs: object) -> dict[str, np.ndarray]:
+def accumulate(paths: Paths, chunks: list[tuple[int, int]], instrument_borrower: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Feed the chunks (start, end) in the given order and finalize."""
     acc = RiskAccumulator(
-        n_borrowers=paths.default_step.shape[1],
-        n_instruments=paths.loss.shape[1],
-        n_steps=kwargs.pop("n_steps", 12),  # type: ignore[arg-type]
-        levels=levels,
-        expected_paths=kwargs.pop("expected_paths", paths.n),  # type: ignore[arg-type]
-        **kwargs,  # type: ignore[arg-type]
+        paths.default_step.shape[1], paths.loss.shape[1], 12, levels=LEVELS, expected_paths=paths.n, instrument_borrower=instrument_borrower
     )
     for start, end in chunks:
         acc.add(start, *paths.rows(start, end))
@@ -78,7 +74,7 @@ def chunkings(n: int, seed: int) -> dict[str, list[tuple[int, int]]]:
     """Several ways to cut [0, n) into chunks, some fed out of order."""
     rng = np.random.default_rng(seed)
     cuts = np.unique(np.concatenate([[0, n], rng.integers(0, n, size=150), [1, 2, 3]]))
-    random_cuts = [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    random_cuts = [(int(a), int(b)) for a, b in itertools.pairwise(cuts)]
     even = [(a, min(a + 997, n)) for a in range(0, n, 997)]
     shuffled = [random_cuts[i] for i in rng.permutation(len(random_cuts))]
     return {"single": [(0, n)], "even": even, "even_reversed": even[::-1], "random": random_cuts, "random_shuffled": shuffled}
@@ -265,7 +261,13 @@ def test_breakeven_spread_flat_hazard() -> None:
     annuity = (1 - np.exp(-r * np.minimum(tau, T))) / r
     acc = RiskAccumulator(n_borrowers=2, n_instruments=2, n_steps=K, expected_paths=n, instrument_borrower=[0, 1])
     for start in range(0, n, 30_000):
-        acc.add(start, default_step[start : start + 30_000], loss[start : start + 30_000], ead[start : start + 30_000], annuity[start : start + 30_000])
+        acc.add(
+            start,
+            default_step[start : start + 30_000],
+            loss[start : start + 30_000],
+            ead[start : start + 30_000],
+            annuity[start : start + 30_000],
+        )
     summary = acc.finalize()
     triangle = credit_triangle_spread(1 - np.exp(-hazard), lgd) * 1e4
     np.testing.assert_allclose(triangle, hazard * lgd * 1e4, rtol=1e-12)
@@ -296,7 +298,13 @@ def test_standard_errors_match_the_spread_over_replications() -> None:
         annuity = np.where(defaulted, rng.uniform(0.0, 5.0, size=(n, B)), 5.0)
         acc = RiskAccumulator(n_borrowers=B, n_instruments=B, n_steps=12, levels=(0.95, 0.99), expected_paths=n, instrument_borrower=[0, 1])
         for start in range(0, n, 2500):
-            acc.add(start, default_step[start : start + 2500], loss[start : start + 2500], ead[start : start + 2500], annuity[start : start + 2500])
+            acc.add(
+                start,
+                default_step[start : start + 2500],
+                loss[start : start + 2500],
+                ead[start : start + 2500],
+                annuity[start : start + 2500],
+            )
         summary = acc.finalize()
         for key in ("el", "lgd", "breakeven_spread_bps", "default_correlation", "var", "es", "risk_contribution"):
             estimates.setdefault(key, []).append(np.ravel(summary[key]))
@@ -348,7 +356,7 @@ def test_refuses_more_paths_than_expected_and_overlaps() -> None:
     with pytest.raises(ValueError, match="overlap"):
         acc.add(40, *paths.rows(40, 60))
     with pytest.raises(ValueError, match="expected_paths"):
-        RiskAccumulator(n_borrowers=4, n_instruments=6, n_steps=12)
+        RiskAccumulator(n_borrowers=4, n_instruments=6, n_steps=12, expected_paths=0)
     with pytest.raises(ValueError, match="default_step"):
         acc.add(60, paths.default_step[60:70] + 20, *paths.rows(60, 70)[1:])
     bad = paths.loss[60:70].copy()
