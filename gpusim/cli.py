@@ -20,9 +20,10 @@ from rich.table import Table
 from gpusim import __version__
 from gpusim.backends import BACKENDS, BackendUnavailable, get_backend
 from gpusim.config import ConfigError, Scenario, load_scenario, to_yaml
-from gpusim.engine import SimulationError, run
+from gpusim.engine import RunResult, SimulationError, run
 from gpusim.io import OutputError, ResultWriter
 from gpusim.spec import build_spec
+from gpusim.statistics import FAN_QUANTILES
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -97,6 +98,11 @@ def schema() -> None:
 @click.option("--chunk-paths", type=int, default=None, help="Paths per chunk (default: from free memory and the backend).")
 @click.option("--save-paths", type=int, default=1000, show_default=True, help="Store full factor paths for the first K paths.")
 @click.option("--workers", type=int, default=None, help="Threads running chunks (default: CPU count).")
+@click.option(
+    "--no-contagion",
+    is_flag=True,
+    help="Switch the fire-sale chain off (alpha = alpha_mark = 0) and skip the attribution pass that reruns the paths without it.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar or summary table.")
 @override_option
 @user_errors
@@ -110,6 +116,7 @@ def run_command(
     chunk_paths: int | None,
     save_paths: int,
     workers: int | None,
+    no_contagion: bool,
     quiet: bool,
     overrides: tuple[str, ...],
 ) -> None:
@@ -119,7 +126,7 @@ def run_command(
         raise ValueError(f"--paths must be at least 1, got {n_paths}")
     if save_paths < 0:
         raise ValueError(f"--save-paths must be 0 or more, got {save_paths}")
-    spec = build_spec(scenario, dtype)  # type: ignore[arg-type]
+    spec = build_spec(scenario, dtype, contagion=not no_contagion)  # type: ignore[arg-type]
     engine_backend = get_backend(backend)
     with ResultWriter(out) as writer:
         writer.begin(spec, min(save_paths, n_paths), n_paths)
@@ -140,23 +147,75 @@ def run_command(
         _print_summary(result, out)
 
 
-def _print_summary(result: Any, out: str) -> None:
+def _print_summary(result: RunResult, out: str) -> None:
     layout = result.spec.layout
-    table = Table(
-        title=f"{layout.scenario_name}: {result.n_paths:,} paths x {layout.n_steps} steps ({result.spec.dtype}, {result.backend})"
-    )
-    table.add_column("factor")
-    table.add_column("at horizon: 5 %", justify="right")
-    table.add_column("median", justify="right")
-    table.add_column("95 %", justify="right")
-    quantile_index = {q: i for i, q in enumerate((0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99))}
-    for name, labels in (("crypto", layout.assets), ("rental_rate", layout.generations), ("gpu_mark", layout.generations)):
-        values, _ = result.fan[name]
-        for c, label in enumerate(labels):
-            row = [f"{values[c, quantile_index[q], -1]:,.4g}" for q in (0.05, 0.5, 0.95)]
-            table.add_row(f"{name} {label}", *row)
-    err_console.print(table)
+    title = f"{layout.scenario_name}: {result.n_paths:,} paths x {layout.n_steps} steps ({result.spec.dtype}, {result.backend})"
+    if result.risk is not None:
+        _print_credit(result, title)
+    else:
+        _print_factors(result, title)
     err_console.print(
         f"runtime {result.runtime_s:.2f} s, {result.path_steps_per_second:,.0f} path-steps/s "
         f"({result.workers} threads, chunks of {result.chunk_paths:,}); wrote {out}"
     )
+
+
+def _print_factors(result: RunResult, title: str) -> None:
+    layout = result.spec.layout
+    table = Table(title=title)
+    table.add_column("factor at the horizon")
+    for q in ("5 %", "median", "95 %"):
+        table.add_column(q, justify="right")
+    index = {q: i for i, q in enumerate(FAN_QUANTILES)}
+    for name, labels in (("crypto", layout.assets), ("rental_rate", layout.generations), ("gpu_mark", layout.generations)):
+        values, _ = result.fan[name]
+        for c, label in enumerate(labels):
+            table.add_row(f"{name} {label}", *(f"{values[c, index[q], -1]:,.4g}" for q in (0.05, 0.5, 0.95)))
+    err_console.print(table)
+
+
+def _print_credit(result: RunResult, title: str) -> None:
+    """The headline credit numbers a lender reads first; the HDF5 file has the rest."""
+    risk = result.risk
+    assert risk is not None
+    layout = result.spec.layout
+    spy = layout.steps_per_year
+    borrowers = Table(title=title)
+    borrowers.add_column("borrower")
+    borrowers.add_column("type")
+    years = [y for y in (1, 3, 5) if y * spy < layout.n_steps]
+    for y in years:
+        borrowers.add_column(f"PD {y}y", justify="right")
+    borrowers.add_column(f"PD {layout.n_steps / spy:g}y", justify="right")
+    for b, name in enumerate(layout.borrowers):
+        cells = [f"{risk['pd'][b, y * spy]:.1%}" for y in years] + [f"{risk['pd'][b, -1]:.1%} ± {risk['pd_se'][b, -1]:.1%}"]
+        borrowers.add_row(name, layout.borrower_types[b], *cells)
+    err_console.print(borrowers)
+
+    market = [i.market_spread_bps for b in result.spec.scenario.borrowers for i in b.debt]
+    instruments = Table(title="instruments: expected loss and spreads")
+    for column in ("instrument", "EL $m", "LGD", "break-even bps", "charged bps", "gap bps"):
+        instruments.add_column(column, justify="left" if column == "instrument" else "right")
+    for i, name in enumerate(layout.instruments):
+        breakeven = risk["breakeven_spread_bps"][i]
+        lgd = f"{risk['lgd'][i]:.0%}" if risk["lgd_defined"][i] else "-"
+        gap = market[i] - breakeven
+        instruments.add_row(
+            name,
+            f"{risk['el'][i] / 1e6:,.1f}",
+            lgd,
+            f"{breakeven:,.0f} ± {risk['breakeven_spread_bps_se'][i]:,.0f}",
+            f"{market[i]:,.0f}",
+            f"[{'red' if gap < 0 else 'green'}]{gap:+,.0f}[/]",
+        )
+    err_console.print(instruments)
+
+    levels = risk["levels"]
+    line = [f"portfolio EL ${float(risk['portfolio_el']) / 1e9:,.3f}bn ± {float(risk['portfolio_el_se']) / 1e9:,.3f}"]
+    for q, var, es in zip(levels, risk["var"], risk["es"], strict=True):
+        line.append(f"VaR {q:.1%} ${var / 1e9:,.2f}bn, ES ${es / 1e9:,.2f}bn")
+    if result.risk_without_chain is not None:
+        on, off = float(risk["portfolio_el"]), float(result.risk_without_chain["portfolio_el"])
+        share = (on - off) / on if on > 0 else 0.0
+        line.append(f"fire-sale chain: {share:.1%} of EL (EL without chain ${off / 1e9:,.3f}bn)")
+    err_console.print("; ".join(line[:1]) + "\n" + "\n".join(line[1:]))

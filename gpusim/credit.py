@@ -105,12 +105,16 @@ def initial_credit_state(view: MarketView, m: MarketParams, c: CreditParams, lay
     )
 
 
-def _sell_crypto(need: Any, units: list[Any], net_price: Any, xp: Any) -> tuple[Any, list[Any]]:
-    """Sell treasury crypto of one borrower, asset by asset, until `need` is met; returns (need left, units)."""
+def _sell_crypto(need: Any, units: list[Any], net_price: Any, xp: Any, sellable: Any = 1.0) -> tuple[Any, list[Any]]:
+    """Sell treasury crypto of one borrower, asset by asset, until `need` is met; returns (need left, units).
+
+    `sellable` (per asset) is the share of each holding that may be sold (1 - pledged share
+    for an LTV cure, which must not sell the collateral it is curing)."""
     left = []
     for a, held in enumerate(units):
         price = net_price[a]
-        sold = xp.minimum(need, held * price)
+        share = sellable if isinstance(sellable, float) else sellable[a]
+        sold = xp.minimum(need, held * share * price)
         left.append(held - sold / xp.where(price > 0.0, price, 1.0))
         need = need - sold
     return need, left
@@ -178,7 +182,7 @@ def credit_step(
         service_12m > 0.0, sum_over(cfads_window, axis=1) / xp.where(service_12m > 0.0, service_12m, 1.0), DSCR_WITHOUT_DEBT_SERVICE
     )
 
-    # 7. covenant tests; an LTV breach is cured by prepaying from cash and crypto where possible
+    # 7. covenant tests; an LTV breach is cured by prepaying from cash and unpledged crypto where possible
     test = (c.covenant_test[step][:, None] > 0.0) & (cs.outstanding > 0.0)  # tests run while the loan is outstanding
     on_mark = c.ltv_on_mark[:, None]
     basis = on_mark * coll_mark + (1.0 - on_mark) * coll_book
@@ -190,14 +194,15 @@ def credit_step(
         b = owner[i]
         excess = xp.maximum(out_rows[i] - c.ltv_max[i] * basis[i], 0.0)
         breach = test[i] & (excess > 0.0)
-        crypto_value = units_rows[b][0] * net_price[0]
+        free = 1.0 - c.pledged_share[b]
+        free_crypto = units_rows[b][0] * free[0] * net_price[0]
         for a in range(1, A):
-            crypto_value = crypto_value + units_rows[b][a] * net_price[a]
-        cure = breach & (cash_rows[b] + crypto_value >= excess)
+            free_crypto = free_crypto + units_rows[b][a] * free[a] * net_price[a]
+        cure = breach & (cash_rows[b] + free_crypto >= excess)
         prepay = xp.where(cure, excess, 0.0)
         from_cash = xp.minimum(cash_rows[b], prepay)
         cash_rows[b] = cash_rows[b] - from_cash
-        _, units_rows[b] = _sell_crypto(prepay - from_cash, units_rows[b], net_price, xp)
+        _, units_rows[b] = _sell_crypto(prepay - from_cash, units_rows[b], net_price, xp, sellable=free)
         out_rows[i] = out_rows[i] - prepay
         ltv_breach_rows[i] = breach & ~cure
     no_breach = xp.zeros_like(test[0] & alive[0])
