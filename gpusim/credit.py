@@ -29,6 +29,8 @@ NO_DEFAULT = -1
 REASONS = ("none", "payment", "covenant_dscr", "covenant_ltv", "maturity")
 DSCR_WITHOUT_DEBT_SERVICE = 1e9
 """DSCR reported when no debt service fell due in the trailing window (a test it always passes)."""
+UNBOUNDED_RATIO = 1e9
+"""LTV reported for debt with nothing of value behind it (a test it always fails)."""
 
 
 class CreditState(NamedTuple):
@@ -105,19 +107,57 @@ def initial_credit_state(view: MarketView, m: MarketParams, c: CreditParams, lay
     )
 
 
-def _sell_crypto(need: Any, units: list[Any], net_price: Any, xp: Any, sellable: Any = 1.0) -> tuple[Any, list[Any]]:
-    """Sell treasury crypto of one borrower, asset by asset, until `need` is met; returns (need left, units).
+def ratio(numerator: Any, denominator: Any, xp: Any) -> Any:
+    """numerator / denominator, and UNBOUNDED_RATIO where there is nothing to divide by (e.g. LTV without collateral)."""
+    positive = denominator > 0.0
+    return xp.where(positive, numerator / xp.where(positive, denominator, 1.0), UNBOUNDED_RATIO)
 
-    `sellable` (per asset) is the share of each holding that may be sold (1 - pledged share
-    for an LTV cure, which must not sell the collateral it is curing)."""
+
+def sell_crypto(need: Any, units: Any, net_price: Any, xp: Any, sellable: Any = None) -> tuple[Any, Any]:
+    """Sell each borrower's treasury crypto, asset by asset in listed order, until `need` (B, n)
+    is met; returns (need left, units left (B, A, n)).
+
+    `sellable` (B, A) is the share of each holding that may be sold (1 - pledged share for an
+    LTV cure, which must not sell the collateral it is curing); all of it by default."""
     left = []
-    for a, held in enumerate(units):
-        price = net_price[a]
-        share = sellable if isinstance(sellable, float) else sellable[a]
-        sold = xp.minimum(need, held * share * price)
+    for a in range(units.shape[1]):
+        held = units[:, a, :]
+        price = net_price[a][None, :]
+        available = held * price if sellable is None else held * sellable[:, a][:, None] * price
+        sold = xp.minimum(need, available)
         left.append(held - sold / xp.where(price > 0.0, price, 1.0))
         need = need - sold
-    return need, left
+    return need, xp.stack(left, axis=1)
+
+
+def draw_facilities(need: Any, headroom: Any, layout: Layout, xp: Any) -> tuple[Any, Any]:
+    """Draw each borrower's facilities for `need` (B, n), pro rata to their headroom (I, n);
+    returns (need left, drawn per instrument)."""
+    total = sum_by_owner(headroom, layout, xp)
+    drawn = xp.minimum(need, total)
+    share = headroom / by_owner(xp.where(total > 0.0, total, 1.0), layout, xp)
+    return need - drawn, by_owner(drawn, layout, xp) * share
+
+
+def recoveries_where(
+    any_default: Any, exposure: Any, fire: Any, units: Any, net_price: Any, cash: Any, layout: Layout, c: CreditParams, xp: Any
+) -> Any:
+    """The recovery waterfall evaluated only on paths where some borrower defaults this step.
+
+    Defaults are rare in any one step, so gathering those paths first saves most of the
+    waterfall's work. The gather has a data-dependent size: eager backends (numpy, cupy) use
+    it; a traced backend calls `recovery_waterfall` on all paths instead (same numbers).
+    """
+    index = xp.nonzero(any_default)[0]
+    if int(index.shape[0]) == 0:
+        return xp.zeros_like(exposure)
+
+    def pick(x: Any) -> Any:
+        return xp.take(x, index, axis=x.ndim - 1)
+
+    recovered = recovery_waterfall(pick(exposure), pick(fire), pick(units), pick(net_price), pick(cash), layout, c, xp)
+    position = xp.clip(xp.cumulative_sum(xp.astype(any_default, xp.int64)) - 1, 0, None)
+    return xp.where(any_default, xp.take(recovered, position, axis=1), 0.0)
 
 
 def credit_step(
@@ -134,8 +174,6 @@ def credit_step(
     """One step k -> k+1 of every borrower; returns the new state, the GPUs dumped per
     generation by this step's defaults Q^g (G, n), and the ratios for fan charts."""
     dt = layout.dt
-    B, I, A = layout.n_borrowers, layout.n_instruments, layout.n_assets  # noqa: E741
-    owner = layout.instrument_owner
     alive = cs.alive
     prices = view.crypto
     net_price = prices * (1.0 - by_regime(m.crypto_slippage, tight, xp))
@@ -156,24 +194,14 @@ def credit_step(
 
     # 6. pay: cash first, then treasury crypto at the slipped price, then facility headroom
     available = cs.cash + flow
-    need_all = service - available
-    cash_rows = [xp.maximum(-need_all[b], 0.0) for b in range(B)]
-    need_rows, units_rows = [], []
-    for b in range(B):
-        need, left = _sell_crypto(xp.maximum(need_all[b], 0.0), [cs.units[b, a] for a in range(A)], net_price, xp)
-        need_rows.append(need)
-        units_rows.append(left)
-    units = xp.stack([xp.stack(row, axis=0) for row in units_rows], axis=0)
+    cash = xp.maximum(available - service, 0.0)
+    need, units = sell_crypto(xp.maximum(service - available, 0.0), cs.units, net_price, xp)
     coll_mark, coll_book = collateral_value(view.gpu_mark, step + 1, units, prices, layout, c, xp)
     headroom = facility_headroom(cs.outstanding, coll_mark, c, xp)
-    out_rows = [cs.outstanding[i] - principal[i] for i in range(I)]
-    head_rows = {i: headroom[i] for i in layout.facilities}
-    for i in layout.facilities:
-        draw = xp.minimum(need_rows[owner[i]], head_rows[i])
-        out_rows[i] = out_rows[i] + draw
-        head_rows[i] = head_rows[i] - draw
-        need_rows[owner[i]] = need_rows[owner[i]] - draw
-    payment_default = alive & (xp.stack(need_rows, axis=0) > 0.0)
+    need, drawn = draw_facilities(need, headroom, layout, xp)
+    outstanding = cs.outstanding - principal + drawn
+    headroom = headroom - drawn
+    payment_default = alive & (need > 0.0)
 
     cfads_window = xp.concat((cs.cfads_window[:, 1:, :], flow[:, None, :]), axis=1)
     service_window = xp.concat((cs.service_window[:, 1:, :], service[:, None, :]), axis=1)
@@ -182,31 +210,25 @@ def credit_step(
         service_12m > 0.0, sum_over(cfads_window, axis=1) / xp.where(service_12m > 0.0, service_12m, 1.0), DSCR_WITHOUT_DEBT_SERVICE
     )
 
-    # 7. covenant tests; an LTV breach is cured by prepaying from cash and unpledged crypto where possible
-    test = (c.covenant_test[step][:, None] > 0.0) & (cs.outstanding > 0.0)  # tests run while the loan is outstanding
+    # 7. covenant tests (while the loan is outstanding). LTV breaches are cured by prepaying
+    # from cash and unpledged crypto, all of a borrower's breaches at once or none.
+    test = (c.covenant_test[step][:, None] > 0.0) & (cs.outstanding > 0.0)
     on_mark = c.ltv_on_mark[:, None]
     basis = on_mark * coll_mark + (1.0 - on_mark) * coll_book
-    cash_now = xp.stack(cash_rows, axis=0)
-    liquidity_short = by_owner(cash_now < c.min_liquidity[:, None], layout, xp)
+    liquidity_short = by_owner(cash < c.min_liquidity[:, None], layout, xp)
     dscr_breach = test & (((c.dscr_min[:, None] > 0.0) & (by_owner(dscr, layout, xp) < c.dscr_min[:, None])) | liquidity_short)
-    ltv_breach_rows = {}
-    for i in layout.ltv_covenanted:
-        b = owner[i]
-        excess = xp.maximum(out_rows[i] - c.ltv_max[i] * basis[i], 0.0)
-        breach = test[i] & (excess > 0.0)
-        free = 1.0 - c.pledged_share[b]
-        free_crypto = units_rows[b][0] * free[0] * net_price[0]
-        for a in range(1, A):
-            free_crypto = free_crypto + units_rows[b][a] * free[a] * net_price[a]
-        cure = breach & (cash_rows[b] + free_crypto >= excess)
-        prepay = xp.where(cure, excess, 0.0)
-        from_cash = xp.minimum(cash_rows[b], prepay)
-        cash_rows[b] = cash_rows[b] - from_cash
-        _, units_rows[b] = _sell_crypto(prepay - from_cash, units_rows[b], net_price, xp, sellable=free)
-        out_rows[i] = out_rows[i] - prepay
-        ltv_breach_rows[i] = breach & ~cure
-    no_breach = xp.zeros_like(test[0] & alive[0])
-    ltv_breach = xp.stack([ltv_breach_rows.get(i, no_breach) for i in range(I)], axis=0)
+    excess = xp.where(test, xp.maximum(outstanding - c.ltv_max[:, None] * basis, 0.0), 0.0)
+    excess_b = sum_by_owner(excess, layout, xp)
+    free = 1.0 - c.pledged_share
+    free_crypto = sum_over(units * free[:, :, None] * net_price[None, :, :], axis=1)
+    cure_b = (excess_b > 0.0) & (cash + free_crypto >= excess_b)
+    prepay_b = xp.where(cure_b, excess_b, 0.0)
+    from_cash = xp.minimum(cash, prepay_b)
+    cash = cash - from_cash
+    _, units = sell_crypto(prepay_b - from_cash, units, net_price, xp, sellable=free)
+    cured = by_owner(cure_b, layout, xp)
+    outstanding = outstanding - xp.where(cured, excess, 0.0)
+    ltv_breach = (excess > 0.0) & ~cured
     dscr_breaches = xp.where(test, xp.where(dscr_breach, cs.dscr_breaches + 1.0, 0.0), cs.dscr_breaches)
     ltv_breaches = xp.where(test, xp.where(ltv_breach, cs.ltv_breaches + 1.0, 0.0), cs.ltv_breaches)
     cure_periods = c.cure_periods[:, None]
@@ -214,38 +236,31 @@ def credit_step(
     covenant_ltv = sum_by_owner(xp.astype(ltv_breaches > cure_periods, flow.dtype), layout, xp) > 0.0
 
     # 8. maturities: refinance in the easy regime when LTV and DSCR meet the terms, else repay
-    treasury_value = xp.stack([sum(units_rows[b][a] * prices[a] for a in range(A)) for b in range(B)], axis=0)
+    # from cash, crypto and the headroom of facilities not maturing now; short = maturity default
+    treasury_value = sum_over(units * prices[None, :, :], axis=1)
     assets_at_mark = sum_over(c.fleet_count[:, :, None] * view.gpu_mark[None, :, :], axis=1) + treasury_value
-    maturity_rows = [cs.maturity_step[i] for i in range(I)]
-    spread_rows = [cs.spread_add[i] for i in range(I)]
-    maturity_short = [xp.zeros_like(flow[0]) > 1.0 for _ in range(B)]
-    for i in range(I):
-        b = owner[i]
-        due = matures[i] & alive[b]
-        debt_b = out_rows[layout.instruments_of(b)[0]]
-        for j in layout.instruments_of(b)[1:]:
-            debt_b = debt_b + out_rows[j]
-        if layout.collateral_fleets[i] or layout.collateral_assets[i]:
-            ltv_refi = out_rows[i] / xp.where(coll_mark[i] > 0.0, coll_mark[i], 1e-30)
-        else:
-            ltv_refi = debt_b / xp.where(assets_at_mark[b] > 0.0, assets_at_mark[b], 1e-30)
-        refinance = due & (c.refinanceable[i] > 0.0) & ~tight & (ltv_refi <= c.refi_max_ltv[i]) & (dscr[b] >= c.refi_min_dscr[i])
-        maturity_rows[i] = xp.where(refinance, step + c.refi_tenor_steps[i], maturity_rows[i])
-        spread_rows[i] = xp.where(refinance, spread_rows[i] + c.refi_step_up[i], spread_rows[i])
-        repay = due & ~refinance
-        owed = xp.where(repay, out_rows[i], 0.0)
-        from_cash = xp.minimum(cash_rows[b], owed)
-        cash_rows[b] = cash_rows[b] - from_cash
-        need, units_rows[b] = _sell_crypto(owed - from_cash, units_rows[b], net_price, xp)
-        for j in layout.facilities:
-            if owner[j] == b and j != i:
-                draw = xp.minimum(need, head_rows[j])
-                out_rows[j] = out_rows[j] + draw
-                head_rows[j] = head_rows[j] - draw
-                need = need - draw
-        maturity_short[b] = maturity_short[b] | (repay & (need > 0.0))
-        out_rows[i] = xp.where(repay & (need <= 0.0), 0.0, out_rows[i])
-    maturity_default = xp.stack(maturity_short, axis=0)
+    debt = sum_by_owner(outstanding, layout, xp)
+    own_ltv = ratio(outstanding, coll_mark, xp)
+    borrower_ltv = by_owner(ratio(debt, assets_at_mark, xp), layout, xp)
+    ltv_refi = xp.where(c.secured[:, None] > 0.0, own_ltv, borrower_ltv)
+    due = matures & by_owner(alive, layout, xp)
+    refinance = (
+        due
+        & (c.refinanceable[:, None] > 0.0)
+        & ~tight
+        & (ltv_refi <= c.refi_max_ltv[:, None])
+        & (by_owner(dscr, layout, xp) >= c.refi_min_dscr[:, None])
+    )
+    maturity_step = xp.where(refinance, step + c.refi_tenor_steps[:, None], cs.maturity_step)
+    spread_add = xp.where(refinance, cs.spread_add + c.refi_step_up[:, None], cs.spread_add)
+    repay = due & ~refinance
+    owed = sum_by_owner(xp.where(repay, outstanding, 0.0), layout, xp)
+    from_cash = xp.minimum(cash, owed)
+    cash = cash - from_cash
+    short, units = sell_crypto(owed - from_cash, units, net_price, xp)
+    short, drawn = draw_facilities(short, xp.where(matures, 0.0, headroom), layout, xp)
+    maturity_default = short > 0.0
+    outstanding = xp.where(repay & ~by_owner(maturity_default, layout, xp), 0.0, outstanding + drawn)
 
     # 9. defaults of this step: fire sales, recovery waterfall, losses
     # a borrower whose debt is all repaid has no lender left to default on
@@ -255,16 +270,15 @@ def credit_step(
     newly_f = xp.astype(newly, flow.dtype)
     dumped = sum_over(c.fleet_count[:, :, None] * newly_f[:, None, :], axis=0)
     fire = fire_sale_price(view.gpu_mark, dumped, tight, m, xp)
-    outstanding = xp.stack(out_rows, axis=0)
-    cash = xp.stack(cash_rows, axis=0)
-    units = xp.stack([xp.stack(row, axis=0) for row in units_rows], axis=0)
     # a borrower that cannot pay in full goes into the workout with what it had before paying
     paid_nothing = by_owner(payment_default, layout, xp)
     exposure = xp.where(paid_nothing, cs.outstanding + interest, outstanding)
     workout_cash = xp.where(payment_default, xp.maximum(available, 0.0), cash)
     workout_units = xp.where(payment_default[:, None, :], cs.units, units)
-    recovery = xp.minimum(recovery_waterfall(exposure, fire, workout_units, net_price, workout_cash, layout, c, xp), exposure)
     newly_i = by_owner(newly, layout, xp)
+    recovery = xp.minimum(
+        recoveries_where(sum_over(newly_f, axis=0) > 0.0, exposure, fire, workout_units, net_price, workout_cash, layout, c, xp), exposure
+    )
     loss_now = xp.where(newly_i, exposure - recovery, 0.0)
     alive_i = xp.astype(by_owner(alive, layout, xp), flow.dtype)
 
@@ -278,8 +292,8 @@ def credit_step(
         eps=eps,
         units=xp.where(still_alive[:, None, :], units, 0.0),
         outstanding=xp.where(still_i, outstanding, 0.0),
-        maturity_step=xp.stack(maturity_rows, axis=0),
-        spread_add=xp.stack(spread_rows, axis=0),
+        maturity_step=maturity_step,
+        spread_add=spread_add,
         dscr_breaches=dscr_breaches,
         ltv_breaches=ltv_breaches,
         cfads_window=cfads_window,
@@ -292,6 +306,6 @@ def credit_step(
     debt = sum_by_owner(new_state.outstanding, layout, xp)
     ratios = CreditView(
         dscr=xp.where(still_alive, dscr, xp.nan),
-        ltv=xp.where(still_alive, debt / xp.where(assets_at_mark > 0.0, assets_at_mark, 1e-30), xp.nan),
+        ltv=xp.where(still_alive, ratio(debt, assets_at_mark, xp), xp.nan),
     )
     return new_state, dumped, ratios

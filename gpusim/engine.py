@@ -112,17 +112,19 @@ class _Totals:
         )
 
     def _add_outcomes(self, accumulator: RiskAccumulator, path_start: int, outcomes: CreditOutcomes) -> None:
-        bad = ~np.isfinite(outcomes.loss).all(axis=0)
-        if bad.any():
-            names = [self.spec.layout.instruments[i] for i in np.flatnonzero(bad)]
-            raise SimulationError(
-                f"loss of instrument(s) {names} is NaN or infinite on paths from {path_start}; check the scenario's debt terms"
-            )
+        for name in ("loss", "exposure", "risky_annuity"):
+            bad = ~np.isfinite(getattr(outcomes, name)).all(axis=0)
+            if bad.any():
+                names = [self.spec.layout.instruments[i] for i in np.flatnonzero(bad)]
+                raise SimulationError(
+                    f"{name} of instrument(s) {names} is NaN or infinite on paths from {path_start}; check the scenario's debt terms"
+                )
         accumulator.add(path_start, outcomes.default_step, outcomes.loss, outcomes.exposure, outcomes.risky_annuity)
 
     def add(self, chunk: ChunkResult) -> None:
         for name, counts in chunk.fan_counts.items():
             self.fan[name] += counts
+        _check_finite(self, self.spec)  # a NaN market factor is named before the credit outcomes it spoils
         self.tight += chunk.tight_count
         if self.risk is not None and chunk.outcomes is not None:
             self._add_outcomes(self.risk, chunk.path_start, chunk.outcomes)
@@ -228,7 +230,6 @@ def run(
         created_utc=created,
         saved=totals.saved,
     )
-    _check_finite(totals, spec)
     for name in spec.fans:
         result.fan[name] = quantiles_from_counts(totals.fan[name], spec.binnings[name], FAN_QUANTILES)
     result.tight_share, result.tight_share_se = proportion_with_se(totals.tight, n_paths)

@@ -300,8 +300,9 @@ class CreditParams(NamedTuple):
     discount: Any  # (K+1,) risk-free discount factor to t_0
     collateral_fleet: Any  # (I, G) 0/1: owner's fleet of generation g pledged
     collateral_crypto: Any  # (I, A) 0/1: owner's pledged treasury share of asset a pledged
+    secured: Any  # (I,) 1 if anything is pledged to the instrument
     dscr_min: Any  # (I,) 0 = no DSCR covenant
-    ltv_max: Any  # (I,) 1e30 = no LTV covenant
+    ltv_max: Any  # (I,) NO_COVENANT_LTV = no LTV covenant
     ltv_on_mark: Any  # (I,) 1 = mark basis, 0 = book basis
     cure_periods: Any  # (I,)
     refinanceable: Any  # (I,) 0/1
@@ -312,7 +313,8 @@ class CreditParams(NamedTuple):
     workout_cost: Any  # () fraction of exposure
 
 
-NO_COVENANT_LTV = 1e30
+NO_COVENANT_LTV = 1e12
+"""ltv_max of an instrument without an LTV covenant: above any LTV the model reports."""
 
 
 def _add_months(d: Date, months: int) -> Date:
@@ -454,6 +456,7 @@ def build_credit_params(s: Scenario) -> CreditParams:
         discount=discount,
         collateral_fleet=coll_fleet,
         collateral_crypto=coll_crypto,
+        secured=np.maximum(coll_fleet.max(axis=1, initial=0.0), coll_crypto.max(axis=1, initial=0.0)),
         dscr_min=per_instrument(lambda bi, i: covenant(i, "dscr_min", 0.0)),
         ltv_max=per_instrument(lambda bi, i: covenant(i, "ltv_max", NO_COVENANT_LTV)),
         ltv_on_mark=per_instrument(lambda bi, i: i.covenants is None or i.covenants.ltv_basis == "mark"),
