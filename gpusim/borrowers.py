@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpusim.params import CreditParams, MarketParams
+from gpusim.params import HOURS_PER_YEAR, CreditParams, MarketParams
 
-HOURS_PER_YEAR = 8760.0
 DAYS_PER_YEAR = 365.0
 
 
