@@ -39,7 +39,8 @@ class CreditState(NamedTuple):
     reason: Any  # (B, n) int32, index into REASONS
     cash: Any  # (B, n) USD
     eps: Any  # (B, n) revenue shock
-    units: Any  # (B, A, n) treasury crypto
+    units: Any  # (B, A, n) treasury crypto held
+    pledged: Any  # (B, A, n) the part of it pledged to lenders
     outstanding: Any  # (I, n) principal (drawn amount for facilities)
     maturity_step: Any  # (I, n) step holding the maturity date (moves on refinancing)
     spread_add: Any  # (I, n) coupon step-ups from refinancing
@@ -49,7 +50,7 @@ class CreditState(NamedTuple):
     service_window: Any  # (B, W, n) debt service due in the trailing 12 months
     loss: Any  # (I, n) discounted loss
     loss_nominal: Any  # (I, n)
-    exposure: Any  # (I, n) exposure at default
+    exposure: Any  # (I, n) exposure at default, discounted like the loss (so LGD = loss / exposure)
     annuity: Any  # (I, n) risky annuity: sum of DF x outstanding x dt while alive
 
 
@@ -93,6 +94,7 @@ def initial_credit_state(view: MarketView, m: MarketParams, c: CreditParams, lay
         cash=c.cash0[:, None] + zeros_b,
         eps=zeros_b,
         units=c.treasury0[:, :, None] + xp.zeros((B, layout.n_assets, n_paths), dtype=dtype),
+        pledged=(c.treasury0 * c.pledged_share)[:, :, None] + xp.zeros((B, layout.n_assets, n_paths), dtype=dtype),
         outstanding=c.principal0[:, None] + zeros_i,
         maturity_step=c.maturity_step0[:, None] + zeros_i,
         spread_add=zeros_i,
@@ -113,21 +115,23 @@ def ratio(numerator: Any, denominator: Any, xp: Any) -> Any:
     return xp.where(positive, numerator / xp.where(positive, denominator, 1.0), UNBOUNDED_RATIO)
 
 
-def sell_crypto(need: Any, units: Any, net_price: Any, xp: Any, sellable: Any = None) -> tuple[Any, Any]:
-    """Sell each borrower's treasury crypto, asset by asset in listed order, until `need` (B, n)
-    is met; returns (need left, units left (B, A, n)).
+def sell_crypto(need: Any, units: Any, pledged: Any, net_price: Any, xp: Any, pledged_too: bool = True) -> tuple[Any, Any, Any]:
+    """Sell each borrower's treasury crypto, asset by asset in listed order, unpledged units
+    first, until `need` (B, n) is met; returns (need left, units, pledged units), (B, A, n).
 
-    `sellable` (B, A) is the share of each holding that may be sold (1 - pledged share for an
-    LTV cure, which must not sell the collateral it is curing); all of it by default."""
-    left = []
+    An LTV cure passes `pledged_too=False`: it must not sell the collateral it is curing."""
+    units_left, pledged_left = [], []
     for a in range(units.shape[1]):
-        held = units[:, a, :]
+        held, encumbered = units[:, a, :], pledged[:, a, :]
         price = net_price[a][None, :]
-        available = held * price if sellable is None else held * sellable[:, a][:, None] * price
-        sold = xp.minimum(need, available)
-        left.append(held - sold / xp.where(price > 0.0, price, 1.0))
-        need = need - sold
-    return need, xp.stack(left, axis=1)
+        per_unit = xp.where(price > 0.0, price, 1.0)
+        sold_free = xp.minimum(need, (held - encumbered) * price)
+        need = need - sold_free
+        sold_pledged = xp.minimum(need, encumbered * price) if pledged_too else xp.zeros_like(need)
+        need = need - sold_pledged
+        units_left.append(held - (sold_free + sold_pledged) / per_unit)
+        pledged_left.append(encumbered - sold_pledged / per_unit)
+    return need, xp.stack(units_left, axis=1), xp.stack(pledged_left, axis=1)
 
 
 def draw_facilities(need: Any, headroom: Any, layout: Layout, xp: Any) -> tuple[Any, Any]:
@@ -140,7 +144,16 @@ def draw_facilities(need: Any, headroom: Any, layout: Layout, xp: Any) -> tuple[
 
 
 def recoveries_where(
-    any_default: Any, exposure: Any, fire: Any, units: Any, net_price: Any, cash: Any, layout: Layout, c: CreditParams, xp: Any
+    any_default: Any,
+    exposure: Any,
+    fire: Any,
+    units: Any,
+    pledged: Any,
+    net_price: Any,
+    cash: Any,
+    layout: Layout,
+    c: CreditParams,
+    xp: Any,
 ) -> Any:
     """The recovery waterfall evaluated only on paths where some borrower defaults this step.
 
@@ -155,7 +168,7 @@ def recoveries_where(
     def pick(x: Any) -> Any:
         return xp.take(x, index, axis=x.ndim - 1)
 
-    recovered = recovery_waterfall(pick(exposure), pick(fire), pick(units), pick(net_price), pick(cash), layout, c, xp)
+    recovered = recovery_waterfall(pick(exposure), pick(fire), pick(units), pick(pledged), pick(net_price), pick(cash), layout, c, xp)
     position = xp.clip(xp.cumulative_sum(xp.astype(any_default, xp.int64)) - 1, 0, None)
     return xp.where(any_default, xp.take(recovered, position, axis=1), 0.0)
 
@@ -195,8 +208,8 @@ def credit_step(
     # 6. pay: cash first, then treasury crypto at the slipped price, then facility headroom
     available = cs.cash + flow
     cash = xp.maximum(available - service, 0.0)
-    need, units = sell_crypto(xp.maximum(service - available, 0.0), cs.units, net_price, xp)
-    coll_mark, coll_book = collateral_value(view.gpu_mark, step + 1, units, prices, layout, c, xp)
+    need, units, pledged = sell_crypto(xp.maximum(service - available, 0.0), cs.units, cs.pledged, net_price, xp)
+    coll_mark, coll_book = collateral_value(view.gpu_mark, step + 1, pledged, prices, layout, c, xp)
     headroom = facility_headroom(cs.outstanding, coll_mark, c, xp)
     need, drawn = draw_facilities(need, headroom, layout, xp)
     outstanding = cs.outstanding - principal + drawn
@@ -219,13 +232,12 @@ def credit_step(
     dscr_breach = test & (((c.dscr_min[:, None] > 0.0) & (by_owner(dscr, layout, xp) < c.dscr_min[:, None])) | liquidity_short)
     excess = xp.where(test, xp.maximum(outstanding - c.ltv_max[:, None] * basis, 0.0), 0.0)
     excess_b = sum_by_owner(excess, layout, xp)
-    free = 1.0 - c.pledged_share
-    free_crypto = sum_over(units * free[:, :, None] * net_price[None, :, :], axis=1)
+    free_crypto = sum_over((units - pledged) * net_price[None, :, :], axis=1)
     cure_b = (excess_b > 0.0) & (cash + free_crypto >= excess_b)
     prepay_b = xp.where(cure_b, excess_b, 0.0)
     from_cash = xp.minimum(cash, prepay_b)
     cash = cash - from_cash
-    _, units = sell_crypto(prepay_b - from_cash, units, net_price, xp, sellable=free)
+    _, units, pledged = sell_crypto(prepay_b - from_cash, units, pledged, net_price, xp, pledged_too=False)
     cured = by_owner(cure_b, layout, xp)
     outstanding = outstanding - xp.where(cured, excess, 0.0)
     ltv_breach = (excess > 0.0) & ~cured
@@ -257,7 +269,7 @@ def credit_step(
     owed = sum_by_owner(xp.where(repay, outstanding, 0.0), layout, xp)
     from_cash = xp.minimum(cash, owed)
     cash = cash - from_cash
-    short, units = sell_crypto(owed - from_cash, units, net_price, xp)
+    short, units, pledged = sell_crypto(owed - from_cash, units, pledged, net_price, xp)
     short, drawn = draw_facilities(short, xp.where(matures, 0.0, headroom), layout, xp)
     maturity_default = short > 0.0
     outstanding = xp.where(repay & ~by_owner(maturity_default, layout, xp), 0.0, outstanding + drawn)
@@ -275,9 +287,13 @@ def credit_step(
     exposure = xp.where(paid_nothing, cs.outstanding + interest, outstanding)
     workout_cash = xp.where(payment_default, xp.maximum(available, 0.0), cash)
     workout_units = xp.where(payment_default[:, None, :], cs.units, units)
+    workout_pledged = xp.where(payment_default[:, None, :], cs.pledged, pledged)
     newly_i = by_owner(newly, layout, xp)
     recovery = xp.minimum(
-        recoveries_where(sum_over(newly_f, axis=0) > 0.0, exposure, fire, workout_units, net_price, workout_cash, layout, c, xp), exposure
+        recoveries_where(
+            sum_over(newly_f, axis=0) > 0.0, exposure, fire, workout_units, workout_pledged, net_price, workout_cash, layout, c, xp
+        ),
+        exposure,
     )
     loss_now = xp.where(newly_i, exposure - recovery, 0.0)
     alive_i = xp.astype(by_owner(alive, layout, xp), flow.dtype)
@@ -291,6 +307,7 @@ def credit_step(
         cash=xp.where(still_alive, cash, 0.0),
         eps=eps,
         units=xp.where(still_alive[:, None, :], units, 0.0),
+        pledged=xp.where(still_alive[:, None, :], pledged, 0.0),
         outstanding=xp.where(still_i, outstanding, 0.0),
         maturity_step=maturity_step,
         spread_add=spread_add,
@@ -300,7 +317,7 @@ def credit_step(
         service_window=service_window,
         loss=cs.loss + loss_now * c.discount[step + 1],
         loss_nominal=cs.loss_nominal + loss_now,
-        exposure=cs.exposure + xp.where(newly_i, exposure, 0.0),
+        exposure=cs.exposure + xp.where(newly_i, exposure, 0.0) * c.discount[step + 1],
         annuity=cs.annuity + c.discount[step] * cs.outstanding * dt * alive_i,
     )
     debt = sum_by_owner(new_state.outstanding, layout, xp)

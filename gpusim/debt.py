@@ -51,10 +51,9 @@ def sum_by_owner(x: Any, layout: Layout, xp: Any) -> Any:
     return xp.stack(rows, axis=0)
 
 
-def pledged_crypto_value(units: Any, prices: Any, layout: Layout, c: CreditParams, xp: Any) -> Any:
-    """Value of the treasury crypto pledged to each instrument at market prices, (I, n)."""
-    pledged_units = by_owner(units * c.pledged_share[:, :, None], layout, xp)  # (I, A, n)
-    return sum_over(c.collateral_crypto[:, :, None] * pledged_units * prices[None, :, :], axis=1)
+def pledged_crypto_value(pledged: Any, prices: Any, layout: Layout, c: CreditParams, xp: Any) -> Any:
+    """Value of the owner's pledged crypto (B, A, n) securing each instrument at market prices, (I, n)."""
+    return sum_over(c.collateral_crypto[:, :, None] * by_owner(pledged, layout, xp) * prices[None, :, :], axis=1)
 
 
 def pledged_fleet_weights(layout: Layout, c: CreditParams, xp: Any) -> Any:
@@ -62,10 +61,10 @@ def pledged_fleet_weights(layout: Layout, c: CreditParams, xp: Any) -> Any:
     return c.collateral_fleet * by_owner(c.fleet_count, layout, xp)
 
 
-def collateral_value(marks: Any, step_next: int, units: Any, prices: Any, layout: Layout, c: CreditParams, xp: Any) -> tuple[Any, Any]:
+def collateral_value(marks: Any, step_next: int, pledged: Any, prices: Any, layout: Layout, c: CreditParams, xp: Any) -> tuple[Any, Any]:
     """Collateral of each instrument at marks and at book (pledged fleets + pledged crypto), (I, n) each."""
     weights = pledged_fleet_weights(layout, c, xp)
-    crypto = pledged_crypto_value(units, prices, layout, c, xp)
+    crypto = pledged_crypto_value(pledged, prices, layout, c, xp)
     at_mark = sum_over(weights[:, :, None] * marks[None, :, :], axis=1) + crypto
     book_per_gpu = by_owner(c.book_value[step_next], layout, xp)  # (I, G)
     at_book = sum_over(weights * book_per_gpu, axis=1)[:, None] + crypto
@@ -106,6 +105,7 @@ def recovery_waterfall(
     exposure: Any,
     fire_sale: Any,
     units: Any,
+    pledged: Any,
     crypto_net_price: Any,
     cash: Any,
     layout: Layout,
@@ -125,10 +125,11 @@ def recovery_waterfall(
     for b in range(layout.n_borrowers):
         members = layout.instruments_of(b)
         fleets = [(g, fleet_count[b, g] * fire_sale[g]) for g in range(layout.n_generations)]
-        crypto = [(a, units[b, a] * crypto_net_price[a]) for a in range(layout.n_assets)]
         gross = cash[b]
-        for _, value in fleets + crypto:
+        for _, value in fleets:
             gross = gross + value
+        for a in range(layout.n_assets):
+            gross = gross + units[b, a] * crypto_net_price[a]
         owed = exposure[members[0]]
         for i in members[1:]:
             owed = owed + exposure[i]
@@ -139,10 +140,10 @@ def recovery_waterfall(
             claimants = [i for i in members if g in layout.collateral_fleets[i]]
             pool = value * after_cost
             general = general + (_share_pool(pool, claimants, claims, recovered, layout, xp) if claimants else pool)
-        for a, value in crypto:
+        for a in range(layout.n_assets):
             claimants = [i for i in members if a in layout.collateral_assets[i]]
-            pledged = value * after_cost * c.pledged_share[b, a]
-            free = value * after_cost * (1.0 - c.pledged_share[b, a])
-            general = general + free + (_share_pool(pledged, claimants, claims, recovered, layout, xp) if claimants else pledged)
+            secured = pledged[b, a] * crypto_net_price[a] * after_cost
+            free = (units[b, a] - pledged[b, a]) * crypto_net_price[a] * after_cost
+            general = general + free + (_share_pool(secured, claimants, claims, recovered, layout, xp) if claimants else secured)
         _share_pool(general, list(members), claims, recovered, layout, xp)
     return xp.stack(recovered, axis=0)

@@ -361,7 +361,9 @@ def build_credit_params(s: Scenario) -> CreditParams:
             g = gens.index(f.generation)
             fleet[bi, g], share[bi, g], rate[bi, g] = f.count, f.contracted_share, f.contract_rate
             if f.contract_expiry is not None:
-                active[:, bi, g] = times[:-1] < year_fraction(grid.start, f.contract_expiry)
+                # earning in step k while t_k is before the expiry, compared on the step grid
+                first_idle = math.ceil(year_fraction(grid.start, f.contract_expiry) * grid.steps_per_year - 1e-9)
+                active[:, bi, g] = np.arange(K) < first_idle
             age = times - year_fraction(grid.start, f.purchase_date)
             book[:, bi, g] = f.purchase_price * np.clip(1.0 - age / f.book_life_years, 0.0, 1.0)
 
