@@ -218,10 +218,7 @@ def credit_step(
 
     cfads_window = xp.concat((cs.cfads_window[:, 1:, :], flow[:, None, :]), axis=1)
     service_window = xp.concat((cs.service_window[:, 1:, :], service[:, None, :]), axis=1)
-    service_12m = sum_over(service_window, axis=1)
-    dscr = xp.where(
-        service_12m > 0.0, sum_over(cfads_window, axis=1) / xp.where(service_12m > 0.0, service_12m, 1.0), DSCR_WITHOUT_DEBT_SERVICE
-    )
+    dscr = trailing_dscr(cfads_window, service_window, xp)
 
     # 7. covenant tests (while the loan is outstanding). LTV breaches are cured by prepaying
     # from cash and unpledged crypto, all of a borrower's breaches at once or none.
@@ -320,9 +317,18 @@ def credit_step(
         exposure=cs.exposure + xp.where(newly_i, exposure, 0.0) * c.discount[step + 1],
         annuity=cs.annuity + c.discount[step] * cs.outstanding * dt * alive_i,
     )
-    debt = sum_by_owner(new_state.outstanding, layout, xp)
-    ratios = CreditView(
-        dscr=xp.where(still_alive, dscr, xp.nan),
-        ltv=xp.where(still_alive, ratio(debt, assets_at_mark, xp), xp.nan),
-    )
-    return new_state, dumped, ratios
+    return new_state, dumped, credit_ratios(new_state, view, c, layout, xp)
+
+
+def trailing_dscr(cfads_window: Any, service_window: Any, xp: Any) -> Any:
+    """CFADS over debt service due in the trailing 12 months, (B, n); 1e9 with no debt service."""
+    service = sum_over(service_window, axis=1)
+    return xp.where(service > 0.0, sum_over(cfads_window, axis=1) / xp.where(service > 0.0, service, 1.0), DSCR_WITHOUT_DEBT_SERVICE)
+
+
+def credit_ratios(cs: CreditState, view: MarketView, c: CreditParams, layout: Layout, xp: Any) -> CreditView:
+    """Trailing DSCR and LTV on marks per borrower (NaN once defaulted), for the fan charts."""
+    dscr = trailing_dscr(cs.cfads_window, cs.service_window, xp)
+    assets = sum_over(c.fleet_count[:, :, None] * view.gpu_mark[None, :, :], axis=1) + sum_over(cs.units * view.crypto[None, :, :], axis=1)
+    ltv = ratio(sum_by_owner(cs.outstanding, layout, xp), assets, xp)
+    return CreditView(dscr=xp.where(cs.alive, dscr, xp.nan), ltv=xp.where(cs.alive, ltv, xp.nan))

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from gpusim.credit import CreditState, CreditView, credit_step, initial_credit_state
+from gpusim.credit import CreditState, CreditView, credit_ratios, credit_step, initial_credit_state
 from gpusim.factors import MarketState, MarketView, advance_market, close_step, draw_step, fan_coordinates, initial_state, observe
 from gpusim.params import MarketParams, cast_params, without_contagion
 from gpusim.spec import ChunkResult, CreditOutcomes, RunSpec
@@ -71,12 +71,7 @@ def _run_paths(
     credit: CreditState | None = initial_credit_state(view, p, c, layout, xp) if c is not None else None
     counts, tight, records, regimes = [], [], [], []
     if record:
-        start_ratios = None
-        if c is not None:
-            start_ratios = CreditView(
-                dscr=xp.full((layout.n_borrowers, n_paths), xp.nan, dtype=dtype),
-                ltv=xp.full((layout.n_borrowers, n_paths), xp.nan, dtype=dtype),
-            )
+        start_ratios = credit_ratios(credit, view, c, layout, xp) if credit is not None else None
         counts.append(fan_counts(state, view, start_ratios))
         tight.append(xp.sum(xp.astype(state.tight, xp.int64)))
         records.append(saved(view))
