@@ -39,8 +39,7 @@ class CreditState(NamedTuple):
     reason: Any  # (B, n) int32, index into REASONS
     cash: Any  # (B, n) USD
     eps: Any  # (B, n) revenue shock
-    units: Any  # (B, A, n) treasury crypto held
-    pledged: Any  # (B, A, n) the part of it pledged to lenders
+    units: Any  # (B, A, n) treasury crypto held (its pledged part never changes while alive)
     outstanding: Any  # (I, n) principal (drawn amount for facilities)
     maturity_step: Any  # (I, n) step holding the maturity date (moves on refinancing)
     spread_add: Any  # (I, n) coupon step-ups from refinancing
@@ -94,7 +93,6 @@ def initial_credit_state(view: MarketView, m: MarketParams, c: CreditParams, lay
         cash=c.cash0[:, None] + zeros_b,
         eps=zeros_b,
         units=c.treasury0[:, :, None] + xp.zeros((B, layout.n_assets, n_paths), dtype=dtype),
-        pledged=(c.treasury0 * c.pledged_share)[:, :, None] + xp.zeros((B, layout.n_assets, n_paths), dtype=dtype),
         outstanding=c.principal0[:, None] + zeros_i,
         maturity_step=c.maturity_step0[:, None] + zeros_i,
         spread_add=zeros_i,
@@ -115,23 +113,20 @@ def ratio(numerator: Any, denominator: Any, xp: Any) -> Any:
     return xp.where(positive, numerator / xp.where(positive, denominator, 1.0), UNBOUNDED_RATIO)
 
 
-def sell_crypto(need: Any, units: Any, pledged: Any, net_price: Any, xp: Any, pledged_too: bool = True) -> tuple[Any, Any, Any]:
-    """Sell each borrower's treasury crypto, asset by asset in listed order, unpledged units
-    first, until `need` (B, n) is met; returns (need left, units, pledged units), (B, A, n).
+def sell_crypto(need: Any, units: Any, pledged: Any, net_price: Any, xp: Any) -> tuple[Any, Any]:
+    """Sell each borrower's unpledged treasury crypto, asset by asset in listed order, until
+    `need` (B, n) is met; returns (need left, units left (B, A, n)).
 
-    An LTV cure passes `pledged_too=False`: it must not sell the collateral it is curing."""
-    units_left, pledged_left = [], []
+    Pledged units stay with the lenders' collateral until a default: a living borrower cannot
+    sell them to pay other debt, opex or an LTV cure."""
+    left = []
     for a in range(units.shape[1]):
-        held, encumbered = units[:, a, :], pledged[:, a, :]
+        held = units[:, a, :]
         price = net_price[a][None, :]
-        per_unit = xp.where(price > 0.0, price, 1.0)
-        sold_free = xp.minimum(need, (held - encumbered) * price)
-        need = need - sold_free
-        sold_pledged = xp.minimum(need, encumbered * price) if pledged_too else xp.zeros_like(need)
-        need = need - sold_pledged
-        units_left.append(held - (sold_free + sold_pledged) / per_unit)
-        pledged_left.append(encumbered - sold_pledged / per_unit)
-    return need, xp.stack(units_left, axis=1), xp.stack(pledged_left, axis=1)
+        sold = xp.minimum(need, (held - pledged[:, a, :]) * price)
+        left.append(held - sold / xp.where(price > 0.0, price, 1.0))
+        need = need - sold
+    return need, xp.stack(left, axis=1)
 
 
 def draw_facilities(need: Any, headroom: Any, layout: Layout, xp: Any) -> tuple[Any, Any]:
@@ -188,6 +183,7 @@ def credit_step(
     generation by this step's defaults Q^g (G, n), and the ratios for fan charts."""
     dt = layout.dt
     alive = cs.alive
+    pledged = (c.treasury0 * c.pledged_share)[:, :, None]  # units pledged, fixed while the borrower lives
     prices = view.crypto
     net_price = prices * (1.0 - by_regime(m.crypto_slippage, tight, xp))
 
@@ -208,7 +204,7 @@ def credit_step(
     # 6. pay: cash first, then treasury crypto at the slipped price, then facility headroom
     available = cs.cash + flow
     cash = xp.maximum(available - service, 0.0)
-    need, units, pledged = sell_crypto(xp.maximum(service - available, 0.0), cs.units, cs.pledged, net_price, xp)
+    need, units = sell_crypto(xp.maximum(service - available, 0.0), cs.units, pledged, net_price, xp)
     coll_mark, coll_book = collateral_value(view.gpu_mark, step + 1, pledged, prices, layout, c, xp)
     headroom = facility_headroom(cs.outstanding, coll_mark, c, xp)
     need, drawn = draw_facilities(need, headroom, layout, xp)
@@ -234,7 +230,7 @@ def credit_step(
     prepay_b = xp.where(cure_b, excess_b, 0.0)
     from_cash = xp.minimum(cash, prepay_b)
     cash = cash - from_cash
-    _, units, pledged = sell_crypto(prepay_b - from_cash, units, pledged, net_price, xp, pledged_too=False)
+    _, units = sell_crypto(prepay_b - from_cash, units, pledged, net_price, xp)
     cured = by_owner(cure_b, layout, xp)
     outstanding = outstanding - xp.where(cured, excess, 0.0)
     ltv_breach = (excess > 0.0) & ~cured
@@ -265,11 +261,15 @@ def credit_step(
     repay = due & ~refinance
     owed = sum_by_owner(xp.where(repay, outstanding, 0.0), layout, xp)
     from_cash = xp.minimum(cash, owed)
-    cash = cash - from_cash
-    short, units, pledged = sell_crypto(owed - from_cash, units, pledged, net_price, xp)
+    short, units_after = sell_crypto(owed - from_cash, units, pledged, net_price, xp)
     short, drawn = draw_facilities(short, xp.where(matures, 0.0, headroom), layout, xp)
     maturity_default = short > 0.0
-    outstanding = xp.where(repay & ~by_owner(maturity_default, layout, xp), 0.0, outstanding + drawn)
+    # a borrower that cannot repay in full repays nothing: it enters the workout with the
+    # cash and crypto it had, owing what it owed
+    cash = xp.where(maturity_default, cash, cash - from_cash)
+    units = xp.where(maturity_default[:, None, :], units, units_after)
+    repaid = repay & ~by_owner(maturity_default, layout, xp)
+    outstanding = xp.where(repaid, 0.0, xp.where(by_owner(maturity_default, layout, xp), outstanding, outstanding + drawn))
 
     # 9. defaults of this step: fire sales, recovery waterfall, losses
     # a borrower whose debt is all repaid has no lender left to default on
@@ -284,11 +284,19 @@ def credit_step(
     exposure = xp.where(paid_nothing, cs.outstanding + interest, outstanding)
     workout_cash = xp.where(payment_default, xp.maximum(available, 0.0), cash)
     workout_units = xp.where(payment_default[:, None, :], cs.units, units)
-    workout_pledged = xp.where(payment_default[:, None, :], cs.pledged, pledged)
     newly_i = by_owner(newly, layout, xp)
     recovery = xp.minimum(
         recoveries_where(
-            sum_over(newly_f, axis=0) > 0.0, exposure, fire, workout_units, workout_pledged, net_price, workout_cash, layout, c, xp
+            sum_over(newly_f, axis=0) > 0.0,
+            exposure,
+            fire,
+            workout_units,
+            xp.broadcast_to(pledged, workout_units.shape),
+            net_price,
+            workout_cash,
+            layout,
+            c,
+            xp,
         ),
         exposure,
     )
@@ -304,7 +312,6 @@ def credit_step(
         cash=xp.where(still_alive, cash, 0.0),
         eps=eps,
         units=xp.where(still_alive[:, None, :], units, 0.0),
-        pledged=xp.where(still_alive[:, None, :], pledged, 0.0),
         outstanding=xp.where(still_i, outstanding, 0.0),
         maturity_step=maturity_step,
         spread_add=spread_add,
