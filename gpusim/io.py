@@ -88,6 +88,7 @@ def _write_credit_summary(summary: h5py.Group, result: RunResult) -> None:
     market = np.array([i.market_spread_bps for b in spec.scenario.borrowers for i in b.debt])
     _write(summary, "market_spread_bps", market, ("instrument",), "bps a year charged over the base curve")
     _write(summary, "spread_gap_bps", market - risk["breakeven_spread_bps"], ("instrument",), "market minus break-even, bps")
+    _write(summary, "spread_gap_bps_se", risk["breakeven_spread_bps_se"], ("instrument",), "bps (the market spread is known)")
     summary.attrs["portfolio_el"] = float(risk["portfolio_el"])
     summary.attrs["portfolio_el_se"] = float(risk["portfolio_el_se"])
     summary.attrs["portfolio_el_nominal"] = float(result.portfolio_loss_nominal or 0.0)
