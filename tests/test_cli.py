@@ -68,6 +68,23 @@ def test_output_opens_in_xarray_with_named_dimensions(small_yaml, tmp_path):
     assert fan["rental_rate"].dims == ("generation", "quantile", "step")
     median = fan["crypto"].sel(asset="BTC", quantile=0.5)
     assert float(median.isel(step=0)) == pytest.approx(90000.0, rel=2e-3)
+    assert fan["dscr"].dims == ("borrower", "quantile", "step")
+    outcomes = xr.open_dataset(out, group="outcomes", engine="h5netcdf")
+    assert outcomes["default_step"].dims == ("path", "borrower") and outcomes["default_step"].dtype == np.int16
+    assert outcomes["loss"].dims == ("path", "instrument") and outcomes.sizes["path"] == 500
+    assert list(outcomes["instrument"].values) == ["Neo-DDTL"]
+    summary = xr.open_dataset(out, group="summary", engine="h5netcdf")
+    assert summary["pd"].dims == ("borrower", "step") and summary["var"].dims == ("level",)
+    assert summary["default_correlation"].dims == ("borrower", "other_borrower")
+    for name in ("pd", "el", "lgd", "var", "es", "risk_contribution", "breakeven_spread_bps"):
+        assert f"{name}_se" in summary
+    # the summary agrees with the per-path outcomes it was accumulated from
+    portfolio = outcomes["portfolio_loss"].values
+    assert float(summary["el"].sum()) == pytest.approx(portfolio.mean(), rel=1e-9)
+    defaulted = (outcomes["default_step"].values >= 0).mean(axis=0)
+    np.testing.assert_allclose(summary["pd"].isel(step=-1).values, defaulted)
+    contagion = xr.open_dataset(out, group="summary/contagion", engine="h5netcdf")
+    assert contagion["es_with_chain"].dims == ("level",) and "contagion_share_of_el" in contagion.attrs
 
 
 def test_float32_run(small_yaml, tmp_path):
