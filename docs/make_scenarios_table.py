@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
+import json
 import os
 import platform
 import shlex
@@ -57,6 +58,9 @@ class Run:
     pd_se: np.ndarray
     el: float
     el_se: float
+    el_instrument: np.ndarray  # (I,) USD
+    lgd: np.ndarray  # (I,)
+    lgd_defined: np.ndarray  # (I,) bool
     levels: np.ndarray
     var: np.ndarray
     es: np.ndarray
@@ -74,6 +78,8 @@ class Run:
     default_step: np.ndarray  # (paths, B) int16
     wall_s: float | None = None
     source: str = ""  # hash of gpusim/ and configs/ when the run started
+    git: str = ""  # git commit and uncommitted changes when the run started
+    load: tuple[float, float] | None = None  # 1-minute load average before and after the run
 
 
 def _text(values: np.ndarray) -> list[str]:
@@ -105,6 +111,9 @@ def read_run(name: str, path: Path) -> Run:
             pd_se=s["pd_se"][:],
             el=float(s.attrs["portfolio_el"]),
             el_se=float(s.attrs["portfolio_el_se"]),
+            el_instrument=s["el"][:],
+            lgd=s["lgd"][:],
+            lgd_defined=s["lgd_defined"][:].astype(bool),
             levels=s["level"][:],
             var=s["var"][:],
             es=s["es"][:],
@@ -121,6 +130,26 @@ def read_run(name: str, path: Path) -> Run:
             default_reason=f["outcomes/default_reason"][:],
             default_step=f["outcomes/default_step"][:],
         )
+
+
+def sidecar(path: Path) -> Path:
+    return path.with_suffix(".run.json")
+
+
+def write_sidecar(path: Path, info: dict) -> None:
+    """What the HDF5 file does not record (wall time, source state, machine load), kept for --reuse."""
+    with h5py.File(path, "r") as f:
+        info = {"created_utc": str(f.attrs["created_utc"]), **info}
+    sidecar(path).write_text(json.dumps(info, indent=1) + "\n")
+
+
+def read_sidecar(run: Run) -> dict:
+    """The sidecar of a file, if it belongs to this very run (same creation time)."""
+    try:
+        info = json.loads(sidecar(run.path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if info.get("created_utc") == str(run.attrs["created_utc"]) else {}
 
 
 def reusable(path: Path, paths: int, seed: int, dtype: str) -> bool:
@@ -224,6 +253,17 @@ def portfolio_table(runs: list[Run]) -> str:
     return table(header, rows) + "\n\n" + note
 
 
+def el_by_borrower_table(runs: list[Run]) -> str:
+    base = runs[0]
+    header = ["borrower", "type", *[f"`{r.name}`" for r in runs]]
+    rows = []
+    for b, name in enumerate(base.borrowers):
+        members = [i for i, owner in enumerate(base.instrument_borrower) if owner == name]
+        rows.append([name, base.borrower_types[b], *[bn(float(np.sum(r.el_instrument[members]))) for r in runs]])
+    rows.append(["all", "", *[bn(float(np.sum(r.el_instrument))) for r in runs]])
+    return table(header, rows, ["l", "l"] + ["r"] * len(runs)) + "\n\nUSD bn, discounted; the sum over the borrower's instruments."
+
+
 def pd_table(runs: list[Run], years: float | None) -> str:
     base = runs[0]
     header = ["borrower", "type", *[f"`{r.name}`" for r in runs]]
@@ -247,16 +287,18 @@ def spread_table(runs: list[Run], names: list[str]) -> str:
     base = chosen[0]
     header = ["instrument", "borrower", "kind", "market spread"]
     for r in chosen:
-        header += [f"`{r.name}` break-even (± se)", f"`{r.name}` gap"]
+        header += [f"`{r.name}` break-even (± se)", f"`{r.name}` gap", f"`{r.name}` LGD %"]
     rows = []
     for i, name in enumerate(base.instruments):
         row = [name, base.instrument_borrower[i], base.instrument_kind.get(name, ""), bps(base.market[i])]
         for r in chosen:
-            row += [f"{bps(r.breakeven[i])} ± {bps(r.breakeven_se[i])}", f"{r.gap[i]:+,.0f}"]
+            lgd = pct(r.lgd[i], 0) if r.lgd_defined[i] else "-"
+            row += [f"{bps(r.breakeven[i])} ± {bps(r.breakeven_se[i])}", f"{r.gap[i]:+,.0f}", lgd]
         rows.append(row)
     note = (
         "Basis points a year. Break-even = expected discounted loss / risky annuity; gap = market spread "
-        "minus break-even (negative: the spread charged does not cover the expected loss)."
+        "minus break-even (negative: the spread charged does not cover the expected loss). LGD = loss / exposure at "
+        "default over the paths where the borrower defaults (- where it never defaults while the instrument is outstanding)."
     )
     return table(header, rows, ["l", "l", "l"] + ["r"] * (len(header) - 3)) + "\n\n" + note
 
@@ -359,30 +401,41 @@ def source_hash() -> str:
     return digest.hexdigest()[:12]
 
 
-def run_record(runs: list[Run], command: str, source: str) -> str:
+def describe_source(runs: list[Run]) -> str:
+    """The git state the runs were made from; one clean commit where the source hash says they all saw the same code."""
+    hashes = {r.source for r in runs}
+    states = sorted({r.git for r in runs if r.git})
+    if len(hashes) == 1 and "" not in hashes and states:
+        clean = [g for g in states if "uncommitted" not in g]
+        return f"{(clean or states)[-1]}, source hash `{runs[0].source}` in every run (the same code)"
+    return " / ".join(states) or "unknown"
+
+
+def run_record(runs: list[Run], command: str) -> str:
     first = runs[0].attrs
     versions = sorted({str(r.attrs["gpusim_version"]) for r in runs})
     lines = [
         f"- Command: `{command}`",
-        f"- Generated: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- Tables written: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} (each run's own time is in the table below)",
         f"- Machine: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, numpy {np.__version__}",
-        f"- gpusim {', '.join(versions)}, source {source} (when the runs started)",
+        f"- gpusim {', '.join(versions)}, source {describe_source(runs)}",
         f"- {int(first['n_paths']):,} paths per scenario, seed {int(first['seed'])} for every scenario (common random numbers), "
         f"{first['dtype']}, backend {first['backend']}, {int(first['n_steps'])} steps, "
         f"fire-sale chain on and off (attribution pass) on the same paths",
     ]
-    header = ["scenario", "simulation, s", "wall, s", "workers", "created (UTC)", "source hash", "file"]
+    header = ["scenario", "simulation, s", "wall, s", "workers", "load before / after", "created (UTC)", "source hash", "file"]
     rows = []
     for r in runs:
-        wall = f"{r.wall_s:.0f}" if r.wall_s is not None else "(reused)"
+        wall = f"{r.wall_s:.0f}" if r.wall_s is not None else "?"
         rows.append(
             [
                 f"`{r.name}`",
                 f"{float(r.attrs['runtime_s']):.0f}",
                 wall,
                 str(r.attrs["workers"]),
+                f"{r.load[0]:.1f} / {r.load[1]:.1f}" if r.load else "?",
                 str(r.attrs["created_utc"]),
-                f"`{r.source}`" if r.source else "(reused)",
+                f"`{r.source}`" if r.source else "?",
                 f"`{r.path}`",
             ]
         )
@@ -391,19 +444,22 @@ def run_record(runs: list[Run], command: str, source: str) -> str:
         lines.append("- **Warning**: the source changed between scenarios (see the source hash column); rerun for a consistent table")
     lines.append(
         "- Simulation = the engine's `runtime_s` (both passes, chain on and off); wall = the whole `gpusim run` process, "
-        "start-up and file writing included"
+        "start-up and file writing included; load = the machine's 1-minute load average (above the core count, "
+        "other jobs shared the CPUs and the times are longer than on an idle machine)"
     )
-    return "\n".join(lines) + "\n\n" + table(header, rows, ["l", "r", "r", "r", "l", "l", "l"])
+    return "\n".join(lines) + "\n\n" + table(header, rows, ["l", "r", "r", "r", "r", "l", "l", "l"])
 
 
-def generated_section(runs: list[Run], args: argparse.Namespace, command: str, source: str) -> str:
+def generated_section(runs: list[Run], args: argparse.Namespace, command: str) -> str:
     spread_names = [s for s in args.spread_scenarios.split(",") if s]
     horizon = runs[0].time[-1]
     parts = [
         "### Run",
-        run_record(runs, command, source),
+        run_record(runs, command),
         "### (a) Portfolio loss",
         portfolio_table(runs),
+        "Expected loss by borrower:",
+        el_by_borrower_table(runs),
         "### (b) Probability of default by 3 years",
         pd_table(runs, 3.0),
         f"### (b) Probability of default by the horizon ({horizon:g} years)",
@@ -447,24 +503,27 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="keep an existing file that has the same paths, seed and dtype")
     args = parser.parse_args()
 
-    command = shlex.join(["python", *sys.argv])
+    # the command that makes these runs (--reuse only rereads them; the run table says when each was made)
+    command = shlex.join(["python", *[a for a in sys.argv if a != "--reuse"]])
     names = [s for s in args.scenarios.split(",") if s]
     out = args.out if args.out.is_absolute() else Path.cwd() / args.out
     out.mkdir(parents=True, exist_ok=True)
     runs = []
-    source = git_state()
     total = time.perf_counter()
     for n, name in enumerate(names, 1):
         path = out / f"{name}.h5"
-        wall, source = None, ""
         if args.reuse and reusable(path, args.paths, args.seed, "float64"):
             print(f"[{n}/{len(names)}] {name}: reusing {path}", flush=True)
         else:
             print(f"[{n}/{len(names)}] {name}: gpusim run, {args.paths:,} paths, seed {args.seed} -> {path}", flush=True)
-            source = source_hash()
-            wall = simulate(name, path, args)
+            info = {"source": source_hash(), "git": git_state(), "load_before": os.getloadavg()[0]}
+            info["wall_s"] = simulate(name, path, args)
+            info["load_after"] = os.getloadavg()[0]
+            write_sidecar(path, info)
         run = read_run(name, path)
-        run.wall_s, run.source = wall, source
+        info = read_sidecar(run)
+        run.wall_s, run.source, run.git = info.get("wall_s"), info.get("source", ""), info.get("git", "")
+        run.load = (info["load_before"], info["load_after"]) if "load_after" in info else None
         runs.append(run)
         print(
             f"    {name}: {float(run.attrs['runtime_s']):.0f} s simulated; EL USD {bn(run.el)} bn ± {bn(run.el_se)}, "
@@ -474,7 +533,7 @@ def main() -> None:
     shown = path_for_doc(out)
     for r in runs:
         r.path = shown / r.path.name
-    write_doc(args.doc, generated_section(runs, args, command, source))
+    write_doc(args.doc, generated_section(runs, args, command))
     print(f"wrote {args.doc} ({time.perf_counter() - total:.0f} s in all)", flush=True)
 
 
