@@ -22,6 +22,7 @@ from gpusim.backends import BACKENDS, BackendUnavailable, get_backend
 from gpusim.config import ConfigError, Scenario, load_scenario, to_yaml
 from gpusim.engine import RunResult, SimulationError, run
 from gpusim.io import OutputError, ResultWriter
+from gpusim.results import ResultsError, headline, open_results
 from gpusim.spec import build_spec
 from gpusim.statistics import FAN_QUANTILES
 
@@ -46,7 +47,7 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             return command(*args, **kwargs)
         except ConfigError as exc:
             _fail(exc.problems)
-        except (OutputError, BackendUnavailable, SimulationError) as exc:
+        except (OutputError, BackendUnavailable, SimulationError, ResultsError) as exc:
             _fail([str(exc)])
         except ValueError as exc:
             _fail([str(exc)])
@@ -219,3 +220,115 @@ def _print_credit(result: RunResult, title: str) -> None:
         share = (on - off) / on if on > 0 else 0.0
         line.append(f"fire-sale chain: {share:.1%} of EL (EL without chain ${off / 1e9:,.3f}bn)")
     err_console.print("; ".join(line[:1]) + "\n" + "\n".join(line[1:]))
+
+
+@main.command()
+@click.argument("file", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the same content as JSON (plain numbers, NaN as null).")
+@user_errors
+def inspect(file: str, as_json: bool) -> None:
+    """Show the run stored in FILE and its headline results (PD, EL, LGD, VaR/ES, spreads)."""
+    results = open_results(file, lazy_outcomes=True)  # the headline needs the summary only
+    try:
+        numbers = headline(results)
+    finally:
+        if results.outcomes is not None:
+            results.outcomes.close()
+    if as_json:
+        click.echo(json.dumps(numbers, indent=2, allow_nan=False))
+        return
+    console = Console()
+    if not console.is_terminal:  # piped or captured: wide enough that no name is cut
+        console = Console(width=max(console.width, 160))
+    _print_inspect(numbers, console)
+
+
+def _money(x: float | None) -> str:
+    return "-" if x is None else f"{x / 1e6:,.1f}"
+
+
+def _share(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def _print_inspect(numbers: dict[str, Any], console: Console) -> None:
+    """`inspect`'s tables: the same content as its JSON, formatted for a reader."""
+    facts = numbers["run"]
+    run_table = Table(title=f"run: {facts['file']}", show_header=False)
+    run_table.add_column("", style="bold")
+    run_table.add_column("")
+    rows = {
+        "scenario": facts["scenario"],
+        "seed": facts["seed"],
+        "paths": f"{facts['n_paths']:,}",
+        "steps": f"{facts['n_steps']} ({facts['horizon_years']:g} years)",
+        "backend": facts["backend"],
+        "device": facts["device"],
+        "dtype": facts["dtype"],
+        "runtime": f"{facts['runtime_s']:.2f} s",
+        "created": facts["created_utc"],
+        "written by": f"gpusim {facts['gpusim_version']} (format {facts['format_version']})",
+    }
+    for key, value in rows.items():
+        run_table.add_row(key, str(value))
+    console.print(run_table)
+    if "factors" in numbers:
+        factors = Table(title="market factors at the horizon (no borrowers in this run)")
+        for column in ("factor", "component", "units", "5 %", "median", "95 %"):
+            factors.add_column(column, justify="right" if column[0].isdigit() or column == "median" else "left", no_wrap=True)
+        for f in numbers["factors"]:
+            cells = ("-" if f[q] is None else f"{f[q]:,.4g}" for q in ("p05", "median", "p95"))
+            factors.add_row(f["factor"], f["component"] or "", f["units"] or "", *cells)
+        console.print(factors)
+        return
+
+    horizon = facts["horizon_years"]
+    borrowers = Table(title="borrowers: cumulative probability of default")
+    borrowers.add_column("borrower", no_wrap=True)
+    borrowers.add_column("type", no_wrap=True)
+    years = [key for key in numbers["borrowers"][0]["pd"] if float(key[:-1]) < horizon] if numbers["borrowers"] else []
+    for key in years:
+        borrowers.add_column(f"PD {key}", justify="right")
+    borrowers.add_column(f"PD {horizon:g}y (horizon)", justify="right")
+    for b in numbers["borrowers"]:
+        horizon_cell = f"{_share(b['pd_horizon'])} ± {_share(b['pd_horizon_se'])}"
+        borrowers.add_row(b["name"], b["type"], *(_share(b["pd"][key]) for key in years), horizon_cell)
+    console.print(borrowers)
+
+    instruments = Table(title="instruments: expected loss (USD m, discounted) and spreads (bps a year)")
+    for column in ("instrument", "borrower", "EL $m", "LGD", "break-even bps", "market bps", "gap bps"):
+        instruments.add_column(column, justify="left" if column in ("instrument", "borrower") else "right", no_wrap=True)
+    for i in numbers["instruments"]:
+        breakeven, gap = i["breakeven_spread_bps"], i["spread_gap_bps"]
+        instruments.add_row(
+            i["name"],
+            i["borrower"],
+            f"{_money(i['el'])} ± {_money(i['el_se'])}",
+            _share(i["lgd"]),
+            "-" if breakeven is None else f"{breakeven:,.0f} ± {i['breakeven_spread_bps_se'] or 0:,.0f}",
+            f"{i['market_spread_bps']:,.0f}",
+            "-" if gap is None else f"[{'red' if gap < 0 else 'green'}]{gap:+,.0f}[/]",
+        )
+    console.print(instruments)
+
+    portfolio = numbers["portfolio"]
+    risk = Table(
+        title="portfolio loss (USD m, discounted)", caption=f"expected loss {_money(portfolio['el'])} ± {_money(portfolio['el_se'])}"
+    )
+    for column in ("level", "VaR $m", "ES $m"):
+        risk.add_column(column, justify="right")
+    for row in portfolio["levels"]:
+        risk.add_row(
+            f"{row['level']:.1%}",
+            f"{_money(row['var'])} ± {_money(row['var_se'])}",
+            f"{_money(row['es'])} ± {_money(row['es_se'])}",
+        )
+    console.print(risk)
+    contagion = numbers["contagion"]
+    if contagion is None:
+        console.print("fire-sale chain: no attribution in this run (run with --no-contagion or without borrowers)")
+    else:
+        console.print(
+            f"fire-sale chain: {_share(contagion['share_of_el'])} of EL "
+            f"(EL without the chain: USD {_money(contagion['portfolio_el_without_chain'])} m)"
+        )
