@@ -1,4 +1,4 @@
-"""Command line: `gpusim run | validate | schema`. Thin: parse, call the engine, report.
+"""Command line: `gpusim run | validate | schema | inspect | report`. Thin: parse, call the engine, report.
 
 Errors a user can cause (bad config, missing file, unwritable output) print one line per
 problem to stderr and exit with code 2, without a traceback. Ctrl-C exits with 130 and
@@ -24,7 +24,6 @@ from gpusim.engine import RunResult, SimulationError, run
 from gpusim.io import OutputError, ResultWriter
 from gpusim.results import ResultsError, headline, open_results
 from gpusim.spec import build_spec
-from gpusim.statistics import FAN_QUANTILES
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -149,77 +148,21 @@ def run_command(
 
 
 def _print_summary(result: RunResult, out: str) -> None:
-    layout = result.spec.layout
-    title = f"{layout.scenario_name}: {result.n_paths:,} paths x {layout.n_steps} steps ({result.spec.dtype}, {result.backend})"
-    if result.risk is not None:
-        _print_credit(result, title)
-    else:
-        _print_factors(result, title)
+    """After a run: the same headline tables as `gpusim inspect` on the file just written."""
+    _print_headline(out, err_console)
     err_console.print(
-        f"runtime {result.runtime_s:.2f} s, {result.path_steps_per_second:,.0f} path-steps/s "
-        f"({result.workers} threads, chunks of {result.chunk_paths:,}); wrote {out}"
+        f"{result.path_steps_per_second:,.0f} path-steps/s ({result.workers} threads, chunks of {result.chunk_paths:,}); wrote {out}"
     )
 
 
-def _print_factors(result: RunResult, title: str) -> None:
-    layout = result.spec.layout
-    table = Table(title=title)
-    table.add_column("factor at the horizon")
-    for q in ("5 %", "median", "95 %"):
-        table.add_column(q, justify="right")
-    index = {q: i for i, q in enumerate(FAN_QUANTILES)}
-    for name, labels in (("crypto", layout.assets), ("rental_rate", layout.generations), ("gpu_mark", layout.generations)):
-        values, _ = result.fan[name]
-        for c, label in enumerate(labels):
-            table.add_row(f"{name} {label}", *(f"{values[c, index[q], -1]:,.4g}" for q in (0.05, 0.5, 0.95)))
-    err_console.print(table)
-
-
-def _print_credit(result: RunResult, title: str) -> None:
-    """The headline credit numbers a lender reads first; the HDF5 file has the rest."""
-    risk = result.risk
-    assert risk is not None
-    layout = result.spec.layout
-    spy = layout.steps_per_year
-    borrowers = Table(title=title)
-    borrowers.add_column("borrower")
-    borrowers.add_column("type")
-    years = [y for y in (1, 3, 5) if y * spy < layout.n_steps]
-    for y in years:
-        borrowers.add_column(f"PD {y}y", justify="right")
-    borrowers.add_column(f"PD {layout.n_steps / spy:g}y", justify="right")
-    for b, name in enumerate(layout.borrowers):
-        cells = [f"{risk['pd'][b, y * spy]:.1%}" for y in years] + [f"{risk['pd'][b, -1]:.1%} ± {risk['pd_se'][b, -1]:.1%}"]
-        borrowers.add_row(name, layout.borrower_types[b], *cells)
-    err_console.print(borrowers)
-
-    market = [i.market_spread_bps for b in result.spec.scenario.borrowers for i in b.debt]
-    instruments = Table(title="instruments: expected loss and spreads")
-    for column in ("instrument", "EL $m", "LGD", "break-even bps", "charged bps", "gap bps"):
-        instruments.add_column(column, justify="left" if column == "instrument" else "right")
-    for i, name in enumerate(layout.instruments):
-        breakeven = risk["breakeven_spread_bps"][i]
-        lgd = f"{risk['lgd'][i]:.0%}" if risk["lgd_defined"][i] else "-"
-        gap = market[i] - breakeven
-        instruments.add_row(
-            name,
-            f"{risk['el'][i] / 1e6:,.1f}",
-            lgd,
-            f"{breakeven:,.0f} ± {risk['breakeven_spread_bps_se'][i]:,.0f}",
-            f"{market[i]:,.0f}",
-            f"[{'red' if gap < 0 else 'green'}]{gap:+,.0f}[/]",
-        )
-    err_console.print(instruments)
-
-    levels = risk["levels"]
-    line = [f"portfolio EL ${float(risk['portfolio_el']) / 1e9:,.3f}bn ± {float(risk['portfolio_el_se']) / 1e9:,.3f}"]
-    for q, var, es in zip(levels, risk["var"], risk["es"], strict=True):
-        line.append(f"VaR {q:.1%} ${var / 1e9:,.2f}bn, ES ${es / 1e9:,.2f}bn")
-    if result.risk_without_chain is not None:
-        on, off = float(risk["portfolio_el"]), float(result.risk_without_chain["portfolio_el"])
-        share = (on - off) / on if on > 0 else 0.0
-        line.append(f"fire-sale chain: {share:.1%} of EL (EL without chain ${off / 1e9:,.3f}bn)")
-    err_console.print("; ".join(line[:1]) + "\n" + "\n".join(line[1:]))
+def _print_headline(file: str, console: Console) -> None:
+    results = open_results(file, lazy_outcomes=True)  # the headline needs the summary only
+    try:
+        numbers = headline(results)
+    finally:
+        if results.outcomes is not None:
+            results.outcomes.close()
+    _print_inspect(numbers, console)
 
 
 @main.command()
@@ -228,19 +171,18 @@ def _print_credit(result: RunResult, title: str) -> None:
 @user_errors
 def inspect(file: str, as_json: bool) -> None:
     """Show the run stored in FILE and its headline results (PD, EL, LGD, VaR/ES, spreads)."""
-    results = open_results(file, lazy_outcomes=True)  # the headline needs the summary only
-    try:
-        numbers = headline(results)
-    finally:
-        if results.outcomes is not None:
-            results.outcomes.close()
     if as_json:
-        click.echo(json.dumps(numbers, indent=2, allow_nan=False))
+        results = open_results(file, lazy_outcomes=True)
+        try:
+            click.echo(json.dumps(headline(results), indent=2, allow_nan=False))
+        finally:
+            if results.outcomes is not None:
+                results.outcomes.close()
         return
     console = Console()
     if not console.is_terminal:  # piped or captured: wide enough that no name is cut
         console = Console(width=max(console.width, 160))
-    _print_inspect(numbers, console)
+    _print_headline(file, console)
 
 
 def _money(x: float | None) -> str:
