@@ -274,3 +274,15 @@ def _print_inspect(numbers: dict[str, Any], console: Console) -> None:
             f"fire-sale chain: {_share(contagion['share_of_el'])} of EL "
             f"(EL without the chain: USD {_money(contagion['portfolio_el_without_chain'])} m)"
         )
+
+
+@main.command()
+@click.argument("file", type=click.Path())
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder for index.html and the PNG charts.")
+@user_errors
+def report(file: str, out_dir: str) -> None:
+    """Charts (PNG) and an index.html with the summary tables of the run stored in FILE."""
+    from gpusim.report import write_report  # matplotlib loads only for this command
+
+    index = write_report(open_results(file), out_dir)
+    click.echo(f"wrote {index}")
