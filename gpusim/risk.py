@@ -240,10 +240,26 @@ def tail_estimate(tail_loss: np.ndarray, n: int, q: float) -> TailEstimate:
     es = (float(np.sum(above)) + weight * var) / mass
     tail_var = (float(np.sum((above - es) ** 2)) + weight * (var - es) ** 2) / mass
     es_se = math.sqrt(max(tail_var + q * (es - var) ** 2, 0.0) / mass)
+    if _atom_covers_rank(tail_loss, first_rank, n, k, q, var):
+        return TailEstimate(var, 0.0, es, es_se)
     lo, hi = _spacing_window(tail_loss, first_rank, n, k, q)
     spacing = float(tail_loss[hi - first_rank] - tail_loss[lo - first_rank])
     var_se = math.sqrt(q * (1.0 - q) / n) * n * spacing / (hi - lo) if hi > lo else 0.0
     return TailEstimate(var, var_se, es, es_se)
+
+
+def _atom_covers_rank(tail_loss: np.ndarray, first_rank: int, n: int, k: int, q: float, var: float) -> bool:
+    """True when every order statistic within 4 standard deviations of rank k equals VaR.
+
+    Then VaR sits on an atom of the loss distribution (typically "no loss" at 95 %) and does
+    not move between samples, so its standard error is 0 rather than a density estimate.
+    Losses are non-negative, so ranks below the kept tail equal VaR when VaR is 0.
+    """
+    reach = math.ceil(4.0 * math.sqrt(n * q * (1.0 - q)))
+    low_known = k - reach >= first_rank
+    low = tail_loss[max(k - reach, first_rank) - first_rank]
+    high = tail_loss[min(k + reach, n) - first_rank]
+    return bool(high == var and low == var and (low_known or var <= 0.0))
 
 
 def contribution_estimate(tail: Tail, n: int, q: float, main_tail_loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

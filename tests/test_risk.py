@@ -380,3 +380,15 @@ def test_merge_equals_one_accumulator() -> None:
     for key, value in single.items():
         np.testing.assert_allclose(merged[key], value, rtol=1e-10, atol=1e-14, err_msg=key)
     np.testing.assert_array_equal(merged["var"], single["var"])
+
+
+def test_var_on_an_atom_has_zero_standard_error() -> None:
+    """With 97 % of paths losing nothing, VaR 95 % is exactly 0 in every sample: se 0."""
+    rng = np.random.default_rng(5)
+    n = 20_000
+    loss = np.where(rng.random(n) < 0.97, 0.0, rng.exponential(1e6, n))
+    acc = RiskAccumulator(1, 1, 4, expected_paths=n)
+    acc.add(0, np.where(loss > 0, 1, -1).astype(np.int16)[:, None], loss[:, None], loss[:, None], np.ones((n, 1)))
+    summary = acc.finalize()
+    assert summary["var"][0] == 0.0 and summary["var_se"][0] == 0.0
+    assert summary["var"][1] > 0.0 and summary["var_se"][1] > 0.0
