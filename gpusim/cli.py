@@ -20,8 +20,8 @@ from rich.table import Table
 from gpusim import __version__
 from gpusim.backends import BACKENDS, BackendUnavailable, get_backend
 from gpusim.config import ConfigError, Scenario, load_scenario, to_yaml
-from gpusim.engine import RunResult, SimulationError, run
-from gpusim.io import OutputError, ResultWriter
+from gpusim.engine import RunResult, SimulationError
+from gpusim.io import OutputError, run_to_file
 from gpusim.results import ResultsError, headline, open_results
 from gpusim.spec import build_spec
 
@@ -128,21 +128,18 @@ def run_command(
         raise ValueError(f"--save-paths must be 0 or more, got {save_paths}")
     spec = build_spec(scenario, dtype, contagion=not no_contagion)  # type: ignore[arg-type]
     engine_backend = get_backend(backend)
-    with ResultWriter(out) as writer:
-        writer.begin(spec, min(save_paths, n_paths), n_paths)
-        result = run(
-            spec,
-            engine_backend,
-            n_paths=n_paths,
-            seed=seed,
-            save_paths=save_paths,
-            chunk_paths=chunk_paths,
-            workers=workers,
-            sink=writer,
-            console=err_console,
-            show_progress=not quiet,
-        )
-        writer.finish(result)
+    result = run_to_file(
+        spec,
+        engine_backend,
+        out,
+        n_paths,
+        save_paths,
+        seed=seed,
+        chunk_paths=chunk_paths,
+        workers=workers,
+        console=err_console,
+        show_progress=not quiet,
+    )
     if not quiet:
         _print_summary(result, out)
 

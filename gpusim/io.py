@@ -17,9 +17,10 @@ import h5py
 import numpy as np
 
 from gpusim import __version__
+from gpusim.backends import Backend
 from gpusim.config import to_yaml
 from gpusim.credit import REASONS
-from gpusim.engine import RunResult
+from gpusim.engine import RunResult, run
 from gpusim.risk import DEFAULT_LEVELS as RISK_LEVELS
 from gpusim.spec import CREDIT_FANS, FAN_FACTORS, ChunkResult, RunSpec
 from gpusim.statistics import FAN_QUANTILES
@@ -333,3 +334,16 @@ class ResultWriter:
             action()
         except OSError as exc:
             raise OutputError(_describe_os_error(self.path, exc)) from None
+
+
+def run_to_file(
+    spec: RunSpec, backend: Backend, out: str | os.PathLike[str], n_paths: int, save_paths: int, **engine_options: Any
+) -> RunResult:
+    """Simulate and write one run to `out` (what `gpusim run` and `gpusim.simulate` do):
+    the output path is checked before any path is simulated, outcomes stream chunk by chunk,
+    and the file appears only when complete."""
+    with ResultWriter(out) as writer:
+        writer.begin(spec, min(save_paths, n_paths), n_paths)
+        result = run(spec, backend, n_paths=n_paths, save_paths=save_paths, sink=writer, **engine_options)
+        writer.finish(result)
+    return result

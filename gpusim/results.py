@@ -24,8 +24,7 @@ from rich.console import Console
 
 from gpusim.backends import get_backend
 from gpusim.config import ConfigError, Scenario, apply_overrides, load_scenario, validate_mapping
-from gpusim.engine import run
-from gpusim.io import FORMAT_VERSION, ResultWriter
+from gpusim.io import FORMAT_VERSION, run_to_file
 from gpusim.spec import build_spec
 
 if TYPE_CHECKING:
@@ -200,21 +199,18 @@ def simulate(
     engine_backend = get_backend(backend)
     with tempfile.TemporaryDirectory(prefix="gpusim-") as folder:
         out = Path(folder) / f"{scenario.name}.h5"
-        with ResultWriter(out) as writer:
-            writer.begin(spec, min(save_paths, n_paths), n_paths)
-            result = run(
-                spec,
-                engine_backend,
-                n_paths=n_paths,
-                seed=seed,
-                save_paths=save_paths,
-                chunk_paths=chunk_paths,
-                workers=workers,
-                sink=writer,
-                console=Console(stderr=True),
-                show_progress=show_progress,
-            )
-            writer.finish(result)
+        run_to_file(
+            spec,
+            engine_backend,
+            out,
+            n_paths,
+            save_paths,
+            seed=seed,
+            chunk_paths=chunk_paths,
+            workers=workers,
+            console=Console(stderr=True),
+            show_progress=show_progress,
+        )
         results = open_results(out)
     return replace(results, source=None)
 
