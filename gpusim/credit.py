@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import array_api_compat
+
 from gpusim.borrowers import cfads, revenue_shock_step, sum_over
 from gpusim.debt import (
     by_owner,
@@ -156,6 +158,9 @@ def recoveries_where(
     waterfall's work. The gather has a data-dependent size: eager backends (numpy, cupy) use
     it; a traced backend calls `recovery_waterfall` on all paths instead (same numbers).
     """
+    if array_api_compat.is_jax_namespace(xp):  # traced: no data-dependent shapes (a branch on the namespace, not on values)
+        recovered = recovery_waterfall(exposure, fire, units, pledged, net_price, cash, layout, c, xp)
+        return xp.where(any_default, recovered, 0.0)
     index = xp.nonzero(any_default)[0]
     if int(index.shape[0]) == 0:
         return xp.zeros_like(exposure)

@@ -9,6 +9,7 @@ without x64), and both give identical words.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -32,10 +33,23 @@ def seed_key(seed: int) -> tuple[int, int]:
 
 
 def _has_uint64(xp: Any) -> bool:
+    """Whether the namespace holds uint64 values (JAX only with x64 enabled).
+
+    Decided from the dtype, which is static, so it also works while JAX traces a jit
+    function (where comparing values would give a tracer, not a bool).
+    """
     try:
-        return xp.asarray(2**40, dtype=xp.uint64) == 2**40
-    except Exception:  # JAX without x64 silently truncates or refuses
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # JAX without x64 warns that it narrows the dtype
+            probe = xp.asarray(2**40, dtype=xp.uint64)
+    except Exception:  # JAX without x64 refuses or truncates
         return False
+    if probe.dtype != xp.uint64:  # JAX without x64 silently narrows to uint32
+        return False
+    try:
+        return bool(probe == 2**40)
+    except Exception:  # a traced value under jit: the dtype above is genuinely uint64
+        return True
 
 
 def _mulhilo_u64(a: Any, m: int, xp: Any) -> tuple[Any, Any]:
@@ -91,7 +105,8 @@ def step_words(seed: int, path_start: int, n_paths: int, step: int, n_blocks: in
     s div 4), counter (p mod 2**32, step, block, p div 2**32).
     """
     key = seed_key(seed)
-    p = xp.arange(path_start, path_start + n_paths, dtype=xp.int64)
+    # path_start may be a traced scalar (JAX): only n_paths has to be a static size
+    p = path_start + xp.arange(n_paths, dtype=xp.int64)
     c0 = xp.astype(p & MASK32, xp.uint32)
     c3 = xp.astype(p >> 32, xp.uint32)
     block = xp.reshape(xp.arange(n_blocks, dtype=xp.uint32), (n_blocks, 1))

@@ -30,7 +30,7 @@ class BackendUnavailable(Exception):
     """The requested backend cannot run here (library or device missing)."""
 
 
-BACKENDS = ("numpy",)
+BACKENDS = ("numpy", "jax")
 
 
 def get_backend(name: str) -> Backend:
@@ -38,4 +38,12 @@ def get_backend(name: str) -> Backend:
         from gpusim.backends.numpy_backend import NumpyBackend
 
         return NumpyBackend()
+    if name == "jax":
+        try:
+            from gpusim.backends.jax_backend import JaxBackend
+        except ImportError as exc:
+            raise BackendUnavailable(
+                f"the jax backend needs jax, which is not installed here ({exc}); install it with: pip install 'gpusim[jax]'"
+            ) from exc
+        return JaxBackend()
     raise BackendUnavailable(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")

@@ -1,0 +1,246 @@
+"""The JAX backend: the shared array-API model under `jax.jit`, the time loop as `lax.scan`.
+
+The model functions of `factors`, `credit` and `rng` run unchanged on `jax.numpy`; this module
+only replaces the Python step loop of `array_model._run_paths` by a scan whose carry is the
+market and credit state (NamedTuples, i.e. pytrees) and whose outputs are the per-step fan
+counts, regime counts and saved paths.
+
+64-bit types: the backend enables `jax_enable_x64` when it is created, whatever the run's
+dtype. The flag is process-wide (it changes the default dtypes of every later JAX call in the
+process). Every array the model creates has an explicit dtype, so float32 runs stay float32;
+x64 gives the real int64 path index and the uint64 Philox multiply, both needed for the same
+random words as numpy.
+
+Compilation: one executable per (spec, seed, padded chunk size, saved paths per chunk), cached
+on the backend. `path_start` and the number of valid paths are runtime arguments, so chunks never
+recompile; a smaller last chunk runs padded to an already compiled size when that wastes at
+most half of it (padded paths are masked out of every count and dropped from the outputs).
+Compile time is kept apart in `compile_seconds`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+try:
+    import jax
+    import jax.numpy as jnp
+except ImportError as exc:  # pragma: no cover - checked by get_backend
+    raise ImportError("the jax backend needs jax (pip install 'gpusim[jax]')") from exc
+
+from gpusim.credit import credit_ratios, credit_step, initial_credit_state
+from gpusim.factors import MarketView, advance_market, close_step, draw_step, fan_coordinates, initial_state, observe
+from gpusim.params import MarketParams, cast_params, without_contagion
+from gpusim.spec import ChunkResult, CreditOutcomes, RunSpec
+from gpusim.statistics import bin_index, bin_offset, bincount
+
+xp = jnp
+SHARED_SAVE_LIMIT = 4096
+"""Up to this many saved paths, every chunk of a run uses one executable that saves them."""
+
+
+def enable_x64() -> None:
+    """Switch JAX to 64-bit types for the whole process (see the module docstring)."""
+    jax.config.update("jax_enable_x64", True)
+
+
+class JaxBackend:
+    name = "jax"
+
+    def __init__(self) -> None:
+        enable_x64()
+        self._device = jax.devices()[0]
+        self._cache: dict[tuple[Any, ...], tuple[RunSpec, Callable[..., Any]]] = {}
+        self._lock = threading.Lock()
+        self.compile_seconds = 0.0  # total time spent tracing and compiling, apart from running
+        self.compiles = 0
+
+    @property
+    def device(self) -> str:
+        d = self._device
+        return f"{d.platform} ({d.device_kind})"
+
+    @property
+    def on_accelerator(self) -> bool:
+        return self._device.platform != "cpu"
+
+    def preferred_chunk_paths(self, spec: RunSpec) -> int:
+        return 1 << 20 if self.on_accelerator else 65536
+
+    def bytes_per_path(self, spec: RunSpec) -> int:
+        layout = spec.layout
+        item = 4 if spec.dtype == "float32" else 8
+        # Philox words in flight, the carry twice (old and new) and the step's temporaries
+        per_step = 8 * 4 * layout.slots.n_blocks * 4 + item * 16 * (layout.n_assets + 4 * layout.n_generations + 6)
+        credit = item * 4 * (layout.window_steps + 8) * (layout.n_borrowers + layout.n_instruments) if spec.has_credit else 0
+        return per_step + credit + 8 * 16
+
+    def run_chunk(self, spec: RunSpec, seed: int, path_start: int, n_paths: int, save_paths: int) -> ChunkResult:
+        n_saved = max(0, min(n_paths, save_paths - path_start))
+        # chunks past the saved paths reuse the executable that saves some while that costs
+        # little (a full model compile takes 15-20 s on a 2-core CPU)
+        keep = save_paths if n_saved or save_paths <= SHARED_SAVE_LIMIT else 0
+        fn = self._compiled(spec, seed, n_paths, keep)
+        out = jax.device_get(fn(np.int64(path_start), np.int64(n_paths)))
+        return _to_chunk(spec, out, path_start, n_paths, n_saved)
+
+    def _compiled(self, spec: RunSpec, seed: int, n_paths: int, save_paths: int) -> Callable[..., Any]:
+        """The executable for chunks of n_paths paths. It saves the first min(size, save_paths)
+        paths of every chunk that saves any (the host keeps those it needs), so the chunks of a
+        run share one executable (two when more than SHARED_SAVE_LIMIT paths are saved: one
+        that saves, one that does not), plus one for a last chunk under half the chunk size."""
+        with self._lock:
+            for (spec_id, s, size, saved), (_, fn) in self._cache.items():
+                fits = n_paths <= size <= 2 * n_paths and saved == min(size, save_paths)
+                if spec_id == id(spec) and s == seed and fits:
+                    return fn
+            n_saved = min(n_paths, save_paths)
+            start = time.perf_counter()
+            scalar = jax.ShapeDtypeStruct((), jnp.int64)
+            fn = jax.jit(_chunk_function(spec, seed, n_paths, n_saved)).lower(scalar, scalar).compile()
+            self.compile_seconds += time.perf_counter() - start
+            self.compiles += 1
+            # the spec is kept with the entry so that its id cannot be reused while cached
+            self._cache[(id(spec), seed, n_paths, n_saved)] = (spec, fn)
+            return fn
+
+
+def _chunk_function(spec: RunSpec, seed: int, n_paths: int, n_saved: int) -> Callable[[Any, Any], dict[str, Any]]:
+    """f(path_start, n_valid) for paths [path_start, path_start + n_paths), of which the first n_valid count."""
+
+    def chunk(path_start: Any, n_valid: Any) -> dict[str, Any]:
+        valid = jnp.arange(n_paths, dtype=jnp.int64) < n_valid
+        out = _scan_paths(spec, spec.market, seed, path_start, n_paths, n_saved, valid, record=True)
+        if spec.attribution:
+            off = _scan_paths(spec, without_contagion(spec.market), seed, path_start, n_paths, 0, valid, record=False)
+            out["outcomes_without_chain"] = off["outcomes"]
+        return out
+
+    return chunk
+
+
+def _scan_paths(
+    spec: RunSpec, market: MarketParams, seed: int, path_start: Any, n_paths: int, n_saved: int, valid: Any, record: bool
+) -> dict[str, Any]:
+    """`array_model._run_paths` with the step loop as a scan; returns device arrays."""
+    layout = spec.layout
+    dtype = getattr(xp, spec.dtype)
+    p = cast_params(market, xp, dtype)
+    c = cast_params(spec.credit, xp, dtype) if spec.has_credit else None
+    fans = spec.fans if record else ()
+    bin_offsets = {name: xp.asarray(bin_offset(spec.binnings[name]), dtype=dtype) for name in fans}
+    offsets, total_bins = {}, 0
+    for name in fans:
+        offsets[name] = total_bins
+        total_bins += spec.binnings[name].n_components * spec.binnings[name].bins_per_component
+
+    def fan_counts(state: Any, view: MarketView, ratios: Any) -> Any:
+        coordinates = fan_coordinates(state, view, p, xp)
+        if ratios is not None:
+            coordinates.update(ratios._asdict())
+        parts = []
+        for name in fans:
+            binning = spec.binnings[name]
+            component = xp.reshape(xp.arange(binning.n_components, dtype=xp.int64), (-1, 1))
+            index = bin_index(coordinates[name], binning, bin_offsets[name], xp) + component * binning.bins_per_component + offsets[name]
+            # padded paths land in one extra bin that is dropped
+            parts.append(xp.reshape(xp.where(valid, index, total_bins), (-1,)))
+        return bincount(xp.concat(parts), total_bins + 1, xp)[:total_bins]
+
+    def tight_count(state: Any) -> Any:
+        return xp.sum(xp.astype(state.tight & valid, xp.int64))
+
+    def saved(view: MarketView) -> dict[str, Any]:
+        return {name: getattr(view, name)[..., :n_saved] for name in MarketView._fields}
+
+    state = initial_state(n_paths, p, layout, xp)
+    no_fire_sales = xp.zeros((layout.n_generations, n_paths), dtype=dtype)
+    view = observe(state, 0, p, layout, xp)
+    credit = initial_credit_state(view, p, c, layout, xp) if c is not None else None
+    first: dict[str, Any] = {}
+    if record:
+        start_ratios = credit_ratios(credit, view, c, layout, xp) if credit is not None else None
+        first = {
+            "counts": fan_counts(state, view, start_ratios),
+            "tight": tight_count(state),
+            "saved": saved(view),
+            "regime": state.tight[:n_saved],
+        }
+
+    def step(carry: Any, k: Any) -> tuple[Any, dict[str, Any]]:
+        state, credit = carry
+        draws = draw_step(seed, path_start, n_paths, k, layout, dtype, xp)
+        state = advance_market(state, draws, k, p, layout, xp)
+        view = observe(state, k + 1, p, layout, xp)
+        dumped, ratios = no_fire_sales, None
+        if credit is not None:
+            credit, dumped, ratios = credit_step(credit, view, state.tight, draws.revenue_shock, k, p, c, layout, xp)
+        out: dict[str, Any] = {}
+        if record:
+            out["counts"] = fan_counts(state, view, ratios)
+        state = close_step(state, dumped, draws, p, xp)
+        if record:
+            out.update(tight=tight_count(state), saved=saved(view), regime=state.tight[:n_saved])
+        # keep the carry's dtypes fixed (weakly typed scalars must not widen it)
+        new = jax.tree.map(lambda a, b: a.astype(b.dtype), (state, credit), carry)
+        return new, out
+
+    (state, credit), steps = jax.lax.scan(step, (state, credit), xp.arange(layout.n_steps, dtype=xp.int32))
+    result: dict[str, Any] = {}
+    if record:
+        result = jax.tree.map(lambda a, b: xp.concat((a[None], b), axis=0), first, steps)
+    if credit is not None:
+        result["outcomes"] = {
+            "default_step": credit.default_step,
+            "default_reason": credit.reason,
+            "loss": credit.loss,
+            "exposure": credit.exposure,
+            "risky_annuity": credit.annuity,
+            "portfolio_loss_nominal": xp.sum(credit.loss_nominal, axis=0),
+        }
+    return result
+
+
+def _outcomes(out: dict[str, np.ndarray] | None, n: int) -> CreditOutcomes | None:
+    if out is None:
+        return None
+    return CreditOutcomes(
+        default_step=out["default_step"][:, :n].T.astype(np.int16),
+        default_reason=out["default_reason"][:, :n].T.astype(np.int8),
+        loss=out["loss"][:, :n].T.astype(np.float64),
+        exposure=out["exposure"][:, :n].T.astype(np.float64),
+        risky_annuity=out["risky_annuity"][:, :n].T.astype(np.float64),
+        portfolio_loss_nominal=out["portfolio_loss_nominal"][:n].astype(np.float64),
+    )
+
+
+def _to_chunk(spec: RunSpec, out: dict[str, Any], path_start: int, n_paths: int, n_saved: int) -> ChunkResult:
+    """Host arrays in the layout of `array_model._run_paths`."""
+    layout = spec.layout
+    all_counts = np.asarray(out["counts"]).astype(np.int64)
+    fan_result, offset = {}, 0
+    for name in spec.fans:
+        binning = spec.binnings[name]
+        width = binning.n_components * binning.bins_per_component
+        block = all_counts[:, offset : offset + width]
+        fan_result[name] = block.reshape(layout.n_steps + 1, binning.n_components, binning.bins_per_component)
+        offset += width
+    paths = {}
+    for name in MarketView._fields:
+        stacked = np.asarray(out["saved"][name])[..., :n_saved]  # (steps, [C,] m)
+        paths[name] = np.transpose(stacked, (2, 0, 1)) if stacked.ndim == 3 else stacked.T
+    paths["regime"] = np.asarray(out["regime"])[:, :n_saved].T.astype(np.int8)
+    return ChunkResult(
+        path_start=path_start,
+        n_paths=n_paths,
+        saved=paths,
+        fan_counts=fan_result,
+        tight_count=np.asarray(out["tight"]).astype(np.int64),
+        outcomes=_outcomes(out.get("outcomes"), n_paths),
+        outcomes_without_chain=_outcomes(out.get("outcomes_without_chain"), n_paths),
+    )
