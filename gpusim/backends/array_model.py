@@ -22,6 +22,47 @@ def _to_numpy(x: Any) -> np.ndarray:
     return get() if callable(get) else np.asarray(x)
 
 
+class FanCounter:
+    """Bins every fan-chart factor of one step into a single joint histogram (one bincount);
+    `split` turns the stacked per-step counts back into one (steps, C, bins) array per factor."""
+
+    def __init__(self, spec: RunSpec, p: MarketParams, fans: tuple[str, ...], xp: Any):
+        self.spec, self.p, self.fans, self.xp = spec, p, fans, xp
+        dtype = p.log_spot.dtype
+        self.offsets = {name: xp.asarray(bin_offset(spec.binnings[name]), dtype=dtype) for name in fans}
+        self.first_bin, self.total_bins = {}, 0
+        for name in fans:
+            self.first_bin[name] = self.total_bins
+            self.total_bins += spec.binnings[name].n_components * spec.binnings[name].bins_per_component
+
+    def __call__(self, state: MarketState, view: MarketView, ratios: CreditView | None, valid: Any = None) -> Any:
+        """Counts of this step; paths where `valid` is False (padding) are left out."""
+        xp = self.xp
+        coordinates = fan_coordinates(state, view, self.p, xp)
+        if ratios is not None:
+            coordinates.update(ratios._asdict())
+        parts = []
+        for name in self.fans:
+            binning = self.spec.binnings[name]
+            component = xp.reshape(xp.arange(binning.n_components, dtype=xp.int64), (-1, 1))
+            index = bin_index(coordinates[name], binning, self.offsets[name], xp) + component * binning.bins_per_component
+            index = index + self.first_bin[name]
+            if valid is not None:
+                index = xp.where(valid, index, self.total_bins)  # padding lands in an extra bin, dropped below
+            parts.append(xp.reshape(index, (-1,)))
+        return bincount(xp.concat(parts), self.total_bins + 1, xp)[: self.total_bins]
+
+    def split(self, counts: np.ndarray) -> dict[str, np.ndarray]:
+        counts = np.asarray(counts).astype(np.int64)
+        out = {}
+        for name in self.fans:
+            binning = self.spec.binnings[name]
+            start = self.first_bin[name]
+            block = counts[:, start : start + binning.n_components * binning.bins_per_component]
+            out[name] = block.reshape(counts.shape[0], binning.n_components, binning.bins_per_component)
+        return out
+
+
 def simulate_chunk(spec: RunSpec, seed: int, path_start: int, n_paths: int, save_paths: int, xp: Any) -> ChunkResult:
     """Run paths [path_start, path_start + n_paths) through every step of the model.
 
@@ -42,25 +83,8 @@ def _run_paths(
     dtype = getattr(xp, spec.dtype)
     p = cast_params(market, xp, dtype)
     c = cast_params(spec.credit, xp, dtype) if spec.has_credit else None
-    fans = spec.fans if record else ()
-    bin_offsets = {name: xp.asarray(bin_offset(spec.binnings[name]), dtype=dtype) for name in fans}
-    offsets, total_bins = {}, 0
-    for name in fans:
-        offsets[name] = total_bins
-        total_bins += spec.binnings[name].n_components * spec.binnings[name].bins_per_component
+    fan_counts = FanCounter(spec, p, spec.fans if record else (), xp)
     n_saved = max(0, min(n_paths, save_paths - path_start))
-
-    def fan_counts(state: MarketState, view: MarketView, ratios: CreditView | None) -> Any:
-        coordinates = fan_coordinates(state, view, p, xp)
-        if ratios is not None:
-            coordinates.update(ratios._asdict())
-        parts = []
-        for name in fans:
-            binning = spec.binnings[name]
-            component = xp.reshape(xp.arange(binning.n_components, dtype=xp.int64), (-1, 1))
-            index = bin_index(coordinates[name], binning, bin_offsets[name], xp) + component * binning.bins_per_component + offsets[name]
-            parts.append(xp.reshape(index, (-1,)))
-        return bincount(xp.concat(parts), total_bins, xp)
 
     def saved(view: MarketView) -> dict[str, Any]:
         return {name: getattr(view, name)[..., :n_saved] for name in MarketView._fields}
@@ -94,13 +118,7 @@ def _run_paths(
     outcomes = _outcomes(credit) if credit is not None else None
     if not record:
         return ChunkResult(path_start, n_paths, {}, {}, np.zeros(0, dtype=np.int64), outcomes)
-    all_counts = _to_numpy(xp.stack(counts, axis=0)).astype(np.int64)
-    fan_result = {}
-    for name in fans:
-        binning = spec.binnings[name]
-        width = binning.n_components * binning.bins_per_component
-        block = all_counts[:, offsets[name] : offsets[name] + width]
-        fan_result[name] = block.reshape(layout.n_steps + 1, binning.n_components, binning.bins_per_component)
+    fan_result = fan_counts.split(_to_numpy(xp.stack(counts, axis=0)))
     paths = {}
     for name in MarketView._fields:
         stacked = _to_numpy(xp.stack([r[name] for r in records], axis=0))  # (steps, [C,] m)

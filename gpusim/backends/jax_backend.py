@@ -33,11 +33,11 @@ try:
 except ImportError as exc:  # pragma: no cover - checked by get_backend
     raise ImportError("the jax backend needs jax (pip install 'gpusim[jax]')") from exc
 
+from gpusim.backends.array_model import FanCounter
 from gpusim.credit import credit_ratios, credit_step, initial_credit_state
-from gpusim.factors import MarketView, advance_market, close_step, draw_step, fan_coordinates, initial_state, observe
+from gpusim.factors import MarketView, advance_market, close_step, draw_step, initial_state, observe
 from gpusim.params import MarketParams, cast_params, without_contagion
 from gpusim.spec import ChunkResult, CreditOutcomes, RunSpec
-from gpusim.statistics import bin_index, bin_offset, bincount
 
 xp = jnp
 SHARED_SAVE_LIMIT = 4096
@@ -132,25 +132,10 @@ def _scan_paths(
     dtype = getattr(xp, spec.dtype)
     p = cast_params(market, xp, dtype)
     c = cast_params(spec.credit, xp, dtype) if spec.has_credit else None
-    fans = spec.fans if record else ()
-    bin_offsets = {name: xp.asarray(bin_offset(spec.binnings[name]), dtype=dtype) for name in fans}
-    offsets, total_bins = {}, 0
-    for name in fans:
-        offsets[name] = total_bins
-        total_bins += spec.binnings[name].n_components * spec.binnings[name].bins_per_component
+    counter = FanCounter(spec, p, spec.fans if record else (), xp)
 
     def fan_counts(state: Any, view: MarketView, ratios: Any) -> Any:
-        coordinates = fan_coordinates(state, view, p, xp)
-        if ratios is not None:
-            coordinates.update(ratios._asdict())
-        parts = []
-        for name in fans:
-            binning = spec.binnings[name]
-            component = xp.reshape(xp.arange(binning.n_components, dtype=xp.int64), (-1, 1))
-            index = bin_index(coordinates[name], binning, bin_offsets[name], xp) + component * binning.bins_per_component + offsets[name]
-            # padded paths land in one extra bin that is dropped
-            parts.append(xp.reshape(xp.where(valid, index, total_bins), (-1,)))
-        return bincount(xp.concat(parts), total_bins + 1, xp)[:total_bins]
+        return counter(state, view, ratios, valid)
 
     def tight_count(state: Any) -> Any:
         return xp.sum(xp.astype(state.tight & valid, xp.int64))
@@ -221,15 +206,7 @@ def _outcomes(out: dict[str, np.ndarray] | None, n: int) -> CreditOutcomes | Non
 
 def _to_chunk(spec: RunSpec, out: dict[str, Any], path_start: int, n_paths: int, n_saved: int) -> ChunkResult:
     """Host arrays in the layout of `array_model._run_paths`."""
-    layout = spec.layout
-    all_counts = np.asarray(out["counts"]).astype(np.int64)
-    fan_result, offset = {}, 0
-    for name in spec.fans:
-        binning = spec.binnings[name]
-        width = binning.n_components * binning.bins_per_component
-        block = all_counts[:, offset : offset + width]
-        fan_result[name] = block.reshape(layout.n_steps + 1, binning.n_components, binning.bins_per_component)
-        offset += width
+    fan_result = FanCounter(spec, spec.market, spec.fans, np).split(out["counts"])
     paths = {}
     for name in MarketView._fields:
         stacked = np.asarray(out["saved"][name])[..., :n_saved]  # (steps, [C,] m)
