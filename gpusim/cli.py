@@ -122,10 +122,6 @@ def run_command(
 ) -> None:
     """Simulate CONFIG and write the results to --out."""
     scenario = load_scenario(config, list(overrides))
-    if n_paths < 1:
-        raise ValueError(f"--paths must be at least 1, got {n_paths}")
-    if save_paths < 0:
-        raise ValueError(f"--save-paths must be 0 or more, got {save_paths}")
     spec = build_spec(scenario, dtype, contagion=not no_contagion)  # type: ignore[arg-type]
     engine_backend = get_backend(backend)
     result = run_to_file(

@@ -342,6 +342,10 @@ def run_to_file(
     """Simulate and write one run to `out` (what `gpusim run` and `gpusim.simulate` do):
     the output path is checked before any path is simulated, outcomes stream chunk by chunk,
     and the file appears only when complete."""
+    if n_paths < 1:
+        raise ValueError(f"--paths must be at least 1, got {n_paths}")
+    if save_paths < 0:
+        raise ValueError(f"--save-paths must be 0 or more, got {save_paths}")
     with ResultWriter(out) as writer:
         writer.begin(spec, min(save_paths, n_paths), n_paths)
         result = run(spec, backend, n_paths=n_paths, save_paths=save_paths, sink=writer, **engine_options)

@@ -189,10 +189,6 @@ def simulate(
     if isinstance(overrides, str):
         overrides = (overrides,)
     scenario = _scenario(config, overrides)
-    if n_paths < 1:
-        raise ValueError(f"n_paths must be at least 1, got {n_paths}")
-    if save_paths < 0:
-        raise ValueError(f"save_paths must be 0 or more, got {save_paths}")
     if dtype not in ("float64", "float32"):
         raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
     spec = build_spec(scenario, dtype, contagion=contagion)  # type: ignore[arg-type]
