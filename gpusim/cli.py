@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gpusim import __version__
-from gpusim.backends import BACKENDS, BackendUnavailable, get_backend
+from gpusim.backends import CHOICES, BackendUnavailable, get_backend
 from gpusim.config import ConfigError, Scenario, load_scenario, to_yaml
 from gpusim.engine import RunResult, SimulationError
 from gpusim.io import OutputError, run_to_file
@@ -94,10 +94,16 @@ def schema() -> None:
 @click.option("--seed", type=int, default=1, show_default=True, help="Random seed (64-bit); same seed, same paths on every backend.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="HDF5 file to write.")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
-@click.option("--backend", type=click.Choice(list(BACKENDS)), default="numpy", show_default=True)
+@click.option(
+    "--backend",
+    type=click.Choice(list(CHOICES)),
+    default="auto",
+    show_default=True,
+    help="auto: the fused CUDA kernels on a GPU, else JAX on a GPU, else numpy.",
+)
 @click.option("--chunk-paths", type=int, default=None, help="Paths per chunk (default: from free memory and the backend).")
 @click.option("--save-paths", type=int, default=1000, show_default=True, help="Store full factor paths for the first K paths.")
-@click.option("--workers", type=int, default=None, help="Threads running chunks (default: CPU count).")
+@click.option("--workers", type=int, default=None, help="Chunks in flight at once (default: CPU count on a CPU, 2 on a GPU).")
 @click.option(
     "--no-contagion",
     is_flag=True,
@@ -124,6 +130,9 @@ def run_command(
     scenario = load_scenario(config, list(overrides))
     spec = build_spec(scenario, dtype, contagion=not no_contagion)  # type: ignore[arg-type]
     engine_backend = get_backend(backend)
+    if not quiet:
+        chosen = " (chosen by --backend auto)" if backend == "auto" else ""
+        err_console.print(f"backend {engine_backend.name} on {engine_backend.device}{chosen}")
     result = run_to_file(
         spec,
         engine_backend,

@@ -8,7 +8,6 @@ the result is the same for any chunk size, thread count and completion order.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -63,18 +62,6 @@ class RunResult:
         return self.n_paths * self.spec.layout.n_steps / max(self.runtime_s, 1e-12)
 
 
-def available_memory_bytes() -> int:
-    """MemAvailable from /proc/meminfo, or physical memory where that file does not exist."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
 def choose_chunk_paths(backend: Backend, spec: RunSpec, n_paths: int, workers: int, requested: int | None = None) -> int:
     """Requested size, else the backend's fastest size bounded by the memory chunks in flight may use."""
     if requested is not None:
@@ -82,7 +69,7 @@ def choose_chunk_paths(backend: Backend, spec: RunSpec, n_paths: int, workers: i
             raise ValueError(f"--chunk-paths must be at least 1, got {requested}")
         return min(requested, n_paths)
     in_flight = 2 * workers
-    by_memory = int(MEMORY_SHARE * available_memory_bytes() / (in_flight * backend.bytes_per_path(spec)))
+    by_memory = int(MEMORY_SHARE * backend.memory_bytes() / (in_flight * backend.bytes_per_path(spec)))
     return max(1, min(n_paths, backend.preferred_chunk_paths(spec), max(MIN_CHUNK, by_memory)))
 
 
@@ -168,7 +155,7 @@ def run(
 ) -> RunResult:
     """Simulate n_paths paths of the spec with the given seed.
 
-    Chunks run on `workers` threads (default: the CPU count for CPU backends); `sink` receives
+    Chunks run on `workers` threads (default: the backend's `default_workers()`); `sink` receives
     each chunk as it completes (for streaming output). A KeyboardInterrupt stops submitting,
     lets running chunks finish, and propagates: nothing partial is returned.
     """
@@ -177,7 +164,7 @@ def run(
     if not 0 <= seed < 2**64:
         raise ValueError(f"--seed must be in [0, 2**64), got {seed}")
     save_paths = max(0, min(save_paths, n_paths))
-    workers = max(1, workers or os.cpu_count() or 1)
+    workers = max(1, workers or backend.default_workers())
     size = choose_chunk_paths(backend, spec, n_paths, workers, chunk_paths)
     totals = _Totals(spec, n_paths, save_paths)
     started = time.perf_counter()

@@ -94,7 +94,7 @@ def test_chunk_size_is_bounded_by_memory_and_request(small_spec, monkeypatch):
     assert choose_chunk_paths(backend, small_spec, 10_000_000, workers=2) == backend.preferred_chunk_paths(small_spec)
     assert choose_chunk_paths(backend, small_spec, 100, workers=2) == 100
     assert choose_chunk_paths(backend, small_spec, 10_000, workers=2, requested=333) == 333
-    monkeypatch.setattr("gpusim.engine.available_memory_bytes", lambda: 64 * 2**20)
+    monkeypatch.setattr(backend, "memory_bytes", lambda: 64 * 2**20)
     small = choose_chunk_paths(backend, small_spec, 10_000_000, workers=2)
     assert small < backend.preferred_chunk_paths(small_spec)
     assert small * 4 * backend.bytes_per_path(small_spec) <= 64 * 2**20 or small == 256

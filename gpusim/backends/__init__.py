@@ -1,7 +1,16 @@
-"""Backends: each computes one chunk of paths of a `RunSpec` (same seed, same paths everywhere)."""
+"""Backends: each computes one chunk of paths of a `RunSpec` (same seed, same paths everywhere).
+
+- numpy: the shared array-API model on numpy; the reference and CPU fallback.
+- jax: the same model under `jax.jit` (CPU, or GPU with jax[cuda]); a Pallas kernel fuses the
+  market step where it is faster.
+- cupy-array: the same model on cupy arrays, unfused, on an NVIDIA GPU.
+- cupy: the fused CUDA kernels of kernels/ (one thread per path), on an NVIDIA GPU.
+- auto: the fastest of these that can run here (see `auto_backend`).
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Protocol
 
 from gpusim.spec import ChunkResult, RunSpec
@@ -23,6 +32,15 @@ class Backend(Protocol):
         """Working memory one path of a chunk needs, for sizing chunks to free memory."""
         ...
 
+    def memory_bytes(self) -> int:
+        """Free memory where chunks compute (host RAM, or the GPU's free memory)."""
+        ...
+
+    def default_workers(self) -> int:
+        """Chunks in flight at once: one per core on a CPU, two on a GPU (one computes while
+        the other's outcomes copy back)."""
+        ...
+
     def run_chunk(self, spec: RunSpec, seed: int, path_start: int, n_paths: int, save_paths: int) -> ChunkResult: ...
 
 
@@ -30,10 +48,43 @@ class BackendUnavailable(Exception):
     """The requested backend cannot run here (library or device missing)."""
 
 
-BACKENDS = ("numpy", "jax")
+def host_available_bytes() -> int:
+    """MemAvailable from /proc/meminfo, or physical memory where that file does not exist."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
+BACKENDS = ("numpy", "jax", "cupy-array", "cupy")
+CHOICES = ("auto", *BACKENDS)
+
+
+def gpu_unavailable_reason() -> str | None:
+    """None when cupy sees an NVIDIA GPU, else why not (for error messages and test skips)."""
+    try:
+        import cupy
+    except ImportError as exc:
+        return f"cupy is not installed ({exc}); install it with: pip install 'gpusim[cuda]'"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDARuntimeError when there is no driver or device
+        return f"cupy finds no usable CUDA device ({exc})"
+    return None if count > 0 else "cupy finds no CUDA device"
 
 
 def get_backend(name: str) -> Backend:
+    """The backend called `name` (one of CHOICES); BackendUnavailable says why it cannot run here."""
+    if name == "auto":
+        return auto_backend()
     if name == "numpy":
         from gpusim.backends.numpy_backend import NumpyBackend
 
@@ -46,4 +97,31 @@ def get_backend(name: str) -> Backend:
                 f"the jax backend needs jax, which is not installed here ({exc}); install it with: pip install 'gpusim[jax]'"
             ) from exc
         return JaxBackend()
-    raise BackendUnavailable(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
+    if name in ("cupy-array", "cupy"):
+        reason = gpu_unavailable_reason()
+        if reason is not None:
+            raise BackendUnavailable(f"the {name} backend needs an NVIDIA GPU: {reason}")
+        if name == "cupy-array":
+            from gpusim.backends.cupy_array_backend import CupyArrayBackend
+
+            return CupyArrayBackend()
+        from gpusim.backends.cupy_backend import CupyBackend
+
+        return CupyBackend()
+    raise BackendUnavailable(f"unknown backend {name!r}; available: {', '.join(CHOICES)}")
+
+
+def auto_backend() -> Backend:
+    """The fastest backend that can run here: the fused CUDA kernels when cupy sees a GPU, else
+    JAX when it sees a GPU, else numpy (JAX on a CPU is not reliably faster than numpy)."""
+    try:
+        return get_backend("cupy")
+    except BackendUnavailable:
+        pass
+    try:
+        backend = get_backend("jax")
+    except BackendUnavailable:
+        backend = None
+    if backend is not None and getattr(backend, "on_accelerator", False):
+        return backend
+    return get_backend("numpy")

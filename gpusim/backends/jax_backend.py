@@ -33,6 +33,7 @@ try:
 except ImportError as exc:  # pragma: no cover - checked by get_backend
     raise ImportError("the jax backend needs jax (pip install 'gpusim[jax]')") from exc
 
+from gpusim.backends import cpu_count, host_available_bytes
 from gpusim.backends.array_model import FanCounter
 from gpusim.credit import credit_ratios, credit_step, initial_credit_state
 from gpusim.factors import MarketView, advance_market, close_step, draw_step, initial_state, observe
@@ -79,6 +80,16 @@ class JaxBackend:
         per_step = 8 * 4 * layout.slots.n_blocks * 4 + item * 16 * (layout.n_assets + 4 * layout.n_generations + 6)
         credit = item * 4 * (layout.window_steps + 8) * (layout.n_borrowers + layout.n_instruments) if spec.has_credit else 0
         return per_step + credit + 8 * 16
+
+    def memory_bytes(self) -> int:
+        if not self.on_accelerator:
+            return host_available_bytes()
+        stats = self._device.memory_stats() or {}
+        limit = stats.get("bytes_limit")
+        return int(limit - stats.get("bytes_in_use", 0)) if limit else 8 << 30
+
+    def default_workers(self) -> int:
+        return 2 if self.on_accelerator else cpu_count()
 
     def run_chunk(self, spec: RunSpec, seed: int, path_start: int, n_paths: int, save_paths: int) -> ChunkResult:
         n_saved = max(0, min(n_paths, save_paths - path_start))

@@ -6,6 +6,7 @@ import platform
 
 import array_api_compat.numpy as xnp
 
+from gpusim.backends import cpu_count, host_available_bytes
 from gpusim.backends.array_model import simulate_chunk
 from gpusim.spec import ChunkResult, RunSpec
 
@@ -26,6 +27,12 @@ class NumpyBackend:
         item = 4 if spec.dtype == "float32" else 8
         per_step = 8 * 4 * layout.slots.n_blocks * 4 + item * 12 * (layout.n_assets + 4 * layout.n_generations + 6)
         return per_step + 8 * 16  # fan indices and counters
+
+    def memory_bytes(self) -> int:
+        return host_available_bytes()
+
+    def default_workers(self) -> int:
+        return cpu_count()
 
     def run_chunk(self, spec: RunSpec, seed: int, path_start: int, n_paths: int, save_paths: int) -> ChunkResult:
         return simulate_chunk(spec, seed, path_start, n_paths, save_paths, xnp)
