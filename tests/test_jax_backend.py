@@ -131,3 +131,33 @@ def test_cli_run_records_the_jax_backend(tmp_path):
     assert result.exit_code == 0, result.output
     with h5py.File(out) as f:
         assert f.attrs["backend"] == "jax"
+
+
+@pytest.mark.parametrize("n_defaulting", [0, 5, 64, 900])
+def test_bounded_gather_of_defaulting_paths_matches_numpy(backends, specs, n_defaulting):
+    """Under jit the waterfall runs on a fixed-size gather of the defaulting paths (64 here) and
+    on every path when more default in one step: both branches equal the numpy gather (the
+    backend fixture switches JAX to 64-bit)."""
+    from gpusim.backends.jax_backend import bounded_recoveries
+    from gpusim.credit import recoveries_where
+
+    spec = specs["float64"]
+    layout, c = spec.layout, spec.credit
+    n, B, G, A, I = 1000, layout.n_borrowers, layout.n_generations, layout.n_assets, layout.n_instruments  # noqa: E741
+    rng = np.random.default_rng(n_defaulting)
+    any_default = np.zeros(n, dtype=bool)
+    any_default[rng.choice(n, n_defaulting, replace=False)] = True
+    units = rng.uniform(0, 5e3, (B, A, n))
+    inputs = (
+        any_default,
+        rng.uniform(0, 5e8, (I, n)),  # exposure
+        rng.uniform(0, 5e4, (G, n)),  # fire-sale price
+        units,
+        units * rng.uniform(0, 1, (B, A, 1)),  # pledged
+        rng.uniform(0, 1e5, (A, n)),  # net crypto price
+        rng.uniform(0, 1e8, (B, n)),  # cash
+    )
+    expected = recoveries_where(*inputs, layout, c, np)
+    bounded = jax.jit(lambda *ops: bounded_recoveries(*ops, layout, c, jax.numpy))
+    np.testing.assert_allclose(np.asarray(bounded(*inputs)), expected, rtol=1e-13, atol=1e-6)
+    assert (expected[:, ~any_default] == 0.0).all()

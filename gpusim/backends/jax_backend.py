@@ -35,14 +35,19 @@ except ImportError as exc:  # pragma: no cover - checked by get_backend
 
 from gpusim.backends import cpu_count, host_available_bytes
 from gpusim.backends.array_model import FanCounter
-from gpusim.credit import credit_ratios, credit_step, initial_credit_state
-from gpusim.factors import MarketView, advance_market, close_step, draw_step, initial_state, observe
-from gpusim.params import MarketParams, cast_params, without_contagion
+from gpusim.backends.pallas_market import fused_market_step
+from gpusim.credit import credit_ratios, credit_step, initial_credit_state, recovery_waterfall, waterfall_at
+from gpusim.factors import Draws, MarketState, MarketView, advance_market, close_step, draw_step, initial_state, observe
+from gpusim.params import CreditParams, Layout, MarketParams, cast_params, without_contagion
 from gpusim.spec import ChunkResult, CreditOutcomes, RunSpec
 
 xp = jnp
 SHARED_SAVE_LIMIT = 4096
 """Up to this many saved paths, every chunk of a run uses one executable that saves them."""
+MARKET_KERNELS = ("auto", "jit", "pallas")
+"""How the market half of a step runs: XLA's own fusion of the shared functions ("jit"), the
+Pallas kernel of `pallas_market` ("pallas"), or whichever ran the first chunk faster ("auto";
+on a CPU always "jit", since Pallas only interprets there)."""
 
 
 def enable_x64() -> None:
@@ -53,13 +58,21 @@ def enable_x64() -> None:
 class JaxBackend:
     name = "jax"
 
-    def __init__(self) -> None:
+    def __init__(self, market_kernel: str = "auto", interpret: bool | None = None) -> None:
+        if market_kernel not in MARKET_KERNELS:
+            raise ValueError(f"market_kernel must be one of {', '.join(MARKET_KERNELS)}, got {market_kernel!r}")
         enable_x64()
         self._device = jax.devices()[0]
         self._cache: dict[tuple[Any, ...], tuple[RunSpec, Callable[..., Any]]] = {}
         self._lock = threading.Lock()
+        self._choice_lock = threading.Lock()
+        self._chosen: dict[int, str] = {}
+        self.market_kernel = market_kernel
+        self.interpret = not self.on_accelerator if interpret is None else interpret
         self.compile_seconds = 0.0  # total time spent tracing and compiling, apart from running
         self.compiles = 0
+        self.market_kernel_seconds: dict[str, float] = {}  # "auto": one chunk's time per variant
+        self.pallas_error: str | None = None  # why "auto" could not use the Pallas kernel
 
     @property
     def device(self) -> str:
@@ -96,39 +109,126 @@ class JaxBackend:
         # chunks past the saved paths reuse the executable that saves some while that costs
         # little (a full model compile takes 15-20 s on a 2-core CPU)
         keep = save_paths if n_saved or save_paths <= SHARED_SAVE_LIMIT else 0
-        fn = self._compiled(spec, seed, n_paths, keep)
+        variant = self.market_variant(spec, seed, path_start, n_paths, keep)
+        fn = self._compiled(spec, seed, n_paths, keep, variant)
         out = jax.device_get(fn(np.int64(path_start), np.int64(n_paths)))
         return _to_chunk(spec, out, path_start, n_paths, n_saved)
 
-    def _compiled(self, spec: RunSpec, seed: int, n_paths: int, save_paths: int) -> Callable[..., Any]:
+    def market_variant(self, spec: RunSpec, seed: int, path_start: int, n_paths: int, save_paths: int) -> str:
+        """ "jit" or "pallas" for this spec. Under "auto" on an accelerator, the first chunk is
+        run with both (compiled and warmed up first) and the faster is kept for the run; a
+        Pallas kernel that does not lower on this device leaves "jit", with the reason kept
+        in `pallas_error`."""
+        if self.market_kernel != "auto":
+            return self.market_kernel
+        if not self.on_accelerator:
+            return "jit"
+        with self._choice_lock:
+            if id(spec) in self._chosen:
+                return self._chosen[id(spec)]
+            seconds = {}
+            for variant in ("jit", "pallas"):
+                try:
+                    fn = self._compiled(spec, seed, n_paths, save_paths, variant)
+                    args = (np.int64(path_start), np.int64(n_paths))
+                    jax.block_until_ready(fn(*args))
+                    start = time.perf_counter()
+                    jax.block_until_ready(fn(*args))
+                    seconds[variant] = time.perf_counter() - start
+                except Exception as exc:  # Triton rejecting the kernel: plain jit still runs the model
+                    if variant == "jit":
+                        raise
+                    self.pallas_error = f"{type(exc).__name__}: {exc}"
+            self.market_kernel_seconds = seconds
+            self._chosen[id(spec)] = min(seconds, key=lambda v: seconds[v])
+            return self._chosen[id(spec)]
+
+    def _compiled(self, spec: RunSpec, seed: int, n_paths: int, save_paths: int, variant: str) -> Callable[..., Any]:
         """The executable for chunks of n_paths paths. It saves the first min(size, save_paths)
         paths of every chunk that saves any (the host keeps those it needs), so the chunks of a
         run share one executable (two when more than SHARED_SAVE_LIMIT paths are saved: one
         that saves, one that does not), plus one for a last chunk under half the chunk size."""
         with self._lock:
-            for (spec_id, s, size, saved), (_, fn) in self._cache.items():
+            for (spec_id, s, size, saved, v), (_, fn) in self._cache.items():
                 fits = n_paths <= size <= 2 * n_paths and saved == min(size, save_paths)
-                if spec_id == id(spec) and s == seed and fits:
+                if spec_id == id(spec) and s == seed and fits and v == variant:
                     return fn
             n_saved = min(n_paths, save_paths)
             start = time.perf_counter()
             scalar = jax.ShapeDtypeStruct((), jnp.int64)
-            fn = jax.jit(_chunk_function(spec, seed, n_paths, n_saved)).lower(scalar, scalar).compile()
+            market_step = _fused_market_step(self.interpret) if variant == "pallas" else _market_step
+            fn = jax.jit(_chunk_function(spec, seed, n_paths, n_saved, market_step)).lower(scalar, scalar).compile()
             self.compile_seconds += time.perf_counter() - start
             self.compiles += 1
             # the spec is kept with the entry so that its id cannot be reused while cached
-            self._cache[(id(spec), seed, n_paths, n_saved)] = (spec, fn)
+            self._cache[(id(spec), seed, n_paths, n_saved, variant)] = (spec, fn)
             return fn
 
 
-def _chunk_function(spec: RunSpec, seed: int, n_paths: int, n_saved: int) -> Callable[[Any, Any], dict[str, Any]]:
+def bounded_recoveries(
+    any_default: Any,
+    exposure: Any,
+    fire: Any,
+    units: Any,
+    pledged: Any,
+    net_price: Any,
+    cash: Any,
+    layout: Layout,
+    c: CreditParams,
+    xp: Any,
+) -> Any:
+    """`credit.recoveries_where` under jit: a traced array cannot have a data-dependent size, so
+    the defaulting paths are gathered into a fixed-size index (1/16 of the chunk); in the rare
+    step where more paths default, `lax.cond` runs the waterfall on every path instead.
+    Same numbers either way; the waterfall's cost drops by about the ratio of the sizes."""
+    n = any_default.shape[-1]
+    size = max(64, n // 16)
+    if size >= n:
+        return xp.where(any_default, recovery_waterfall(exposure, fire, units, pledged, net_price, cash, layout, c, xp), 0.0)
+    operands = (any_default, exposure, fire, units, pledged, net_price, cash)
+
+    def gathered(ops: tuple[Any, ...]) -> Any:
+        index = jnp.nonzero(ops[0], size=size, fill_value=0)[0]
+        return waterfall_at(index, *ops, layout, c, xp)
+
+    def everywhere(ops: tuple[Any, ...]) -> Any:
+        return xp.where(ops[0], recovery_waterfall(*ops[1:], layout, c, xp), 0.0)
+
+    return jax.lax.cond(xp.sum(xp.astype(any_default, xp.int32)) <= size, gathered, everywhere, operands)
+
+
+MarketStep = Callable[[MarketState, int, Any, Any, MarketParams, Layout], tuple[MarketState, MarketView, Draws]]
+
+
+def _market_step(
+    state: MarketState, seed: int, path_start: Any, k: Any, p: MarketParams, layout: Layout
+) -> tuple[MarketState, MarketView, Draws]:
+    """Draws, steps 2-3 of MODEL.md 7 and the levels at t_{k+1}, as XLA fuses them."""
+    n_paths = state.tight.shape[0]
+    draws = draw_step(seed, path_start, n_paths, k, layout, p.log_spot.dtype, xp)
+    state = advance_market(state, draws, k, p, layout, xp)
+    return state, observe(state, k + 1, p, layout, xp), draws
+
+
+def _fused_market_step(interpret: bool) -> MarketStep:
+    """The same as `_market_step`, as one Pallas kernel over blocks of paths."""
+
+    def step(
+        state: MarketState, seed: int, path_start: Any, k: Any, p: MarketParams, layout: Layout
+    ) -> tuple[MarketState, MarketView, Draws]:
+        return fused_market_step(state, seed, path_start, k, p, layout, interpret=interpret)
+
+    return step
+
+
+def _chunk_function(spec: RunSpec, seed: int, n_paths: int, n_saved: int, market_step: MarketStep) -> Callable[[Any, Any], dict[str, Any]]:
     """f(path_start, n_valid) for paths [path_start, path_start + n_paths), of which the first n_valid count."""
 
     def chunk(path_start: Any, n_valid: Any) -> dict[str, Any]:
         valid = jnp.arange(n_paths, dtype=jnp.int64) < n_valid
-        out = _scan_paths(spec, spec.market, seed, path_start, n_paths, n_saved, valid, record=True)
+        out = _scan_paths(spec, spec.market, seed, path_start, n_paths, n_saved, valid, market_step, record=True)
         if spec.attribution:
-            off = _scan_paths(spec, without_contagion(spec.market), seed, path_start, n_paths, 0, valid, record=False)
+            off = _scan_paths(spec, without_contagion(spec.market), seed, path_start, n_paths, 0, valid, market_step, record=False)
             out["outcomes_without_chain"] = off["outcomes"]
         return out
 
@@ -136,7 +236,15 @@ def _chunk_function(spec: RunSpec, seed: int, n_paths: int, n_saved: int) -> Cal
 
 
 def _scan_paths(
-    spec: RunSpec, market: MarketParams, seed: int, path_start: Any, n_paths: int, n_saved: int, valid: Any, record: bool
+    spec: RunSpec,
+    market: MarketParams,
+    seed: int,
+    path_start: Any,
+    n_paths: int,
+    n_saved: int,
+    valid: Any,
+    market_step: MarketStep,
+    record: bool,
 ) -> dict[str, Any]:
     """`array_model._run_paths` with the step loop as a scan; returns device arrays."""
     layout = spec.layout
@@ -170,12 +278,12 @@ def _scan_paths(
 
     def step(carry: Any, k: Any) -> tuple[Any, dict[str, Any]]:
         state, credit = carry
-        draws = draw_step(seed, path_start, n_paths, k, layout, dtype, xp)
-        state = advance_market(state, draws, k, p, layout, xp)
-        view = observe(state, k + 1, p, layout, xp)
+        state, view, draws = market_step(state, seed, path_start, k, p, layout)
         dumped, ratios = no_fire_sales, None
         if credit is not None:
-            credit, dumped, ratios = credit_step(credit, view, state.tight, draws.revenue_shock, k, p, c, layout, xp)
+            credit, dumped, ratios = credit_step(
+                credit, view, state.tight, draws.revenue_shock, k, p, c, layout, xp, recoveries=bounded_recoveries
+            )
         out: dict[str, Any] = {}
         if record:
             out["counts"] = fan_counts(state, view, ratios)

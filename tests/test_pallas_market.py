@@ -1,0 +1,80 @@
+"""The Pallas market-step kernel (issue 5 point 2), interpreted on the CPU, against the plain
+jit step and the numpy reference, path by path (MODEL.md section 3: same seed, same paths)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import small_mapping
+
+jax = pytest.importorskip("jax", reason="jax is not installed: the Pallas kernel tests need it (pip install 'gpusim[jax]')")
+
+import jax.numpy as jnp  # noqa: E402
+
+from gpusim.backends import get_backend  # noqa: E402
+from gpusim.backends.jax_backend import JaxBackend  # noqa: E402
+from gpusim.backends.pallas_market import fused_market_step  # noqa: E402
+from gpusim.config import validate_mapping  # noqa: E402
+from gpusim.factors import advance_market, draw_step, initial_state, observe  # noqa: E402
+from gpusim.params import cast_params  # noqa: E402
+from gpusim.spec import build_spec  # noqa: E402
+
+SEED = 2**40 + 5
+
+
+@pytest.fixture(scope="module")
+def spec():
+    JaxBackend()  # switches JAX to 64-bit types, as the backend always runs
+    return build_spec(validate_mapping(small_mapping(), "small"), "float64")
+
+
+@pytest.mark.parametrize(("dtype", "rtol"), [("float64", 1e-13), ("float32", 1e-5)])
+def test_fused_step_equals_the_shared_functions(spec, dtype, rtol):
+    """200 paths in blocks of 64 (the last one padded), starting past 2**32 paths, at step 5
+    of a state already moved off its start: every state, level and draw the step returns."""
+    layout = spec.layout
+    p = cast_params(spec.market, jnp, getattr(jnp, dtype))
+    n, path_start, k = 200, 2**32 - 100, jnp.int32(5)
+    state = initial_state(n, p, layout, jnp)
+    state = advance_market(state, draw_step(SEED, path_start, n, 4, layout, p.log_spot.dtype, jnp), 4, p, layout, jnp)
+    draws = draw_step(SEED, path_start, n, k, layout, p.log_spot.dtype, jnp)
+    expected_state = advance_market(state, draws, k, p, layout, jnp)
+    expected_view = observe(expected_state, k + 1, p, layout, jnp)
+
+    fused = jax.jit(lambda s, start, step: fused_market_step(s, SEED, start, step, p, layout, block=64, interpret=True))
+    got_state, got_view, got_draws = fused(state, jnp.int64(path_start), k)
+    for name in expected_state._fields:
+        a, b = np.asarray(getattr(got_state, name)), np.asarray(getattr(expected_state, name))
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.abs(b).max(), err_msg=name)
+    for name in expected_view._fields:
+        np.testing.assert_allclose(np.asarray(getattr(got_view, name)), np.asarray(getattr(expected_view, name)), rtol=rtol, err_msg=name)
+    np.testing.assert_array_equal(np.asarray(got_draws.regime), np.asarray(draws.regime))
+    np.testing.assert_array_equal(np.asarray(got_draws.revenue_shock), np.asarray(draws.revenue_shock))
+
+
+def test_backend_with_the_pallas_kernel_matches_numpy(spec):
+    """A whole run (credit, contagion, attribution) with the market step in the interpreted
+    Pallas kernel: the same factor paths, defaults and losses as the numpy reference."""
+    backend = JaxBackend(market_kernel="pallas")
+    assert backend.interpret  # no GPU: Pallas interprets
+    n = 300
+    got = backend.run_chunk(spec, SEED, 0, n, n)
+    want = get_backend("numpy").run_chunk(spec, SEED, 0, n, n)
+    for name in want.saved:
+        np.testing.assert_allclose(got.saved[name], want.saved[name], rtol=1e-12, err_msg=name)
+    np.testing.assert_array_equal(got.outcomes.default_step, want.outcomes.default_step)
+    np.testing.assert_allclose(got.outcomes.loss, want.outcomes.loss, rtol=1e-9, atol=1e-3)
+    np.testing.assert_allclose(got.outcomes_without_chain.loss, want.outcomes_without_chain.loss, rtol=1e-9, atol=1e-3)
+    for name in want.fan_counts:
+        assert np.abs(got.fan_counts[name] - want.fan_counts[name]).max() <= 2, name
+
+
+def test_auto_uses_plain_jit_on_a_cpu(spec):
+    backend = JaxBackend()
+    if backend.on_accelerator:
+        pytest.skip("JAX sees a GPU here: the choice is timed there (tests/test_gpu_backends.py)")
+    assert backend.market_variant(spec, SEED, 0, 100, 0) == "jit"
+    assert JaxBackend(market_kernel="pallas").market_variant(spec, SEED, 0, 100, 0) == "pallas"
+    with pytest.raises(ValueError, match="market_kernel"):
+        JaxBackend(market_kernel="triton")
