@@ -106,14 +106,3 @@ def test_cupy_array_float64_paths_match_numpy_closely():
     for name in want.saved:
         np.testing.assert_allclose(got.saved[name], want.saved[name], rtol=1e-12, err_msg=name)
     assert (got.outcomes.default_step == want.outcomes.default_step).mean() >= 0.9999
-
-
-def test_auto_backend_is_the_fastest_available():
-    """Without a GPU `auto` is numpy; with cupy and a GPU, the fused kernels (issue 5 point 4)."""
-    backend = get_backend("auto")
-    if gpu_unavailable_reason() is None:
-        assert backend.name == "cupy"
-    elif _jax_gpu_reason() is None:
-        assert backend.name == "jax"
-    else:
-        assert backend.name == "numpy"
