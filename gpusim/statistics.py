@@ -61,13 +61,19 @@ def bin_index(coord: Any, binning: Binning, offset: Any, xp: Any) -> Any:
     return xp.astype(xp.where(xp.isnan(position), float(binning.n_bins), clipped), xp.int64)
 
 
-def bincount(index: Any, length: int, xp: Any) -> Any:
-    """Counts of each value in a flat int array (the array API has no bincount)."""
+def bincount_parts(parts: list[Any], length: int, xp: Any) -> Any:
+    """Counts of each value over several flat int arrays (the array API has no bincount).
+
+    Eager namespaces count the concatenation at once. Under JAX each part is scatter-added on
+    its own, skipping bounds handling (every index is in [0, length) by construction): on
+    XLA:CPU a concatenate feeding one scatter ran 2.5x slower than the scatters themselves.
+    """
     if array_api_compat.is_jax_namespace(xp):
-        # a scatter-add that skips bounds handling: 2-3x faster than jnp.bincount on XLA:CPU;
-        # every index is in [0, length) by construction (bin_index clips, padding has its bin)
-        return xp.zeros(length, dtype=xp.int32).at[index].add(1, mode="promise_in_bounds")
-    return xp.bincount(index, minlength=length)
+        counts = xp.zeros(length, dtype=xp.int32)
+        for part in parts:
+            counts = counts.at[part].add(1, mode="promise_in_bounds")
+        return counts
+    return xp.bincount(xp.concat(parts), minlength=length)
 
 
 def quantiles_from_counts(

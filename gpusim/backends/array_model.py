@@ -14,7 +14,7 @@ from gpusim.credit import CreditState, CreditView, credit_ratios, credit_step, i
 from gpusim.factors import MarketState, MarketView, advance_market, close_step, draw_step, fan_coordinates, initial_state, observe
 from gpusim.params import MarketParams, cast_params, without_contagion
 from gpusim.spec import ChunkResult, CreditOutcomes, RunSpec
-from gpusim.statistics import bin_index, bin_offset, bincount
+from gpusim.statistics import bin_index, bin_offset, bincount_parts
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -50,7 +50,7 @@ class FanCounter:
             if valid is not None:
                 index = xp.where(valid, index, self.total_bins)  # padding lands in an extra bin, dropped below
             parts.append(xp.reshape(index, (-1,)))
-        return bincount(xp.concat(parts), self.total_bins + 1, xp)[: self.total_bins]
+        return bincount_parts(parts, self.total_bins + 1, xp)[: self.total_bins]
 
     def split(self, counts: np.ndarray) -> dict[str, np.ndarray]:
         counts = np.asarray(counts).astype(np.int64)
