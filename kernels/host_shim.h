@@ -36,3 +36,21 @@ inline uint4 make_uint4(unsigned int x, unsigned int y, unsigned int z, unsigned
 inline unsigned int __umulhi(unsigned int a, unsigned int b) {
     return static_cast<unsigned int>((static_cast<std::uint64_t>(a) * b) >> 32);
 }
+
+// Launch geometry as globals: a host driver runs a kernel one (block, thread) at a time, setting
+// these before each call (tests/host/model_host.cpp). With one thread per block, __syncthreads
+// has nothing to wait for and block-shared arrays can be function statics.
+struct dim3 {
+    unsigned int x = 1, y = 1, z = 1;
+};
+inline dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+#define __shared__ static
+inline void __syncthreads() {}
+
+// Atomics are plain read-modify-writes: host drivers run one thread at a time.
+inline unsigned int atomicAdd(unsigned int* address, unsigned int value) {
+    const unsigned int old = *address;
+    *address = old + value;
+    return old;
+}

@@ -1,0 +1,285 @@
+"""What the fused CUDA kernels of kernels/ need from a `RunSpec`, without cupy.
+
+The kernels are compiled once per config shape and dtype: the sizes (assets, generations,
+borrowers, instruments, steps, DSCR window), the slot table, the portfolio structure (owners,
+ranks, collateral) and the fan-chart layout become compile-time constants of a generated header,
+`config_header`. The numbers (MarketParams, CreditParams, fan offsets) travel as one flat array of
+the working dtype, `pack_params`, at offsets the header names. The cupy backend and the host-C++
+tests (tests/test_kernels_model_host.py) build both from here, so they compile the same kernel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gpusim.params import CreditParams, Layout, MarketParams
+from gpusim.spec import ChunkResult, CreditOutcomes, RunSpec
+from gpusim.statistics import N_BINS, bin_offset
+
+KERNEL_SOURCES = ("philox.cuh", "model.cuh", "simulate.cu", "floor.cu")
+
+SHARED_COUNTER_BYTES = 16384
+"""Shared memory a block may use for its (steps+1) x borrowers counters of defaulted borrowers'
+fan counts; beyond it (long weekly horizons, many borrowers) they go straight to global memory."""
+
+
+def kernels_dir() -> Path:
+    """The directory of the CUDA sources (shipped as the package data gpusim.kernels)."""
+    return Path(str(importlib.resources.files("gpusim.kernels")))
+
+
+def _saved_widths(layout: Layout) -> dict[str, int]:
+    """Components of each saved factor (the MarketView fields), in the order in which
+    simulate.cu's save_view writes them; 0 marks a per-path scalar (utilization, power price)."""
+    return {
+        "crypto": layout.n_assets,
+        "rental_rate": layout.n_generations,
+        "utilization": 0,
+        "power_price": 0,
+        "gpu_value": layout.n_generations,
+        "gpu_mark": layout.n_generations,
+    }
+
+
+def saved_columns(layout: Layout) -> dict[str, slice | int]:
+    """Column (or columns) of each saved factor in the kernel's (paths, steps+1, columns) buffer."""
+    columns: dict[str, slice | int] = {}
+    cursor = 0
+    for name, width in _saved_widths(layout).items():
+        columns[name] = cursor if width == 0 else slice(cursor, cursor + width)
+        cursor += max(width, 1)
+    return columns
+
+
+def saved_width(layout: Layout) -> int:
+    return sum(max(w, 1) for w in _saved_widths(layout).values())
+
+
+@dataclass(frozen=True)
+class FanLayout:
+    """Where each fan factor's bins sit in the kernel's per-step histogram (as FanCounter)."""
+
+    fans: tuple[str, ...]
+    first_bin: dict[str, int]
+    first_component: dict[str, int]  # index of the factor's first component in the flat bin offsets
+    components: dict[str, int]
+    total_bins: int
+
+    def split(self, counts: np.ndarray, n_bins: int = N_BINS) -> dict[str, np.ndarray]:
+        """(steps+1, total_bins) counts -> one (steps+1, C, n_bins+1) int64 array per factor."""
+        counts = np.asarray(counts).astype(np.int64)
+        out = {}
+        for name in self.fans:
+            start, width = self.first_bin[name], self.components[name] * (n_bins + 1)
+            out[name] = counts[:, start : start + width].reshape(counts.shape[0], self.components[name], n_bins + 1)
+        return out
+
+
+def fan_layout(spec: RunSpec) -> FanLayout:
+    first, first_component, components, total, n_components = {}, {}, {}, 0, 0
+    for name in spec.fans:
+        binning = spec.binnings[name]
+        assert binning.n_bins == N_BINS, "the kernel bins on the N_BINS grid"
+        first[name], first_component[name], components[name] = total, n_components, binning.n_components
+        total += binning.n_components * binning.bins_per_component
+        n_components += binning.n_components
+    return FanLayout(spec.fans, first, first_component, components, total)
+
+
+def _fan_arrays(spec: RunSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Per-component bin offsets and per-factor 1/width, in FanLayout order (bin_index's numbers)."""
+    offsets = np.concatenate([bin_offset(spec.binnings[name]) for name in spec.fans])
+    inverse_widths = np.array([1.0 / spec.binnings[name].width for name in spec.fans])
+    return offsets, inverse_widths
+
+
+def _param_fields(spec: RunSpec, market: MarketParams) -> list[tuple[str, np.ndarray]]:
+    fields = [(f"M_{name}", np.asarray(value, dtype=np.float64)) for name, value in zip(MarketParams._fields, market, strict=True)]
+    if spec.has_credit:
+        assert spec.credit is not None
+        credit: CreditParams = spec.credit
+        fields += [(f"C_{name}", np.asarray(value, dtype=np.float64)) for name, value in zip(CreditParams._fields, credit, strict=True)]
+    offsets, inverse_widths = _fan_arrays(spec)
+    return [*fields, ("F_offset", offsets), ("F_inverse_width", inverse_widths)]
+
+
+def param_offsets(spec: RunSpec) -> dict[str, int]:
+    """Offset of each parameter array in the flat array of `pack_params` (same for any market)."""
+    offsets, cursor = {}, 0
+    for name, value in _param_fields(spec, spec.market):
+        offsets[name] = cursor
+        cursor += value.size
+    return offsets
+
+
+def pack_params(spec: RunSpec, market: MarketParams, dtype: np.dtype) -> np.ndarray:
+    """All parameters, flattened in row-major order and cast to the working dtype as `cast_params` does."""
+    return np.concatenate([value.reshape(-1) for _, value in _param_fields(spec, market)]).astype(dtype)
+
+
+def _int_array(name: str, values: list[int]) -> str:
+    body = ", ".join(str(v) for v in values) if values else "0"
+    return f"GPUSIM_TABLE int {name}[{max(len(values), 1)}] = {{{body}}};"
+
+
+def config_header(spec: RunSpec) -> str:
+    """The generated header of compile-time constants for the kernels (kernels/model.cuh reads it)."""
+    layout = spec.layout
+    slots = layout.slots
+    fans = fan_layout(spec)
+    B, I, G, A = layout.n_borrowers, layout.n_instruments, layout.n_generations, layout.n_assets  # noqa: E741
+    has_credit = spec.has_credit
+    real = "double" if spec.dtype == "float64" else "float"
+    defaulted_in_shared = has_credit and 4 * (layout.n_steps + 1) * B <= SHARED_COUNTER_BYTES
+    lines = [
+        # no scenario name: scenarios of one shape (a batch of stress variants) share one compile
+        f"// generated by gpusim.backends.kernel_config: one config shape, {spec.dtype}",
+        "#pragma once",
+        "#ifdef __CUDACC__",
+        "#define GPUSIM_TABLE __constant__",
+        "#else",
+        "#define GPUSIM_TABLE static const",
+        "#endif",
+        f"#define GPUSIM_REAL {real}",
+        f"#define GPUSIM_HAS_CREDIT {int(has_credit)}",
+        "namespace gpusim { namespace cfg {",
+        f"constexpr int N_STEPS = {layout.n_steps};",
+        f"constexpr int N_ASSETS = {A};",
+        f"constexpr int N_GENERATIONS = {G};",
+        f"constexpr int N_BORROWERS = {B if has_credit else 0};",
+        f"constexpr int N_INSTRUMENTS = {I if has_credit else 0};",
+        f"constexpr int WINDOW = {layout.window_steps};",
+        f"constexpr int BTC = {layout.btc_index};",
+        f"constexpr int MAX_LAUNCHES = {layout.max_launches_per_step};",
+        f"constexpr int LAUNCH_DROP_LAST = {np.asarray(spec.market.launch_drop).shape[0] - 1};",
+        f"constexpr double DT = {layout.dt!r};",
+        f"constexpr int N_SLOTS = {slots.n_slots};",
+        f"constexpr int N_BLOCKS = {slots.n_blocks};",
+        *(f"constexpr int SLOT_{name.upper()} = {slots.offsets[name]};" for name in slots.offsets),
+        f"constexpr int N_BINS = {N_BINS};",
+        f"constexpr int FAN_TOTAL_BINS = {fans.total_bins};",
+        f"constexpr int SAVED_WIDTH = {saved_width(layout)};",
+        f"constexpr bool DEFAULTED_IN_SHARED = {str(defaulted_in_shared).lower()};",
+        *(f"constexpr int FAN_{name.upper()} = {fans.first_bin[name]};" for name in fans.fans),
+        *(f"constexpr int FAN_INDEX_{name.upper()} = {i};" for i, name in enumerate(fans.fans)),
+        *(f"constexpr int FAN_COMPONENT_{name.upper()} = {fans.first_component[name]};" for name in fans.fans),
+        *(f"constexpr int P_{name} = {offset};" for name, offset in param_offsets(spec).items()),
+    ]
+    if has_credit:
+        members = [layout.instruments_of(b) for b in range(B)]
+        assert all(m and list(m) == list(range(m[0], m[-1] + 1)) for m in members), "instruments are grouped by borrower"
+        ranks = sorted(set(layout.seniority))
+        lines += [
+            _int_array("FIRST_INSTRUMENT", [m[0] for m in members] + [I]),
+            _int_array("SENIORITY", list(layout.seniority)),
+            f"constexpr int N_RANKS = {len(ranks)};",
+            _int_array("RANKS", ranks),
+            _int_array("COLLATERAL_FLEET", [int(g in layout.collateral_fleets[i]) for i in range(I) for g in range(G)]),
+            _int_array("COLLATERAL_ASSET", [int(a in layout.collateral_assets[i]) for i in range(I) for a in range(A)]),
+        ]
+    lines.append("}}  // namespace gpusim::cfg")
+    return "\n".join(lines) + "\n"
+
+
+def source_digest(header: str) -> str:
+    """Key of one compiled kernel: the generated header and every kernel source it includes."""
+    digest = hashlib.sha256(header.encode())
+    for name in KERNEL_SOURCES:
+        digest.update((kernels_dir() / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class KernelBuffers:
+    """The output arrays of one simulate_paths launch (numpy or cupy), in the kernel's layout."""
+
+    default_step: Any  # (B, n) int16
+    reason: Any  # (B, n) int8
+    loss: Any  # (I, n) discounted loss
+    exposure: Any  # (I, n)
+    annuity: Any  # (I, n)
+    loss_nominal: Any  # (n,) portfolio nominal loss
+    fan_counts: Any  # (steps+1, total_bins) uint32
+    tight_count: Any  # (steps+1,) uint32
+    saved: Any  # (n_saved, steps+1, SAVED_WIDTH)
+    saved_regime: Any  # (n_saved, steps+1) int8
+
+    def kernel_args(self) -> tuple[Any, ...]:
+        """The buffers in simulate_paths' argument order (after prm)."""
+        return (
+            self.default_step,
+            self.reason,
+            self.loss,
+            self.exposure,
+            self.annuity,
+            self.loss_nominal,
+            self.fan_counts,
+            self.tight_count,
+            self.saved,
+            self.saved_regime,
+        )
+
+
+def allocate_buffers(spec: RunSpec, n_paths: int, n_saved: int, record: bool, xp: Any) -> KernelBuffers:
+    """Zeroed outputs for one launch; without `record` the fan, regime and saved buffers are empty."""
+    layout = spec.layout
+    dtype = np.dtype(spec.dtype)
+    B = layout.n_borrowers if spec.has_credit else 0
+    I = layout.n_instruments if spec.has_credit else 0  # noqa: E741
+    steps = layout.n_steps + 1
+    fans = fan_layout(spec).total_bins if record else 0
+    return KernelBuffers(
+        default_step=xp.zeros((B, n_paths), dtype=np.int16),
+        reason=xp.zeros((B, n_paths), dtype=np.int8),
+        loss=xp.zeros((I, n_paths), dtype=dtype),
+        exposure=xp.zeros((I, n_paths), dtype=dtype),
+        annuity=xp.zeros((I, n_paths), dtype=dtype),
+        loss_nominal=xp.zeros((n_paths,), dtype=dtype),
+        fan_counts=xp.zeros((steps if record else 0, fans), dtype=np.uint32),
+        tight_count=xp.zeros((steps if record else 0,), dtype=np.uint32),
+        saved=xp.zeros((n_saved if record else 0, steps, saved_width(layout)), dtype=dtype),
+        saved_regime=xp.zeros((n_saved if record else 0, steps), dtype=np.int8),
+    )
+
+
+def outcomes_from_buffers(buffers: KernelBuffers) -> CreditOutcomes:
+    """Per-path outcomes in ChunkResult's layout (path first, float64), from host arrays."""
+    return CreditOutcomes(
+        default_step=np.ascontiguousarray(buffers.default_step.T),
+        default_reason=np.ascontiguousarray(buffers.reason.T),
+        loss=np.ascontiguousarray(buffers.loss.T, dtype=np.float64),
+        exposure=np.ascontiguousarray(buffers.exposure.T, dtype=np.float64),
+        risky_annuity=np.ascontiguousarray(buffers.annuity.T, dtype=np.float64),
+        portfolio_loss_nominal=np.asarray(buffers.loss_nominal, dtype=np.float64),
+    )
+
+
+def chunk_from_buffers(
+    spec: RunSpec, path_start: int, n_paths: int, recorded: KernelBuffers, without_chain: KernelBuffers | None
+) -> ChunkResult:
+    """The ChunkResult of array_model.simulate_chunk from the host copies of a launch's outputs
+    (and of the attribution launch with the fire-sale chain off)."""
+    saved = {}
+    for name, column in saved_columns(spec.layout).items():
+        saved[name] = np.ascontiguousarray(recorded.saved[:, :, column])
+    saved["regime"] = np.ascontiguousarray(recorded.saved_regime)
+    return ChunkResult(
+        path_start=path_start,
+        n_paths=n_paths,
+        saved=saved,
+        fan_counts=fan_layout(spec).split(recorded.fan_counts),
+        tight_count=np.asarray(recorded.tight_count, dtype=np.int64),
+        outcomes=outcomes_from_buffers(recorded) if spec.has_credit else None,
+        outcomes_without_chain=outcomes_from_buffers(without_chain) if without_chain is not None and spec.has_credit else None,
+    )
+
+
+def saved_count(path_start: int, n_paths: int, save_paths: int) -> int:
+    """Saved paths in this chunk: the run's first `save_paths` paths (as array_model)."""
+    return max(0, min(n_paths, save_paths - path_start))
