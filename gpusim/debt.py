@@ -26,11 +26,16 @@ def remaining_payments(maturity_step: Any, step: int, dt: float, c: CreditParams
 
 
 def scheduled_principal(outstanding: Any, rate: Any, remaining: Any, c: CreditParams, xp: Any) -> Any:
-    """Principal due at a payment date: level (O / m), annuity (A - O r with A = O r / (1 - (1 + r)^-m)), or none."""
+    """Principal due at a payment date: level (O / m), annuity (A - O r with A = O r / (1 - (1 + r)^-m)), or none.
+
+    1 - (1 + r)^-m is computed as -expm1(-m log1p(r)): in float32, 1 + r rounds to 1 for r
+    below about 6e-8 and the plain form would divide by zero (inf, then 0 x inf = NaN for
+    loans that do not amortize)."""
     level = outstanding / remaining
     r = rate / c.payments_per_year[:, None]
     safe_r = xp.where(r > 1e-12, r, 1.0)
-    annuity = xp.where(r > 1e-12, outstanding * safe_r / (1.0 - xp.pow(1.0 + safe_r, -remaining)) - outstanding * safe_r, level)
+    annuity_factor = -xp.expm1(-remaining * xp.log1p(safe_r))
+    annuity = xp.where(r > 1e-12, outstanding * safe_r / annuity_factor - outstanding * safe_r, level)
     return c.amortizes_level[:, None] * level + c.amortizes_annuity[:, None] * annuity
 
 

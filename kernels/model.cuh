@@ -46,6 +46,10 @@ __host__ __device__ __forceinline__ float m_rint(float x) { return rintf(x); }  
 __host__ __device__ __forceinline__ double m_rint(double x) { return rint(x); }
 __host__ __device__ __forceinline__ float m_pow(float x, float y) { return powf(x, y); }
 __host__ __device__ __forceinline__ double m_pow(double x, double y) { return pow(x, y); }
+__host__ __device__ __forceinline__ float m_expm1(float x) { return expm1f(x); }
+__host__ __device__ __forceinline__ double m_expm1(double x) { return expm1(x); }
+__host__ __device__ __forceinline__ float m_log1p(float x) { return log1pf(x); }
+__host__ __device__ __forceinline__ double m_log1p(double x) { return log1p(x); }
 __host__ __device__ __forceinline__ real m_min(real a, real b) { return b < a ? b : a; }
 __host__ __device__ __forceinline__ real m_max(real a, real b) { return b > a ? b : a; }
 __host__ __device__ __forceinline__ real R(double x) { return static_cast<real>(x); }
@@ -290,13 +294,14 @@ __host__ __device__ __forceinline__ real remaining_payments(const real* prm, rea
     return m_max(m_rint((maturity_step - R(step)) * R(DT) * PRM(C_payments_per_year)[i]) + R(1.0), R(1.0));
 }
 
-// Principal due at a payment date: level O/m, annuity O r / (1 - (1 + r)^-m) - O r (debt.scheduled_principal)
+// Principal due at a payment date: level O/m, annuity O r / (1 - (1 + r)^-m) - O r, with
+// 1 - (1 + r)^-m = -expm1(-m log1p(r)), which stays positive for tiny r (debt.scheduled_principal)
 __host__ __device__ __forceinline__ real scheduled_principal(const real* prm, real outstanding, real rate, real remaining, int i) {
     const real level = outstanding / remaining;
     const real r = rate / PRM(C_payments_per_year)[i];
     const bool positive = r > R(1e-12);
     const real safe_r = positive ? r : R(1.0);
-    const real annuity = positive ? outstanding * safe_r / (R(1.0) - m_pow(R(1.0) + safe_r, -remaining)) - outstanding * safe_r : level;
+    const real annuity = positive ? outstanding * safe_r / -m_expm1(-remaining * m_log1p(safe_r)) - outstanding * safe_r : level;
     return PRM(C_amortizes_level)[i] * level + PRM(C_amortizes_annuity)[i] * annuity;
 }
 

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import math
+import types
 from collections.abc import Iterator
 from datetime import date, timedelta
 from statistics import NormalDist
@@ -29,7 +30,7 @@ from hypothesis import strategies as st
 from gpusim.backends import get_backend
 from gpusim.config import validate_mapping
 from gpusim.credit import REASONS, CreditState, CreditView, credit_step, initial_credit_state
-from gpusim.debt import fire_sale_price, recovery_waterfall
+from gpusim.debt import fire_sale_price, recovery_waterfall, scheduled_principal
 from gpusim.engine import RunResult, run
 from gpusim.factors import MarketState, MarketView, advance_market, close_step, draw_step, initial_state, observe
 from gpusim.params import cast_params
@@ -1080,3 +1081,22 @@ def test_more_deflation_never_helps(easy: float, tight: float, more: float, seed
     never = np.iinfo(np.int32).max
     assert (np.where(default_hi < 0, never, default_hi) <= np.where(default_lo < 0, never, default_lo)).all()
     assert ((default_hi >= 0).mean(axis=1) >= (default_lo >= 0).mean(axis=1)).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scheduled_principal_at_tiny_rates_is_finite(dtype):
+    """A per-period rate of 1e-8 (1 + r rounds to 1 in float32): level, annuity and bullet
+    loans stay finite; the annuity tends to the level payment O / m, the bullet pays nothing."""
+    ones = np.ones(3)
+    c = types.SimpleNamespace()  # the three CreditParams fields scheduled_principal reads
+    c.payments_per_year = np.array([12.0, 12.0, 12.0], dtype=dtype)
+    c.amortizes_level = np.array([1.0, 0.0, 0.0], dtype=dtype)
+    c.amortizes_annuity = np.array([0.0, 1.0, 0.0], dtype=dtype)
+    outstanding = (1e8 * ones).astype(dtype)[:, None]
+    rate = (12e-8 * ones).astype(dtype)[:, None]
+    remaining = (60.0 * ones).astype(dtype)[:, None]
+    with np.errstate(all="raise"):
+        principal = scheduled_principal(outstanding, rate, remaining, c, xnp)[:, 0]
+    assert np.isfinite(principal).all()
+    np.testing.assert_allclose(principal[:2], 1e8 / 60.0, rtol=1e-4)
+    assert principal[2] == 0.0
