@@ -395,10 +395,14 @@ def check_references(s: Scenario) -> list[str]:
 SHIPPED = "gpusim.configs"
 
 
+SHIPPED_BATCH_SUFFIX = "_batch.yaml"
+"""configs/*_batch.yaml are batch files (gpusim.batch), not scenarios."""
+
+
 def shipped_scenarios() -> list[str]:
-    """Names of the scenarios shipped with the package (configs/*.yaml)."""
+    """Names of the scenarios shipped with the package (configs/*.yaml, except the batch files)."""
     root = resources.files(SHIPPED)
-    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml") and not p.name.endswith(SHIPPED_BATCH_SUFFIX))
 
 
 def resolve_path(ref: str | Path, relative_to: Path | None = None) -> Path:

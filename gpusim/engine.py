@@ -78,8 +78,8 @@ def chunks(n_paths: int, chunk_paths: int) -> Iterator[tuple[int, int]]:
         yield start, min(chunk_paths, n_paths - start)
 
 
-class _Totals:
-    """Running sums of chunk statistics (exact integers, exact loss tails)."""
+class ChunkTotals:
+    """Running sums of chunk statistics (exact integers, exact loss tails); `summarize` turns them into results."""
 
     def __init__(self, spec: RunSpec, n_paths: int, save_paths: int):
         steps = spec.layout.n_steps + 1
@@ -125,6 +125,18 @@ class _Totals:
                 self.saved[name] = np.empty((self.save_paths, *values.shape[1:]), dtype=values.dtype)
             self.saved[name][chunk.path_start : chunk.path_start + values.shape[0]] = values
 
+    def summarize(self, result: RunResult) -> None:
+        """Fill `result`'s fans, tight share and credit summaries from the sums of all its paths."""
+        n_paths = result.n_paths
+        for name in self.spec.fans:
+            result.fan[name] = quantiles_from_counts(self.fan[name], self.spec.binnings[name], FAN_QUANTILES)
+        result.tight_share, result.tight_share_se = proportion_with_se(self.tight, n_paths)
+        if self.risk is not None:
+            result.risk = self.risk.finalize()
+            result.portfolio_loss_nominal = self.loss_nominal / n_paths
+        if self.risk_off is not None:
+            result.risk_without_chain = self.risk_off.finalize()
+
 
 def _progress(console: Console, show: bool) -> Progress:
     return Progress(
@@ -166,7 +178,7 @@ def run(
     save_paths = max(0, min(save_paths, n_paths))
     workers = max(1, workers or backend.default_workers())
     size = choose_chunk_paths(backend, spec, n_paths, workers, chunk_paths)
-    totals = _Totals(spec, n_paths, save_paths)
+    totals = ChunkTotals(spec, n_paths, save_paths)
     started = time.perf_counter()
     created = datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -217,14 +229,7 @@ def run(
         created_utc=created,
         saved=totals.saved,
     )
-    for name in spec.fans:
-        result.fan[name] = quantiles_from_counts(totals.fan[name], spec.binnings[name], FAN_QUANTILES)
-    result.tight_share, result.tight_share_se = proportion_with_se(totals.tight, n_paths)
-    if totals.risk is not None:
-        result.risk = totals.risk.finalize()
-        result.portfolio_loss_nominal = totals.loss_nominal / n_paths
-    if totals.risk_off is not None:
-        result.risk_without_chain = totals.risk_off.finalize()
+    totals.summarize(result)
     return result
 
 
@@ -237,7 +242,7 @@ def _wait_interruptibly(pending: set[Future[ChunkResult]]) -> tuple[set[Future[C
             return finished, still
 
 
-def _check_finite(totals: _Totals, spec: RunSpec) -> None:
+def _check_finite(totals: ChunkTotals, spec: RunSpec) -> None:
     """NaN never reaches an output silently: fail naming the factor and the first step."""
     for name in FAN_FACTORS:
         nan_per_step = totals.fan[name][..., -1].sum(axis=-1)

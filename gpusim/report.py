@@ -27,6 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter
 
+from gpusim.batch.output import BatchResults
 from gpusim.io import OutputError
 from gpusim.spec import CREDIT_FAN_GRIDS
 
@@ -95,7 +96,11 @@ class _Canvas:
 
 
 def write_report(results: Any, out_dir: str | Path) -> Path:
-    """Write the charts and index.html of `results` (from open_results) to out_dir; return index.html's path."""
+    """Write the charts and index.html of `results` (from open_results) to out_dir; return index.html's path.
+
+    A batch file (BatchResults) gets its scenario comparison page instead (`write_batch_report`)."""
+    if isinstance(results, BatchResults):
+        return write_batch_report(results, out_dir)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -897,3 +902,114 @@ def _html_page(results: Any, charts: list[Chart], credit: bool) -> str:
         parts += [_figure_html(c) for c in charts if c.section == key]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------------------------------
+# batch files: one comparison page
+
+
+_BATCH_ATTRS = (
+    ("batch", "batch"),
+    ("description", "description"),
+    ("n_scenarios", "scenarios"),
+    ("n_paths", "paths per scenario"),
+    ("seed", "seed"),
+    ("common_random_numbers", "common random numbers"),
+    ("dtype", "precision"),
+    ("contagion", "fire-sale chain"),
+    ("backend", "backend"),
+    ("created_utc", "created (UTC)"),
+    ("gpusim_version", "gpusim version"),
+)
+
+
+def write_batch_report(batch: BatchResults, out_dir: str | Path) -> Path:
+    """The comparison page of a batch file: EL and ES 99.9 % by scenario, the scenario table, PDs by scenario."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportError(_os_message(out, exc)) from exc
+    canvas = _Canvas(out)
+    chart = batch_loss_chart(canvas, batch)
+    t = batch.table
+    facts = _table(("attribute", "value"), [(label, batch.attrs[key]) for key, label in _BATCH_ATTRS if key in batch.attrs])
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>gpusim batch report: {_e(batch.attrs.get('batch', ''))}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>gpusim batch report: {_e(batch.attrs.get('batch', ''))}</h1>",
+        '<h2 id="run">Batch</h2>',
+        facts,
+        f"<details><summary>Batch file (resolved)</summary><pre>{_e(batch.attrs.get('batch_yaml', ''))}</pre></details>",
+        '<h2 id="scenarios">Scenarios</h2>',
+        _figure_html(chart),
+        batch_table(t),
+    ]
+    if t.sizes.get("borrower", 0):
+        parts += ['<h2 id="borrowers">Probability of default by the horizon</h2>', batch_pd_table(t)]
+    parts.append("</body></html>")
+    index = out / "index.html"
+    try:
+        index.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ReportError(_os_message(index, exc)) from exc
+    return index
+
+
+def batch_loss_chart(canvas: _Canvas, batch: BatchResults) -> Chart:
+    """Horizontal bars per scenario: portfolio EL (left) and ES 99.9 % (right), with their standard errors."""
+    t = batch.table
+    names = [str(n) for n in t["scenario"].values]
+    y = np.arange(len(names))[::-1]
+    fig = canvas.figure()
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, (key, title, color) in zip(
+        axes, (("el", "expected loss", "#4c72b0"), ("es_999", "expected shortfall 99.9 %", "#c44e52")), strict=True
+    ):
+        values = np.asarray(t[key].values, dtype=float)
+        errors = np.asarray(t[f"{key}_se"].values, dtype=float)
+        scale, unit = _money_scale(float(np.nanmax(np.abs(values), initial=0.0)))
+        ax.barh(y, np.nan_to_num(values) / scale, xerr=np.nan_to_num(errors) / scale, color=color, alpha=0.85, capsize=2)
+        ax.set_title(f"Portfolio {title}")
+        ax.set_xlabel(f"{unit} (discounted to t0), ± 1 s.e.")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y, names, fontsize=8 if len(names) <= 20 else 6)
+    caption = (
+        "Portfolio expected loss and expected shortfall at 99.9 % for every scenario of the batch, with their Monte Carlo "
+        "standard errors. With common random numbers every scenario sees the same shocks, so differences between bars are "
+        "the stresses rather than noise (each bar's own error is larger than the error of a difference)."
+    )
+    return canvas.save(fig, "batch_el_es", "Expected loss and ES 99.9 % by scenario", caption, "scenarios")
+
+
+def batch_table(t: Any) -> str:
+    """One row per scenario: how it was made and its headline metrics."""
+    rows = []
+    for i, name in enumerate(t["scenario"].values):
+
+        def cell(key: str, k: int = i) -> float:
+            return float(t[key].values[k])
+
+        share = cell("contagion_share")
+        rows.append(
+            (
+                str(name),
+                str(t["overrides"].values[i]) or "-",
+                _num(f"{_usd(cell('el'))} ± {_usd(cell('el_se'))}"),
+                _num(_usd(cell("var_999"))),
+                _num(f"{_usd(cell('es_999'))} ± {_usd(cell('es_999_se'))}"),
+                _num("-" if not np.isfinite(share) else f"{share:.1%}"),
+            )
+        )
+    header = ("scenario", "overrides", "EL ± s.e.", "VaR 99.9 %", "ES 99.9 % ± s.e.", "fire-sale share of EL")
+    return _table(header, rows)
+
+
+def batch_pd_table(t: Any) -> str:
+    """Scenario x borrower: probability of default by the horizon."""
+    borrowers = [str(b) for b in t["borrower"].values]
+    pd = np.asarray(t["pd_horizon"].values, dtype=float)
+    rows = [(str(name), *(_num("-" if not np.isfinite(p) else f"{p:.1%}") for p in pd[i])) for i, name in enumerate(t["scenario"].values)]
+    return _table(("scenario", *borrowers), rows)

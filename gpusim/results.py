@@ -23,6 +23,7 @@ import yaml
 from rich.console import Console
 
 from gpusim.backends import get_backend
+from gpusim.batch.output import BatchResults, is_batch_file, open_batch
 from gpusim.config import ConfigError, Scenario, apply_overrides, load_scenario, validate_mapping
 from gpusim.io import FORMAT_VERSION, run_to_file
 from gpusim.spec import build_spec
@@ -118,8 +119,11 @@ def _open_group(path: Path, group: str, load: bool = True) -> xr.Dataset:
         return ds.load()
 
 
-def open_results(path: str | os.PathLike[str], *, lazy_outcomes: bool = False) -> Results:
+def open_results(path: str | os.PathLike[str], *, lazy_outcomes: bool = False, scenario: str | None = None) -> Results | BatchResults:
     """Open a result file written by `gpusim run`; raise ResultsError if it is not one.
+
+    A file written by `gpusim batch` opens as `BatchResults` (its /batch table), or with
+    `scenario=NAME` as the Results of that scenario (docs/batches.md).
 
     Everything is loaded into memory and the file is closed before returning, so nothing
     keeps it open. `/outcomes` holds n_paths x (borrowers + instruments + 2) values, about
@@ -129,29 +133,46 @@ def open_results(path: str | os.PathLike[str], *, lazy_outcomes: bool = False) -
     """
     p = Path(path)
     attrs = check_result_file(p)
+    root = ""  # the group holding the run: the file, or one scenario of a batch
+    if is_batch_file(attrs):
+        if scenario is None:
+            return open_batch(p, attrs)
+        root = f"scenarios/{scenario}/"
+        attrs = _batch_scenario_attrs(p, scenario)
+    elif scenario is not None:
+        raise ResultsError(f"{p}: a single run, not a batch; open it without scenario={scenario!r}")
     with h5py.File(p, "r") as f:
-        groups = {name for name in ("paths", "outcomes", "summary", "summary/fan", "summary/contagion") if name in f}
-        time = np.asarray(f["time"][:], dtype=np.float64) if "time" in f else np.array([])
+        groups = {name for name in ("paths", "outcomes", "summary", "summary/fan", "summary/contagion") if root + name in f}
+        time = np.asarray(f[root + "time"][:], dtype=np.float64) if root + "time" in f else np.array([])
     missing = {"paths", "summary", "summary/fan"} - groups
     if missing:
         raise ResultsError(f"{p}: not a complete gpusim result (missing {', '.join(sorted(missing))})")
     try:
-        scenario = validate_mapping(yaml.load(attrs["config_yaml"], Loader=SAFE_LOADER), f"{p} config_yaml")
+        resolved = validate_mapping(yaml.load(attrs["config_yaml"], Loader=SAFE_LOADER), f"{p} config_yaml")
     except ConfigError as exc:
         raise ResultsError(f"{p}: the stored scenario does not validate with this gpusim: {exc.problems[0]}") from None
     except (KeyError, yaml.YAMLError, TypeError):
         raise ResultsError(f"{p}: not a gpusim result (no readable config_yaml attribute)") from None
     return Results(
-        paths=_open_group(p, "paths"),
-        outcomes=_open_group(p, "outcomes", load=not lazy_outcomes) if "outcomes" in groups else None,
-        summary=_open_group(p, "summary"),
-        fan=_open_group(p, "summary/fan"),
-        contagion=_open_group(p, "summary/contagion") if "summary/contagion" in groups else None,
+        paths=_open_group(p, root + "paths"),
+        outcomes=_open_group(p, root + "outcomes", load=not lazy_outcomes) if "outcomes" in groups else None,
+        summary=_open_group(p, root + "summary"),
+        fan=_open_group(p, root + "summary/fan"),
+        contagion=_open_group(p, root + "summary/contagion") if "summary/contagion" in groups else None,
         attrs=attrs,
-        scenario=scenario,
+        scenario=resolved,
         time=time,
         source=str(p),
     )
+
+
+def _batch_scenario_attrs(path: Path, scenario: str) -> dict[str, Any]:
+    """Attributes of one scenario's run in a batch file; ResultsError naming the scenarios it has."""
+    with h5py.File(path, "r") as f:
+        group = f.get(f"scenarios/{scenario}")
+        if not isinstance(group, h5py.Group):
+            raise ResultsError(f"{path}: no scenario {scenario!r} in this batch (have {', '.join(f['scenarios'])})")
+        return {key: _plain(value) for key, value in group.attrs.items()}
 
 
 def _scenario(config: str | os.PathLike[str] | Scenario | Mapping[str, Any], overrides: Sequence[str]) -> Scenario:
@@ -208,6 +229,7 @@ def simulate(
             show_progress=show_progress,
         )
         results = open_results(out)
+    assert isinstance(results, Results)  # a single run, never a batch
     return replace(results, source=None)
 
 
@@ -217,13 +239,18 @@ def _number(value: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def headline(results: Results) -> dict[str, Any]:
+def headline(results: Results | BatchResults) -> dict[str, Any]:
     """The numbers `gpusim inspect` shows, as plain Python (floats, None for NaN), JSON-ready.
 
     Run facts; per borrower the PD at 1, 3 and 5 years (those within the horizon) and at the
     horizon; per instrument EL, LGD and spreads; portfolio EL, VaR and ES; the contagion
     share. A run without borrowers gets factor fan quantiles at the horizon instead.
     """
+    if isinstance(results, BatchResults):
+        raise ResultsError(
+            f"{results.source}: a batch of {len(results.scenarios)} scenarios, not one run: `gpusim report FILE --out DIR` compares "
+            "them; each scenario is the group /scenarios/<name> (docs/batches.md)"
+        )
     a = results.attrs
     grid = results.scenario.time
     facts = {

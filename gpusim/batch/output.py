@@ -1,0 +1,235 @@
+"""The batch output file: every scenario's run under /scenarios/<name>, and the /batch table.
+
+Layout (docs/batches.md): `/scenarios/<name>/` is exactly the layout of a `gpusim run` file
+(docs/output.md) except that `runtime_s` and `workers` are not recorded (they describe the
+execution, not the results, and would differ between a resumed and an uninterrupted run);
+`/batch` holds one row per scenario with the headline metrics. The file is assembled from the
+journal's finished scenario files in batch order, written under a temporary name and renamed
+only when complete.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import h5py
+import numpy as np
+import yaml
+
+from gpusim import __version__
+from gpusim.batch.journal import Journal, fsync_dir, fsync_file
+from gpusim.batch.schema import ResolvedBatch
+from gpusim.io import FORMAT_VERSION, OutputError
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from gpusim.results import Results
+
+BATCH_KIND = "batch"
+"""Root attribute `kind` of a batch file (a single run file has none)."""
+
+TABLE_LEVEL = 0.999
+EXECUTION_ATTRS = ("runtime_s", "workers")
+"""Run-file attributes that describe how a scenario was executed, left out of batch files."""
+
+SCALE_REFERENCES = ("DIMENSION_LIST", "REFERENCE_LIST")
+USD = "USD, discounted to t_0"
+TABLE_UNITS = {
+    "el": f"{USD}: portfolio expected loss",
+    "el_se": f"{USD}: Monte Carlo standard error",
+    "var_999": f"{USD}: portfolio loss VaR 99.9 %",
+    "var_999_se": f"{USD}: Monte Carlo standard error",
+    "es_999": f"{USD}: portfolio loss expected shortfall 99.9 %",
+    "es_999_se": f"{USD}: Monte Carlo standard error",
+    "el_without_chain": f"{USD}: portfolio EL on the same paths with the fire-sale chain off (NaN when not run)",
+    "contagion_share": "share of portfolio EL caused by the fire-sale chain (NaN when not run)",
+}
+
+
+def _text(values: Any) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in np.atleast_1d(values)]
+
+
+def _scenario_row(group: h5py.Group) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """Headline metrics of one scenario group, and its horizon PD (value, se) per borrower."""
+    row = dict.fromkeys(TABLE_UNITS, np.nan)
+    pds: dict[str, tuple[float, float]] = {}
+    summary = group["summary"]
+    if "pd" not in summary:
+        return row, pds
+    k = int(np.argmin(np.abs(summary["level"][:] - TABLE_LEVEL)))
+    row["el"], row["el_se"] = float(summary.attrs["portfolio_el"]), float(summary.attrs["portfolio_el_se"])
+    for name in ("var", "es"):
+        row[f"{name}_999"], row[f"{name}_999_se"] = float(summary[name][k]), float(summary[f"{name}_se"][k])
+    if "contagion" in summary:
+        row["el_without_chain"] = float(summary["contagion"].attrs["portfolio_el_without_chain"])
+        row["contagion_share"] = float(summary["contagion"].attrs["contagion_share_of_el"])
+    pd, pd_se = summary["pd"][:, -1], summary["pd_se"][:, -1]
+    for b, name in enumerate(_text(summary["borrower"][:])):
+        pds[name] = (float(pd[b]), float(pd_se[b]))
+    return row, pds
+
+
+def _write_table(f: h5py.File, batch: ResolvedBatch) -> None:
+    """/batch: scenario x headline metrics, and scenario x borrower horizon PDs (NaN where a scenario lacks the borrower)."""
+    rows = [_scenario_row(f["scenarios"][b.name]) for b in batch.scenarios]
+    borrowers = list(dict.fromkeys(name for _, pds in rows for name in pds))
+    table = f.create_group("batch")
+    text = h5py.string_dtype()
+    table.create_dataset("scenario", data=np.array([b.name for b in batch.scenarios], dtype=object), dtype=text)
+    table["scenario"].make_scale("scenario")
+    table.create_dataset("borrower", data=np.array(borrowers, dtype=object), dtype=text)
+    table["borrower"].make_scale("borrower")
+    columns: dict[str, tuple[Any, tuple[str, ...], str]] = {
+        "source": (np.array([b.source for b in batch.scenarios], dtype=object), ("scenario",), "config the scenario starts from"),
+        "overrides": (
+            np.array(["; ".join(b.overrides) for b in batch.scenarios], dtype=object),
+            ("scenario",),
+            "FIELD.PATH=VALUE applied to it, batch-wide first",
+        ),
+        "seed": (np.array([b.seed for b in batch.scenarios], dtype=np.uint64), ("scenario",), "random seed"),
+    }
+    for name, units in TABLE_UNITS.items():
+        columns[name] = (np.array([row[name] for row, _ in rows]), ("scenario",), units)
+    nan = (np.nan, np.nan)
+    pd = np.array([[pds.get(name, nan) for name in borrowers] for _, pds in rows]).reshape(len(rows), len(borrowers), 2)
+    columns["pd_horizon"] = (pd[..., 0], ("scenario", "borrower"), "probability of default by the horizon")
+    columns["pd_horizon_se"] = (pd[..., 1], ("scenario", "borrower"), "Monte Carlo standard error")
+    for name, (data, dims, units) in columns.items():
+        ds = table.create_dataset(name, data=data, dtype=text if data.dtype == object else data.dtype)
+        ds.attrs["units"] = units
+        for axis, dim in enumerate(dims):
+            ds.dims[axis].attach_scale(table[dim])
+    table.attrs["level"] = TABLE_LEVEL
+    table.attrs["note"] = "one row per scenario; each scenario's full results are under /scenarios/<name> (docs/output.md layout)"
+
+
+def _root_attrs(batch: ResolvedBatch, created_utc: str, backends: list[str]) -> dict[str, Any]:
+    s = batch.settings()
+    return {
+        "format_version": FORMAT_VERSION,
+        "gpusim_version": __version__,
+        "kind": BATCH_KIND,
+        "batch": batch.name,
+        "description": batch.spec.description,
+        "n_scenarios": len(batch.scenarios),
+        "n_paths": s["paths"],
+        "seed": np.uint64(s["seed"]),
+        "common_random_numbers": s["common_random_numbers"],
+        "chunk_paths": s["chunk_paths"],
+        "save_paths": s["save_paths"],
+        "dtype": s["dtype"],
+        "contagion": s["contagion"],
+        "backend": ", ".join(backends),
+        "batch_yaml": yaml.safe_dump(batch.spec.model_dump(mode="json", by_alias=True), sort_keys=False, allow_unicode=True),
+        "batch_digest": batch.digest,
+        "created_utc": created_utc,
+    }
+
+
+def copy_run(source: h5py.File, parent: h5py.Group, name: str) -> h5py.Group:
+    """Copy a run file into `parent/name`, dimension scales included.
+
+    HDF5's object copy keeps the bytes of the DIMENSION_LIST and REFERENCE_LIST attributes,
+    which hold object addresses of the old file; they are dropped and the scales attached
+    again, in the source's (alphabetical) order so the bytes are the same on every run.
+    """
+    source.copy(source["/"], parent, name=name)
+    group = parent[name]
+    attached: list[tuple[str, int, str]] = []
+
+    def find(path: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset):
+            attached.extend((path, axis, scale.name.lstrip("/")) for axis, dim in enumerate(obj.dims) for scale in dim.values())
+
+    def strip(path: str, obj: Any) -> None:
+        for key in SCALE_REFERENCES:
+            if key in obj.attrs:
+                del obj.attrs[key]
+
+    source.visititems(find)
+    group.visititems(strip)
+    for path, axis, scale in attached:
+        group[path].dims[axis].attach_scale(group[scale])
+    return group
+
+
+def write_batch_file(batch: ResolvedBatch, journal: Journal, out: Path, created_utc: str) -> None:
+    """Assemble the output from the journal's scenario files; rename it into place only when complete."""
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            scenarios = f.create_group("scenarios")
+            backends: set[str] = set()
+            for s, b in enumerate(batch.scenarios):
+                with h5py.File(journal.scenario_path(s), "r") as source:
+                    group = copy_run(source, scenarios, b.name)
+                for key in EXECUTION_ATTRS:
+                    del group.attrs[key]
+                group.attrs["batch_overrides"] = "; ".join(b.overrides)
+                backends.update(str(group.attrs["backend"]).split(", "))
+            _write_table(f, batch)
+            f.attrs.update(_root_attrs(batch, created_utc, sorted(backends)))
+        fsync_file(tmp)
+        os.replace(tmp, out)
+        fsync_dir(out.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(
+            f"{out}: cannot write output: {exc.strerror or exc}. Every finished scenario is kept in {journal.root}: "
+            "free space and rerun with --resume"
+        ) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def is_batch_file(attrs: dict[str, Any]) -> bool:
+    """True for the root attributes of a file written by `gpusim batch`."""
+    return attrs.get("kind") == BATCH_KIND
+
+
+@dataclass(frozen=True)
+class BatchResults:
+    """A batch file opened for reading: the /batch table as an xarray Dataset and the root attributes.
+
+    `scenario(name)` opens one scenario's full results (or `gpusim.open_results(FILE, scenario=name)`).
+    """
+
+    table: xr.Dataset
+    attrs: dict[str, Any]
+    source: str
+
+    outcomes: None = None
+    """No per-path outcomes at the top of a batch (each scenario has its own); readers of single runs check this."""
+
+    @property
+    def scenarios(self) -> list[str]:
+        return [str(s) for s in self.table["scenario"].values]
+
+    def scenario(self, name: str) -> Results:
+        """One scenario's full results, as `open_results` gives for a single run."""
+        from gpusim.results import Results, open_results
+
+        results = open_results(self.source, scenario=name)
+        assert isinstance(results, Results)
+        return results
+
+    def __repr__(self) -> str:
+        a = self.attrs
+        return (
+            f"BatchResults(batch={a.get('batch')!r}, scenarios={len(self.scenarios)}, n_paths={a.get('n_paths')}, source={self.source!r})"
+        )
+
+
+def open_batch(path: str | os.PathLike[str], attrs: dict[str, Any]) -> BatchResults:
+    """The /batch table of a batch file whose root `attrs` were already checked (gpusim.results.check_result_file)."""
+    import xarray as xr
+
+    with xr.open_dataset(path, group="batch", engine="h5netcdf") as ds:
+        table = ds.load()
+    return BatchResults(table=table, attrs=attrs, source=str(path))
