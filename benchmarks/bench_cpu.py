@@ -5,8 +5,10 @@ Three workloads, each timed as the median of several repeats in path-steps per s
 - factors: the market factors alone (bench.yaml with its borrowers removed);
 - model: factors plus all 16 borrowers, one pass (`--no-contagion`);
 - model+attribution: the default run, which reruns the paths with the fire-sale chain off.
-Each is timed as chunks on one thread and as the whole engine on all cores (fan histograms
-and risk statistics included, no file output). Run from the repository root:
+Each is timed as chunks on one thread and as the whole engine on one thread and on all cores
+(fan histograms and risk statistics included, no file output): the numpy backend's thread
+scaling, which `gpusim bench` (every backend side by side) does not show. Run from the
+repository root:
 
     python benchmarks/bench_cpu.py --paths 131072 --repeats 3
     python benchmarks/bench_cpu.py --memory-paths 10000000 --memory-workload factors
@@ -26,22 +28,11 @@ import time
 from pathlib import Path
 
 from gpusim.backends import get_backend
+from gpusim.bench import WORKLOADS, cpu_model, workload_spec
 from gpusim.config import load_scenario
 from gpusim.engine import run
-from gpusim.spec import build_spec
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKLOADS = ("factors", "model", "model+attribution")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def time_chunks(spec, n_paths: int, chunk: int, repeats: int) -> list[float]:
@@ -54,12 +45,6 @@ def time_chunks(spec, n_paths: int, chunk: int, repeats: int) -> list[float]:
             backend.run_chunk(spec, 1, path_start, min(chunk, n_paths - path_start), 0)
         rates.append(n_paths * spec.layout.n_steps / (time.perf_counter() - start))
     return rates
-
-
-def workload_spec(scenario, workload: str, dtype: str):
-    if workload == "factors":
-        return build_spec(scenario.model_copy(update={"borrowers": []}), dtype)  # type: ignore[arg-type]
-    return build_spec(scenario, dtype, contagion=workload == "model+attribution")  # type: ignore[arg-type]
 
 
 def time_engine(spec, n_paths: int, workers: int, repeats: int) -> list[float]:

@@ -1,4 +1,4 @@
-"""Command line: `gpusim run | validate | schema | inspect | report`. Thin: parse, call the engine, report.
+"""Command line: `gpusim run | validate | schema | inspect | report | bench`. Thin: parse, call the engine, report.
 
 Errors a user can cause (bad config, missing file, unwritable output) print one line per
 problem to stderr and exit with code 2, without a traceback. Ctrl-C exits with 130 and
@@ -288,3 +288,112 @@ def report(file: str, out_dir: str) -> None:
 
     index = write_report(open_results(file), out_dir)
     click.echo(f"wrote {index}")
+
+
+EXIT_BACKENDS_DISAGREE = 1
+
+
+@main.command("bench")
+@click.option("--config", default="bench", show_default=True, help="Scenario to time (a YAML file or a shipped name).")
+@click.option(
+    "--backends",
+    "backend_list",
+    default="numpy,jax,cupy-array,cupy",
+    show_default=True,
+    help="Comma-separated backends; the first that runs is the reference the others are checked against.",
+)
+@click.option("--paths", "n_paths", type=int, default=16384, show_default=True, help="Paths per run.")
+@click.option("--repeats", type=int, default=3, show_default=True, help="Timed runs per backend after the warm-up (medians are shown).")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
+@click.option(
+    "--workload",
+    type=click.Choice(["model+attribution", "model", "factors"]),
+    default="model+attribution",
+    show_default=True,
+    help="model+attribution: as `gpusim run`; model: --no-contagion; factors: the market alone.",
+)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--check-paths", type=int, default=64, show_default=True, help="First paths compared between backends.")
+@click.option("--workers", type=int, default=None, help="Chunks in flight (default: each backend's own).")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False), default=None, help="Also write the report as JSON to this file.")
+@override_option
+@user_errors
+def bench_command(
+    config: str,
+    backend_list: str,
+    n_paths: int,
+    repeats: int,
+    dtype: str,
+    workload: str,
+    seed: int,
+    check_paths: int,
+    workers: int | None,
+    json_file: str | None,
+    overrides: tuple[str, ...],
+) -> None:
+    """Time the same workload on each backend, after checking that their first paths agree.
+
+    Exits with 1 when a backend disagrees with the reference (its figures are withheld).
+    """
+    from gpusim import bench
+
+    scenario = load_scenario(config, list(overrides))
+    names = bench.parse_backends(backend_list)
+    report = bench.bench(scenario, names, n_paths, repeats, dtype, workload, seed, check_paths, workers)  # type: ignore[arg-type]
+    console = Console()
+    if not console.is_terminal:  # piped or captured: wide enough for every column
+        console = Console(width=200)
+    for line in bench.report_lines(report):
+        console.print(line, highlight=False, markup=False)
+    console.print(bench.report_table(report))
+    for line in bench.untimed_lines(report):
+        console.print(line, highlight=False, markup=False)
+    if json_file is not None:
+        try:
+            with open(json_file, "w") as fh:
+                fh.write(bench.to_json(report) + "\n")
+        except OSError as exc:
+            _fail([f"{json_file}: cannot write the JSON report ({exc.strerror})"])
+        console.print(f"wrote {json_file}", highlight=False)
+    if not report["ok"]:
+        _fail(report["failures"], EXIT_BACKENDS_DISAGREE)
+
+
+@main.command("batch")
+@click.argument("batch_file", type=click.Path(dir_okay=False))
+@click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="HDF5 file to write (every scenario plus /batch).")
+@click.option(
+    "--backend",
+    type=click.Choice(list(CHOICES)),
+    default="auto",
+    show_default=True,
+    help="auto: the best backend where each unit runs (a Dask worker picks its own).",
+)
+@click.option("--resume", is_flag=True, help="Finish a batch an earlier start left unfinished (safe to pass always).")
+@click.option("--workers", type=int, default=None, help="Start a local Dask cluster of N worker processes (127.0.0.1 only).")
+@click.option("--scheduler", default=None, metavar="ADDRESS", help="Use an existing Dask cluster, e.g. tcp://10.0.0.5:8786.")
+@click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+@user_errors
+def batch_command(batch_file: str, out: str, backend: str, resume: bool, workers: int | None, scheduler: str | None, quiet: bool) -> None:
+    """Run every scenario of BATCH_FILE (a grid and/or named stresses) into one file; resumable after a crash."""
+    from pathlib import Path
+
+    from gpusim.batch import load_batch, run_batch
+    from gpusim.batch.journal import Journal
+
+    batch = load_batch(batch_file)
+    try:
+        done = run_batch(
+            batch, out, backend=backend, resume=resume, workers=workers, scheduler=scheduler, console=err_console, show_progress=not quiet
+        )
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: finished work units are kept in {Journal(Path(out)).root}; rerun with --resume to finish", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if not quiet and done.already_complete:
+        err_console.print(f"{out} already holds this batch, complete ({done.n_scenarios} scenarios); nothing to do")
+    elif not quiet:
+        resumed = f", {done.units_resumed} recorded by an earlier start" if done.units_resumed else ""
+        err_console.print(
+            f"{done.n_scenarios} scenarios, {done.units_computed} of {done.n_units} work units computed now{resumed} "
+            f"on {done.where} ({', '.join(sorted(done.backends)) or 'no new units'}) in {done.runtime_s:,.1f} s; wrote {out}"
+        )
