@@ -62,14 +62,30 @@ class RunResult:
         return self.n_paths * self.spec.layout.n_steps / max(self.runtime_s, 1e-12)
 
 
+def histogram_bytes(spec: RunSpec) -> int:
+    """Memory a chunk holds whatever its size: the fan-chart counts of every step (int32), in
+    about three copies at the peak (the per-step counts, stacked, split per factor). With many
+    borrowers or steps this outweighs the paths (256 borrowers: about 17 MB a step)."""
+    bins = sum(b.n_components * b.bins_per_component for b in spec.binnings.values())
+    return 3 * 4 * (spec.layout.n_steps + 1) * bins
+
+
+def fit_workers(backend: Backend, spec: RunSpec, workers: int) -> int:
+    """At most `workers`, and few enough that 2 chunks each of the smallest size fit in the
+    memory share (each chunk carries `histogram_bytes` besides its paths)."""
+    per_chunk = histogram_bytes(spec) + MIN_CHUNK * backend.bytes_per_path(spec)
+    return max(1, min(workers, int(MEMORY_SHARE * backend.memory_bytes() / (2 * per_chunk))))
+
+
 def choose_chunk_paths(backend: Backend, spec: RunSpec, n_paths: int, workers: int, requested: int | None = None) -> int:
-    """Requested size, else the backend's fastest size bounded by the memory chunks in flight may use."""
+    """Requested size, else the backend's fastest size bounded by the memory the 2 x workers
+    chunks in flight may use (their histograms first, then their paths)."""
     if requested is not None:
         if requested < 1:
             raise ValueError(f"--chunk-paths must be at least 1, got {requested}")
         return min(requested, n_paths)
-    in_flight = 2 * workers
-    by_memory = int(MEMORY_SHARE * backend.memory_bytes() / (in_flight * backend.bytes_per_path(spec)))
+    per_chunk = MEMORY_SHARE * backend.memory_bytes() / (2 * workers) - histogram_bytes(spec)
+    by_memory = int(per_chunk / backend.bytes_per_path(spec))
     return max(1, min(n_paths, backend.preferred_chunk_paths(spec), max(MIN_CHUNK, by_memory)))
 
 
@@ -176,7 +192,7 @@ def run(
     if not 0 <= seed < 2**64:
         raise ValueError(f"--seed must be in [0, 2**64), got {seed}")
     save_paths = max(0, min(save_paths, n_paths))
-    workers = max(1, workers or backend.default_workers())
+    workers = max(1, workers) if workers else fit_workers(backend, spec, backend.default_workers())
     size = choose_chunk_paths(backend, spec, n_paths, workers, chunk_paths)
     totals = ChunkTotals(spec, n_paths, save_paths)
     started = time.perf_counter()

@@ -63,7 +63,7 @@ class ChunkResult(NamedTuple):
     path_start: int
     n_paths: int
     saved: dict[str, np.ndarray]  # factor -> (m, steps+1[, C]) for the chunk's first m saved paths
-    fan_counts: dict[str, np.ndarray]  # factor -> (steps+1, C, n_bins+1) int64
+    fan_counts: dict[str, np.ndarray]  # factor -> (steps+1, C, n_bins+1) integer counts (int32 or uint32)
     tight_count: np.ndarray  # (steps+1,) int64: paths in the tight regime at each t_k
     outcomes: CreditOutcomes | None = None  # with the fire-sale chain as configured
     outcomes_without_chain: CreditOutcomes | None = None  # same paths, chain off (attribution)

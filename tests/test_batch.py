@@ -230,22 +230,22 @@ def test_full_disk_gives_a_clear_error_and_loses_no_recorded_unit(reference, tmp
 
     batch_file = _write_batch(tmp_path)
     out = tmp_path / "full.h5"
-    savez, writes = np.savez, []
+    write_npz, writes = journal_module._write_npz, []
 
     def disk_fills_up(*args, **kwargs):
         writes.append(1)
         if len(writes) > 9:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        savez(*args, **kwargs)
+        write_npz(*args, **kwargs)
 
-    monkeypatch.setattr(journal_module.np, "savez", disk_fills_up)
+    monkeypatch.setattr(journal_module, "_write_npz", disk_fills_up)
     full = _batch(batch_file, "--out", out)
     assert full.exit_code == 2 and "Traceback" not in full.output
     assert "No space left on device" in full.output and "rerun with --resume" in full.output
     assert _recorded(Journal(out)) == 9 and not out.exists()
     assert not list(Journal(out).units.glob("*.tmp"))
 
-    monkeypatch.setattr(journal_module.np, "savez", savez)
+    monkeypatch.setattr(journal_module, "_write_npz", write_npz)
     resumed = _batch(batch_file, "--out", out, "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert out.read_bytes() == reference.read_bytes()

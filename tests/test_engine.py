@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 from conftest import small_mapping
@@ -9,7 +11,7 @@ from conftest import small_mapping
 import gpusim.factors as factors
 from gpusim.backends import get_backend
 from gpusim.config import validate_mapping
-from gpusim.engine import SimulationError, choose_chunk_paths, run
+from gpusim.engine import SimulationError, choose_chunk_paths, fit_workers, histogram_bytes, run
 from gpusim.spec import build_spec
 
 
@@ -97,9 +99,29 @@ def test_chunk_size_is_bounded_by_memory_and_request(small_spec, monkeypatch):
     monkeypatch.setattr(backend, "memory_bytes", lambda: 64 * 2**20)
     small = choose_chunk_paths(backend, small_spec, 10_000_000, workers=2)
     assert small < backend.preferred_chunk_paths(small_spec)
-    assert small * 4 * backend.bytes_per_path(small_spec) <= 64 * 2**20 or small == 256
+    assert 4 * (small * backend.bytes_per_path(small_spec) + histogram_bytes(small_spec)) <= 0.25 * 64 * 2**20 or small == 256
     with pytest.raises(ValueError, match="chunk-paths"):
         choose_chunk_paths(backend, small_spec, 100, workers=1, requested=0)
+
+
+def test_many_borrowers_run_fewer_chunks_at_once(small_spec, monkeypatch):
+    """A chunk's fan histograms do not shrink with its paths: with 128 borrowers over 520
+    weekly steps (several GB of counts a chunk) and 8 GiB free, one chunk runs at a time."""
+    template = small_mapping()["borrowers"][0]
+    borrowers = []
+    for i in range(128):
+        borrower = copy.deepcopy(template)
+        borrower["name"] = f"B{i}"
+        borrower["debt"][0]["name"] = f"B{i}-loan"
+        borrowers.append(borrower)
+    data = small_mapping(borrowers=borrowers, time={"start": "2026-01-01", "steps_per_year": 52, "n_steps": 520})
+    spec = build_spec(validate_mapping(data, "many"))
+    backend = get_backend("numpy")
+    monkeypatch.setattr(backend, "memory_bytes", lambda: 8 * 2**30)
+    assert histogram_bytes(spec) > 0.25 * 8 * 2**30 / 2
+    assert fit_workers(backend, spec, 16) == 1
+    assert fit_workers(backend, small_spec, 16) == 16
+    assert choose_chunk_paths(backend, spec, 10**6, workers=1) == 256  # the smallest chunk: histograms take the share
 
 
 def test_weekly_grid_runs(small_scenario):

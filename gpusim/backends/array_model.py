@@ -50,10 +50,11 @@ class FanCounter:
             if valid is not None:
                 index = xp.where(valid, index, self.total_bins)  # padding lands in an extra bin, dropped below
             parts.append(xp.reshape(index, (-1,)))
-        return bincount_parts(parts, self.total_bins + 1, xp)[: self.total_bins]
+        # int32 (a chunk never has 2**31 paths): a chunk holds these for every step until it ends
+        return xp.astype(bincount_parts(parts, self.total_bins + 1, xp)[: self.total_bins], xp.int32)
 
     def split(self, counts: np.ndarray) -> dict[str, np.ndarray]:
-        counts = np.asarray(counts).astype(np.int64)
+        counts = np.asarray(counts)
         out = {}
         for name in self.fans:
             binning = self.spec.binnings[name]

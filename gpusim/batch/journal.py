@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,6 +77,15 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _write_npz(fh: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
+    """An .npz (np.load reads it) deflated at level 1: a unit's fan histograms are mostly
+    empty bins, about 15x smaller this way, at about a third of np.savez_compressed's time."""
+    with zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for name, array in arrays.items():
+            with archive.open(name + ".npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 def _pack(result: UnitResult) -> dict[str, np.ndarray]:
@@ -186,7 +196,7 @@ class Journal:
     def record_unit(self, scenario: int, chunk: int, result: UnitResult) -> None:
         arrays = _pack(result)
         path = self.unit_path(scenario, chunk)
-        self._guard(f"record work unit {chunk} of scenario {scenario}", lambda: _atomic_write(path, lambda fh: np.savez(fh, **arrays)))
+        self._guard(f"record work unit {chunk} of scenario {scenario}", lambda: _atomic_write(path, lambda fh: _write_npz(fh, arrays)))
 
     def load_unit(self, scenario: int, chunk: int) -> UnitResult:
         path = self.unit_path(scenario, chunk)
