@@ -154,13 +154,14 @@ class ChunkTotals:
             result.risk_without_chain = self.risk_off.finalize()
 
 
-def _progress(console: Console, show: bool) -> Progress:
+def progress_bar(console: Console, show: bool, field: str = "rate") -> Progress:
+    """The progress bar of runs and batches: paths done of all, the task's `field`, elapsed, ETA."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("paths"),
-        TextColumn("{task.fields[rate]}"),
+        TextColumn(f"{{task.fields[{field}]}}"),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
@@ -199,7 +200,7 @@ def run(
     created = datetime.now(UTC).isoformat(timespec="seconds")
 
     console = console or Console(stderr=True)
-    progress = _progress(console, show_progress)
+    progress = progress_bar(console, show_progress)
     task = progress.add_task(f"{spec.scenario.name} on {backend.name}", total=n_paths, rate="")
     pending: set[Future[ChunkResult]] = set()
     work = chunks(n_paths, size)

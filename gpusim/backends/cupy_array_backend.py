@@ -11,6 +11,7 @@ import array_api_compat.cupy as xcp
 import cupy
 
 from gpusim.backends.array_model import simulate_chunk
+from gpusim.backends.cuda_device import CudaDevice
 from gpusim.spec import ChunkResult, RunSpec
 
 
@@ -18,14 +19,12 @@ class CupyArrayBackend:
     name = "cupy-array"
 
     def __init__(self) -> None:
-        self._device_id = cupy.cuda.runtime.getDevice()
-        props = cupy.cuda.runtime.getDeviceProperties(self._device_id)
-        name = props["name"]
-        self._device_name = name.decode() if isinstance(name, bytes) else str(name)
+        self._cuda = CudaDevice()
+        self._device_id = self._cuda.id
 
     @property
     def device(self) -> str:
-        return f"cuda:{self._device_id} ({self._device_name})"
+        return self._cuda.description
 
     def preferred_chunk_paths(self, spec: RunSpec) -> int:
         # large enough that launch overhead (hundreds of kernels a step) is amortized
@@ -39,9 +38,7 @@ class CupyArrayBackend:
         return per_step + credit + 8 * 16
 
     def memory_bytes(self) -> int:
-        with cupy.cuda.Device(self._device_id):
-            free, _total = cupy.cuda.runtime.memGetInfo()
-        return int(free) + cupy.get_default_memory_pool().free_bytes()
+        return self._cuda.free_bytes()
 
     def default_workers(self) -> int:
         return 2

@@ -23,6 +23,7 @@ import cupy
 import cupyx
 import numpy as np
 
+from gpusim.backends.cuda_device import CudaDevice
 from gpusim.backends.kernel_config import (
     KernelBuffers,
     allocate_buffers,
@@ -53,11 +54,9 @@ class CupyBackend:
     name = "cupy"
 
     def __init__(self, threads_per_block: int = THREADS_PER_BLOCK) -> None:
-        self._device_id = cupy.cuda.runtime.getDevice()
-        props = cupy.cuda.runtime.getDeviceProperties(self._device_id)
-        name = props["name"]
-        self._device_name = name.decode() if isinstance(name, bytes) else str(name)
-        self._sm_count = int(props["multiProcessorCount"])
+        self._cuda = CudaDevice()
+        self._device_id = self._cuda.id
+        self._sm_count = int(self._cuda.properties["multiProcessorCount"])
         self.threads_per_block = threads_per_block
         self._modules: dict[str, cupy.RawModule] = {}
         self._lock = threading.Lock()
@@ -68,7 +67,7 @@ class CupyBackend:
 
     @property
     def device(self) -> str:
-        return f"cuda:{self._device_id} ({self._device_name})"
+        return self._cuda.description
 
     def preferred_chunk_paths(self, spec: RunSpec) -> int:
         # large enough to fill every SM many times over; the fan histograms (fixed size) and the
@@ -83,9 +82,7 @@ class CupyBackend:
         return passes * outcomes + 16
 
     def memory_bytes(self) -> int:
-        with cupy.cuda.Device(self._device_id):
-            free, _total = cupy.cuda.runtime.memGetInfo()
-        return int(free) + cupy.get_default_memory_pool().free_bytes()
+        return self._cuda.free_bytes()
 
     def default_workers(self) -> int:
         return 2

@@ -26,7 +26,6 @@ from typing import Any
 
 import h5py
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from gpusim import __version__
 from gpusim.backends import Backend, get_backend
@@ -34,7 +33,7 @@ from gpusim.batch.journal import Journal, JournalError, UnitResult
 from gpusim.batch.output import is_batch_file, write_batch_file
 from gpusim.batch.schema import ResolvedBatch
 from gpusim.config import ConfigError, validate_mapping
-from gpusim.engine import ChunkTotals, RunResult, chunks
+from gpusim.engine import ChunkTotals, RunResult, chunks, progress_bar
 from gpusim.io import OutputError, ResultWriter
 from gpusim.spec import DType, RunSpec, build_spec
 
@@ -217,21 +216,6 @@ def _finished(out: Path, batch: ResolvedBatch) -> bool:
         return False
 
 
-def _progress(console: Console, show: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("paths"),
-        TextColumn("{task.fields[scenarios]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not show,
-    )
-
-
 def run_batch(
     batch: ResolvedBatch,
     out: str | os.PathLike[str],
@@ -282,7 +266,7 @@ def run_batch(
         )
 
     console = console or Console(stderr=True)
-    progress = _progress(console, show_progress)
+    progress = progress_bar(console, show_progress, field="scenarios")
     folder = _ScenarioFolder(batch, journal, manifest["created_utc"], len(plan))
     computed = 0
     # the journal is created only once the workers are up: a cluster that fails to start leaves nothing to resume
