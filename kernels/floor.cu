@@ -5,7 +5,7 @@
 // the same random streams; benchmarks/bench_floor.py sums the same on numpy and JAX.
 // Compiled with the same generated gpusim_config.cuh as simulate.cu.
 #include "philox.cuh"
-#include "gpusim_config.cuh"
+#include "config.cuh"
 #include "model.cuh"
 
 using gpusim::real;

@@ -7,7 +7,7 @@
 //   scheduled_principal, recovery_waterfall, ...      <-> gpusim/debt.py
 //   Credit / credit_step                              <-> gpusim/credit.py
 // Sizes, slot offsets, parameter offsets and the portfolio structure come from the generated
-// header gpusim_config.cuh (gpusim/backends/kernel_config.py), included before this file.
+// header of constants (config.cuh: the generated gpusim_config.cuh, or bench.yaml's), included before this file.
 // Parameters are one flat array `prm` of the working dtype; `PRM(name)` points at one of them.
 // Every function is __host__ __device__ so the host tests compile this file with g++.
 #pragma once

@@ -13,7 +13,7 @@
 // (gpusim/backends/kernel_config.py); `record` = 0 skips fans, saved paths and regime counts
 // (the attribution pass with the fire-sale chain off keeps only the outcomes).
 #include "philox.cuh"
-#include "gpusim_config.cuh"
+#include "config.cuh"
 #include "model.cuh"
 
 namespace gpusim {

@@ -205,9 +205,21 @@ def _check_poisson(driver: Path, stream: tuple[int, int, int, int], slot: int, c
 # --- every kernel compiles for the device ------------------------------------------------------------
 
 
-STANDALONE_SOURCES = sorted(p for p in KERNELS.glob("*.cu") if '#include "gpusim_config.cuh"' not in p.read_text())
-"""Kernels that compile on their own; those that need a generated config header are compiled in
-tests/test_kernels_model_host.py."""
+STANDALONE_SOURCES = sorted(KERNELS.glob("*.cu"))
+"""Every kernel compiles on its own (the fused ones with bench.yaml's constants, config.cuh);
+tests/test_kernels_model_host.py compiles them as the cupy backend does, per config shape."""
+
+
+def test_standalone_constants_are_bench_yaml_in_float32() -> None:
+    """kernels/bench_config.cuh is what kernel_config generates today for bench.yaml (float32):
+    regenerate it from `config_header` when the generator or bench.yaml changes."""
+    from gpusim.backends.kernel_config import config_header
+    from gpusim.config import load_scenario
+    from gpusim.spec import build_spec
+
+    shipped = (KERNELS / "bench_config.cuh").read_text()
+    generated = config_header(build_spec(load_scenario("bench"), "float32"))
+    assert shipped.endswith(generated) and all(line.startswith("//") for line in shipped[: -len(generated)].splitlines())
 
 
 @pytest.mark.parametrize("source", STANDALONE_SOURCES, ids=lambda p: p.name)

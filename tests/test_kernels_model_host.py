@@ -118,6 +118,10 @@ def stressed_borrowers() -> list[dict[str, Any]]:
     return [neo, copy.deepcopy(MINER)]
 
 
+GENERATED = "-DGPUSIM_GENERATED_CONFIG"
+"""Builds with the generated gpusim_config.cuh (kernels/config.cuh), as the cupy backend does."""
+
+
 def _cxx() -> str | None:
     return shutil.which("g++") or shutil.which("c++")
 
@@ -137,7 +141,7 @@ class HostModel:
             pytest.skip("no C++ compiler (g++ or c++) on PATH: host checks of the fused kernels not run")
         config = _write_config(spec, build_dir)
         library = build_dir / "libmodel_host.so"
-        cmd = [cxx, "-O2", "-std=c++17", "-Wall", "-Wextra", "-shared", "-fPIC", "-I", str(config), "-I", str(KERNELS)]
+        cmd = [cxx, "-O2", "-std=c++17", "-Wall", "-Wextra", "-shared", "-fPIC", GENERATED, "-I", str(config), "-I", str(KERNELS)]
         done = subprocess.run([*cmd, str(DRIVER), "-o", str(library)], capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
         assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stderr}"
         assert not done.stderr.strip(), f"host build of the kernels has compiler warnings:\n{done.stderr}"
@@ -399,7 +403,20 @@ def test_kernels_compile_to_ptx(name: str, tmp_path: Path) -> None:
     config = _write_config(PTX_SPECS[name](), tmp_path)
     unit = tmp_path / "module.cu"
     unit.write_text('#include "simulate.cu"\n#include "floor.cu"\n')
-    cmd = [nvcc, "-ptx", "-arch=sm_90", "-std=c++17", "-I", str(config), "-I", str(KERNELS), str(unit), "-o", str(tmp_path / "module.ptx")]
+    cmd = [
+        nvcc,
+        "-ptx",
+        "-arch=sm_90",
+        "-std=c++17",
+        GENERATED,
+        "-I",
+        str(config),
+        "-I",
+        str(KERNELS),
+        str(unit),
+        "-o",
+        str(tmp_path / "module.ptx"),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
     assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stderr}"
     ptx = (tmp_path / "module.ptx").read_text()

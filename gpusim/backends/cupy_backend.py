@@ -102,7 +102,7 @@ class CupyBackend:
                 config_dir.mkdir(parents=True, exist_ok=True)
                 (config_dir / "gpusim_config.cuh").write_text(header)
                 code = '#include "simulate.cu"\n#include "floor.cu"\n'
-                options = (f"--include-path={config_dir}", f"--include-path={kernels_dir()}", "--std=c++17")
+                options = ("-DGPUSIM_GENERATED_CONFIG", f"--include-path={config_dir}", f"--include-path={kernels_dir()}", "--std=c++17")
                 started = time.perf_counter()
                 module = cupy.RawModule(code=code, options=options)
                 module.get_function("simulate_paths")  # compiles the module now, so the time is known
