@@ -150,34 +150,19 @@ def recoveries_where(
     layout: Layout,
     c: CreditParams,
     xp: Any,
+    index: Any = None,
 ) -> Any:
     """The recovery waterfall evaluated only on paths where some borrower defaults this step.
 
     Defaults are rare in any one step, so gathering those paths first saves most of the
-    waterfall's work. The gather has a data-dependent size, which eager backends (numpy, cupy)
-    allow; the JAX backend passes its own bounded gather to `credit_step` instead.
+    waterfall's work. `index` lists the defaulting paths in order, first (it may have unused
+    entries after them); by default it is found here, with a data-dependent size, which eager
+    backends (numpy, cupy) allow; the JAX backend passes a fixed-size one.
     """
-    index = xp.nonzero(any_default)[0]
-    if int(index.shape[0]) == 0:
-        return xp.zeros_like(exposure)
-    return waterfall_at(index, any_default, exposure, fire, units, pledged, net_price, cash, layout, c, xp)
-
-
-def waterfall_at(
-    index: Any,
-    any_default: Any,
-    exposure: Any,
-    fire: Any,
-    units: Any,
-    pledged: Any,
-    net_price: Any,
-    cash: Any,
-    layout: Layout,
-    c: CreditParams,
-    xp: Any,
-) -> Any:
-    """Recoveries on all paths from the waterfall run on the paths `index` only. `index` lists
-    the defaulting paths in order, first (it may have unused entries after them)."""
+    if index is None:
+        index = xp.nonzero(any_default)[0]
+        if int(index.shape[0]) == 0:
+            return xp.zeros_like(exposure)
 
     def pick(x: Any) -> Any:
         return xp.take(x, index, axis=x.ndim - 1)

@@ -36,7 +36,7 @@ except ImportError as exc:  # pragma: no cover - checked by get_backend
 from gpusim.backends import cpu_count, host_available_bytes
 from gpusim.backends.array_model import FanCounter
 from gpusim.backends.pallas_market import fused_market_step
-from gpusim.credit import credit_ratios, credit_step, initial_credit_state, recovery_waterfall, waterfall_at
+from gpusim.credit import credit_ratios, credit_step, initial_credit_state, recoveries_where, recovery_waterfall
 from gpusim.factors import Draws, MarketState, MarketView, advance_market, close_step, draw_step, initial_state, observe
 from gpusim.params import CreditParams, Layout, MarketParams, cast_params, without_contagion
 from gpusim.spec import ChunkResult, CreditOutcomes, RunSpec
@@ -181,19 +181,18 @@ def bounded_recoveries(
     the defaulting paths are gathered into a fixed-size index (1/16 of the chunk); in the rare
     step where more paths default, `lax.cond` runs the waterfall on every path instead.
     Same numbers either way; the waterfall's cost drops by about the ratio of the sizes."""
-    n = any_default.shape[-1]
-    size = max(64, n // 16)
-    if size >= n:
-        return xp.where(any_default, recovery_waterfall(exposure, fire, units, pledged, net_price, cash, layout, c, xp), 0.0)
+    size = max(64, any_default.shape[-1] // 16)
     operands = (any_default, exposure, fire, units, pledged, net_price, cash)
 
     def gathered(ops: tuple[Any, ...]) -> Any:
         index = jnp.nonzero(ops[0], size=size, fill_value=0)[0]
-        return waterfall_at(index, *ops, layout, c, xp)
+        return recoveries_where(*ops, layout, c, xp, index=index)
 
     def everywhere(ops: tuple[Any, ...]) -> Any:
         return xp.where(ops[0], recovery_waterfall(*ops[1:], layout, c, xp), 0.0)
 
+    if size >= any_default.shape[-1]:
+        return everywhere(operands)
     return jax.lax.cond(xp.sum(xp.astype(any_default, xp.int32)) <= size, gathered, everywhere, operands)
 
 
