@@ -69,8 +69,8 @@ def fused_market_step(
     state_in = [pad(jnp.astype(x, jnp.int8) if x.dtype == jnp.bool_ else x) for x in state]
     n_borrower_shocks = layout.slots.counts["revenue_shock"]
     out_shapes = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in state_in]
-    view_rows = {"crypto": layout.n_assets, "rental_rate": layout.n_generations, "gpu_value": layout.n_generations}
-    view_rows["gpu_mark"] = layout.n_generations
+    G = layout.n_generations
+    view_rows = {"crypto": layout.n_assets, "rental_rate": G, "gpu_value": G, "gpu_mark": G}
     for name in MarketView._fields:
         shape = (view_rows[name], padded) if name in view_rows else (padded,)
         out_shapes.append(jax.ShapeDtypeStruct(shape, dtype))
