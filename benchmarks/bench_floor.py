@@ -6,7 +6,7 @@ that only draws and sums them (so that no compiler can drop them) costs what no 
 can go below on the same device; the ratio model time / floor time says how far the model is
 from that floor, and the floor's own rate how far the device is from its arithmetic peak.
 
-- numpy and JAX on the CPU: `gpusim.factors.draw_step` for every step of every chunk, the
+- numpy and JAX on the CPU: `gpusim.model.market.draw_step` for every step of every chunk, the
   same chunks and threads as the engine (JAX: one jit function per chunk size, the steps as a
   `lax.scan`, compile time apart);
 - the fused CUDA backend: `CupyBackend.run_floor(spec, seed, path_start, n_paths)` (kernels/floor.cu),
@@ -37,9 +37,9 @@ import numpy as np
 
 from gpusim import bench
 from gpusim.backends import Backend, BackendUnavailable, get_backend
-from gpusim.config import load_scenario
 from gpusim.engine import choose_chunk_paths, chunks
-from gpusim.factors import draw_step
+from gpusim.model.market import draw_step
+from gpusim.scenario.schema import load_scenario
 from gpusim.spec import RunSpec
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,10 +19,10 @@ import jax.numpy as jnp
 
 from gpusim.backends.array_model import FanCounter
 from gpusim.backends.jax_backend import bounded_recoveries, enable_x64
-from gpusim.config import load_scenario
-from gpusim.credit import initial_credit_state
-from gpusim.factors import advance_market, close_step, draw_step, initial_state, observe
-from gpusim.params import cast_params
+from gpusim.model.credit import initial_credit_state
+from gpusim.model.market import advance_market, close_step, draw_step, initial_state, observe
+from gpusim.model.params import cast_params
+from gpusim.scenario.schema import load_scenario
 from gpusim.spec import build_spec
 
 
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--paths", type=int, default=16384)
     args = parser.parse_args()
     enable_x64()
-    import gpusim.credit as credit_module
+    import gpusim.model.credit as credit_module
 
     spec = build_spec(load_scenario("bench"), "float32", contagion=False)
     layout, n, dtype = spec.layout, args.paths, jnp.float32

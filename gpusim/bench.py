@@ -29,8 +29,8 @@ import numpy as np
 
 from gpusim import __version__
 from gpusim.backends import BACKENDS, Backend, BackendUnavailable, get_backend, gpu_unavailable_reason
-from gpusim.config import Scenario
 from gpusim.engine import RunResult, chunks, run
+from gpusim.scenario.schema import Scenario
 from gpusim.spec import ChunkResult, DType, RunSpec, build_spec
 
 WORKLOADS = ("model+attribution", "model", "factors")

@@ -19,10 +19,10 @@ from rich.table import Table
 
 from gpusim import __version__
 from gpusim.backends import CHOICES, BackendUnavailable, get_backend
-from gpusim.config import ConfigError, Scenario, load_scenario, to_yaml
 from gpusim.engine import RunResult, SimulationError
-from gpusim.io import OutputError, run_to_file
-from gpusim.results import ResultsError, headline, open_results
+from gpusim.output.read import ResultsError, headline, open_results
+from gpusim.output.write import OutputError, run_to_file
+from gpusim.scenario.schema import ConfigError, Scenario, load_scenario, to_yaml
 from gpusim.spec import build_spec
 
 EXIT_USAGE = 2

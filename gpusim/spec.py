@@ -11,9 +11,17 @@ from typing import Literal, NamedTuple
 import array_api_compat.numpy as xnp
 import numpy as np
 
-from gpusim.config import Scenario
-from gpusim.factors import MarketView, initial_state, observe
-from gpusim.params import CreditParams, Layout, MarketParams, build_credit_params, build_layout, build_market_params, without_contagion
+from gpusim.model.market import MarketView, initial_state, observe
+from gpusim.model.params import (
+    CreditParams,
+    Layout,
+    MarketParams,
+    build_credit_params,
+    build_layout,
+    build_market_params,
+    without_contagion,
+)
+from gpusim.scenario.schema import Scenario
 from gpusim.statistics import Binning
 
 DType = Literal["float32", "float64"]

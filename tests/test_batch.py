@@ -22,8 +22,8 @@ from gpusim import __version__
 from gpusim.batch import load_batch
 from gpusim.batch.journal import Journal
 from gpusim.cli import main
-from gpusim.config import ConfigError
-from gpusim.results import ResultsError, headline, open_results
+from gpusim.output.read import ResultsError, headline, open_results
+from gpusim.scenario.schema import ConfigError
 
 EPOCH = "1767225600"  # SOURCE_DATE_EPOCH: the recorded start time, so separate runs give identical bytes
 
@@ -252,7 +252,7 @@ def test_full_disk_gives_a_clear_error_and_loses_no_recorded_unit(reference, tmp
 
 
 def test_full_disk_while_assembling_the_output_keeps_every_scenario(reference, tmp_path, monkeypatch):
-    import gpusim.batch.output as output
+    import gpusim.batch.assemble as output
 
     batch_file = _write_batch(tmp_path)
     out = tmp_path / "assembly.h5"

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import small_mapping
 
-from gpusim.config import (
+from gpusim.scenario.schema import (
     ConfigError,
     Scenario,
     TimeGrid,

@@ -28,12 +28,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from gpusim.backends import get_backend
-from gpusim.config import validate_mapping
-from gpusim.credit import REASONS, CreditState, CreditView, credit_step, initial_credit_state
-from gpusim.debt import fire_sale_price, recovery_waterfall, scheduled_principal
 from gpusim.engine import RunResult, run
-from gpusim.factors import MarketState, MarketView, advance_market, close_step, draw_step, initial_state, observe
-from gpusim.params import cast_params
+from gpusim.model.credit import REASONS, CreditState, CreditView, credit_step, initial_credit_state
+from gpusim.model.debt import fire_sale_price, recovery_waterfall, scheduled_principal
+from gpusim.model.market import MarketState, MarketView, advance_market, close_step, draw_step, initial_state, observe
+from gpusim.model.params import cast_params
+from gpusim.scenario.schema import validate_mapping
 from gpusim.spec import RunSpec, build_spec
 
 Z_TOL = 4.0

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from conftest import small_mapping
 
-import gpusim.factors as factors
+import gpusim.model.market as factors
 from gpusim.backends import get_backend
-from gpusim.config import validate_mapping
 from gpusim.engine import SimulationError, choose_chunk_paths, fit_workers, histogram_bytes, run
+from gpusim.scenario.schema import validate_mapping
 from gpusim.spec import build_spec
 
 

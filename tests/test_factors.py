@@ -19,10 +19,10 @@ from conftest import small_mapping
 
 import gpusim.backends
 import gpusim.engine
-from gpusim.config import Scenario, validate_mapping
 from gpusim.engine import RunResult
-from gpusim.factors import income_value
-from gpusim.params import build_market_params, per_step_probability
+from gpusim.model.market import income_value
+from gpusim.model.params import build_market_params, per_step_probability
+from gpusim.scenario.schema import Scenario, validate_mapping
 from gpusim.spec import FAN_GRIDS, build_spec
 from gpusim.statistics import FAN_QUANTILES, N_BINS
 

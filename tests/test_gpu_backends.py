@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from gpusim.backends import get_backend, gpu_unavailable_reason
-from gpusim.config import load_scenario
 from gpusim.engine import run
+from gpusim.scenario.schema import load_scenario
 from gpusim.spec import build_spec
 
 pytestmark = pytest.mark.gpu

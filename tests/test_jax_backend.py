@@ -18,8 +18,8 @@ from click.testing import CliRunner  # noqa: E402
 
 from gpusim.backends import BACKENDS, get_backend  # noqa: E402
 from gpusim.cli import main  # noqa: E402
-from gpusim.config import validate_mapping  # noqa: E402
 from gpusim.engine import run  # noqa: E402
+from gpusim.scenario.schema import validate_mapping  # noqa: E402
 from gpusim.spec import build_spec  # noqa: E402
 
 N_PATHS = 3000
@@ -139,7 +139,7 @@ def test_bounded_gather_of_defaulting_paths_matches_numpy(backends, specs, n_def
     on every path when more default in one step: both branches equal the numpy gather (the
     backend fixture switches JAX to 64-bit)."""
     from gpusim.backends.jax_backend import bounded_recoveries
-    from gpusim.credit import recoveries_where
+    from gpusim.model.credit import recoveries_where
 
     spec = specs["float64"]
     layout, c = spec.layout, spec.credit

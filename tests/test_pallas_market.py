@@ -14,9 +14,9 @@ import jax.numpy as jnp  # noqa: E402
 from gpusim.backends import get_backend  # noqa: E402
 from gpusim.backends.jax_backend import JaxBackend  # noqa: E402
 from gpusim.backends.pallas_market import fused_market_step  # noqa: E402
-from gpusim.config import validate_mapping  # noqa: E402
-from gpusim.factors import advance_market, draw_step, initial_state, observe  # noqa: E402
-from gpusim.params import cast_params  # noqa: E402
+from gpusim.model.market import advance_market, draw_step, initial_state, observe  # noqa: E402
+from gpusim.model.params import cast_params  # noqa: E402
+from gpusim.scenario.schema import validate_mapping  # noqa: E402
 from gpusim.spec import build_spec  # noqa: E402
 
 SEED = 2**40 + 5

@@ -16,11 +16,11 @@ from conftest import small_mapping
 from matplotlib.image import imread
 
 from gpusim.backends import get_backend
-from gpusim.config import validate_mapping
 from gpusim.engine import run
-from gpusim.io import OutputError, ResultWriter
+from gpusim.output.read import open_results, simulate
+from gpusim.output.write import OutputError, ResultWriter
 from gpusim.report import PNG_SIZE, ReportError, write_report
-from gpusim.results import open_results, simulate
+from gpusim.scenario.schema import validate_mapping
 from gpusim.spec import build_spec
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -18,9 +18,9 @@ from conftest import small_mapping
 
 import gpusim
 from gpusim.cli import main
-from gpusim.config import Scenario, validate_mapping
-from gpusim.io import FORMAT_VERSION
-from gpusim.results import Results, ResultsError, check_result_file, headline, open_results, simulate
+from gpusim.output.read import Results, ResultsError, check_result_file, headline, open_results, simulate
+from gpusim.output.write import FORMAT_VERSION
+from gpusim.scenario.schema import Scenario, validate_mapping
 
 N_PATHS = 3000
 SEED = 11

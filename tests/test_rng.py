@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from kat_vectors import PHILOX_KAT
 
-from gpusim import rng
-from gpusim.slots import SLOT_ENTRIES, slot_table
+from gpusim.model import rng
+from gpusim.model.slots import SLOT_ENTRIES, slot_table
 
 
 @pytest.mark.parametrize("use_uint64", [True, False], ids=["uint64-multiply", "16-bit-limbs"])

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from gpusim.credit import CreditState, CreditView, credit_ratios, credit_step, initial_credit_state
-from gpusim.factors import MarketState, MarketView, advance_market, close_step, draw_step, fan_coordinates, initial_state, observe
-from gpusim.params import MarketParams, cast_params, without_contagion
+from gpusim.model.credit import CreditState, CreditView, credit_ratios, credit_step, initial_credit_state
+from gpusim.model.market import MarketState, MarketView, advance_market, close_step, draw_step, fan_coordinates, initial_state, observe
+from gpusim.model.params import MarketParams, cast_params, without_contagion
 from gpusim.spec import ChunkResult, CreditOutcomes, RunSpec
 from gpusim.statistics import bin_index, bin_offset, bincount_parts
 

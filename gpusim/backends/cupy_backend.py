@@ -34,7 +34,7 @@ from gpusim.backends.kernel_config import (
     saved_count,
     source_digest,
 )
-from gpusim.params import MarketParams, without_contagion
+from gpusim.model.params import MarketParams, without_contagion
 from gpusim.spec import ChunkResult, RunSpec
 
 THREADS_PER_BLOCK = 128

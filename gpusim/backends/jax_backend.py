@@ -36,9 +36,9 @@ except ImportError as exc:  # pragma: no cover - checked by get_backend
 from gpusim.backends import cpu_count, host_available_bytes
 from gpusim.backends.array_model import FanCounter
 from gpusim.backends.pallas_market import fused_market_step
-from gpusim.credit import credit_ratios, credit_step, initial_credit_state, recoveries_where, recovery_waterfall
-from gpusim.factors import Draws, MarketState, MarketView, advance_market, close_step, draw_step, initial_state, observe
-from gpusim.params import CreditParams, Layout, MarketParams, cast_params, without_contagion
+from gpusim.model.credit import credit_ratios, credit_step, initial_credit_state, recoveries_where, recovery_waterfall
+from gpusim.model.market import Draws, MarketState, MarketView, advance_market, close_step, draw_step, initial_state, observe
+from gpusim.model.params import CreditParams, Layout, MarketParams, cast_params, without_contagion
 from gpusim.spec import ChunkResult, CreditOutcomes, RunSpec
 
 xp = jnp

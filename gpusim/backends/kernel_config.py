@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from gpusim.params import CreditParams, Layout, MarketParams
+from gpusim.model.params import CreditParams, Layout, MarketParams
 from gpusim.spec import ChunkResult, CreditOutcomes, RunSpec
 from gpusim.statistics import N_BINS, bin_offset
 

@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from gpusim.factors import Draws, MarketState, MarketView, advance_market, draw_step, observe
-from gpusim.params import Layout, MarketParams
+from gpusim.model.market import Draws, MarketState, MarketView, advance_market, draw_step, observe
+from gpusim.model.params import Layout, MarketParams
 
 BLOCK_PATHS = 256
 """Paths per kernel instance on a GPU (a power of two, as Triton blocks must be)."""

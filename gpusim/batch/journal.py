@@ -27,7 +27,7 @@ from typing import IO, Any, NamedTuple
 
 import numpy as np
 
-from gpusim.io import OutputError
+from gpusim.output.write import OutputError
 
 try:
     import fcntl

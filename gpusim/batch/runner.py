@@ -29,12 +29,13 @@ from rich.console import Console
 
 from gpusim import __version__
 from gpusim.backends import Backend, get_backend
+from gpusim.batch.assemble import write_batch_file
 from gpusim.batch.journal import Journal, JournalError, UnitResult
-from gpusim.batch.output import is_batch_file, write_batch_file
 from gpusim.batch.schema import ResolvedBatch
-from gpusim.config import ConfigError, validate_mapping
 from gpusim.engine import ChunkTotals, RunResult, chunks, progress_bar
-from gpusim.io import OutputError, ResultWriter
+from gpusim.output.read import is_batch_file
+from gpusim.output.write import OutputError, ResultWriter
+from gpusim.scenario.schema import ConfigError, validate_mapping
 from gpusim.spec import DType, RunSpec, build_spec
 
 SPEC_CACHE = 4

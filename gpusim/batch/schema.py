@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError
 
-from gpusim.config import (
+from gpusim.scenario.schema import (
     SHIPPED,
     SHIPPED_BATCH_SUFFIX,
     ConfigError,

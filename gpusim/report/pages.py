@@ -1,6 +1,6 @@
 """`gpusim report`: charts (PNG) and a self-contained `index.html` for one result file.
 
-`write_report(results, out_dir)` takes what `gpusim.results.open_results` returns and writes
+`write_report(results, out_dir)` takes what `gpusim.output.read.open_results` returns and writes
 one PNG per chart plus `index.html`, which shows every chart with a caption and the summary
 tables (run attributes, PD term structure, instrument EL and spreads, VaR/ES, contagion).
 The page loads nothing from outside the folder: styles are inline, images are the PNGs
@@ -27,8 +27,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter
 
-from gpusim.batch.output import BatchResults
-from gpusim.io import OutputError
+from gpusim.output.read import BatchResults
+from gpusim.output.write import OutputError
 from gpusim.spec import CREDIT_FAN_GRIDS
 
 FIGSIZE = (11.0, 6.0)

@@ -23,9 +23,8 @@ import yaml
 from rich.console import Console
 
 from gpusim.backends import get_backend
-from gpusim.batch.output import BatchResults, is_batch_file, open_batch
-from gpusim.config import ConfigError, Scenario, apply_overrides, load_scenario, validate_mapping
-from gpusim.io import FORMAT_VERSION, run_to_file
+from gpusim.output.write import BATCH_KIND, FORMAT_VERSION, run_to_file
+from gpusim.scenario.schema import ConfigError, Scenario, apply_overrides, load_scenario, validate_mapping
 from gpusim.spec import build_spec
 
 if TYPE_CHECKING:
@@ -351,3 +350,48 @@ def _factor_fans(results: Results) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def is_batch_file(attrs: dict[str, Any]) -> bool:
+    """True for the root attributes of a file written by `gpusim batch`."""
+    return attrs.get("kind") == BATCH_KIND
+
+
+@dataclass(frozen=True)
+class BatchResults:
+    """A batch file opened for reading: the /batch table as an xarray Dataset and the root attributes.
+
+    `scenario(name)` opens one scenario's full results (or `gpusim.open_results(FILE, scenario=name)`).
+    """
+
+    table: xr.Dataset
+    attrs: dict[str, Any]
+    source: str
+
+    outcomes: None = None
+    """No per-path outcomes at the top of a batch (each scenario has its own); readers of single runs check this."""
+
+    @property
+    def scenarios(self) -> list[str]:
+        return [str(s) for s in self.table["scenario"].values]
+
+    def scenario(self, name: str) -> Results:
+        """One scenario's full results, as `open_results` gives for a single run."""
+        results = open_results(self.source, scenario=name)
+        assert isinstance(results, Results)
+        return results
+
+    def __repr__(self) -> str:
+        a = self.attrs
+        return (
+            f"BatchResults(batch={a.get('batch')!r}, scenarios={len(self.scenarios)}, n_paths={a.get('n_paths')}, source={self.source!r})"
+        )
+
+
+def open_batch(path: str | os.PathLike[str], attrs: dict[str, Any]) -> BatchResults:
+    """The /batch table of a batch file whose root `attrs` were already checked (gpusim.output.read.check_result_file)."""
+    import xarray as xr
+
+    with xr.open_dataset(path, group="batch", engine="h5netcdf") as ds:
+        table = ds.load()
+    return BatchResults(table=table, attrs=attrs, source=str(path))

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from gpusim.borrowers import cfads, revenue_shock_step, sum_over
-from gpusim.debt import (
+from gpusim.model.borrowers import cfads, revenue_shock_step, sum_over
+from gpusim.model.debt import (
     by_owner,
     collateral_value,
     coupon_rate,
@@ -23,8 +23,8 @@ from gpusim.debt import (
     scheduled_principal,
     sum_by_owner,
 )
-from gpusim.factors import MarketView, by_regime
-from gpusim.params import CreditParams, Layout, MarketParams
+from gpusim.model.market import MarketView, by_regime
+from gpusim.model.params import CreditParams, Layout, MarketParams
 
 NO_DEFAULT = -1
 REASONS = ("none", "payment", "covenant_dscr", "covenant_ltv", "maturity")

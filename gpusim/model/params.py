@@ -15,9 +15,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gpusim.config import Date, Scenario, event_step, year_fraction
-from gpusim.rng import poisson_cdf_table
-from gpusim.slots import SlotTable, slot_table
+from gpusim.model.rng import poisson_cdf_table
+from gpusim.model.slots import SlotTable, slot_table
+from gpusim.scenario.schema import Date, Scenario, event_step, year_fraction
 
 HOURS_PER_YEAR = 8760.0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpusim.params import HOURS_PER_YEAR, CreditParams, MarketParams
+from gpusim.model.params import HOURS_PER_YEAR, CreditParams, MarketParams
 
 DAYS_PER_YEAR = 365.0
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpusim.borrowers import sum_over
-from gpusim.factors import by_regime
-from gpusim.params import CreditParams, Layout, MarketParams
+from gpusim.model.borrowers import sum_over
+from gpusim.model.market import by_regime
+from gpusim.model.params import CreditParams, Layout, MarketParams
 
 
 def coupon_rate(step: int, spread_add: Any, c: CreditParams) -> Any:

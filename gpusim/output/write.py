@@ -18,15 +18,18 @@ import numpy as np
 
 from gpusim import __version__
 from gpusim.backends import Backend
-from gpusim.config import to_yaml
-from gpusim.credit import REASONS
 from gpusim.engine import RunResult, run
+from gpusim.model.credit import REASONS
 from gpusim.risk import DEFAULT_LEVELS as RISK_LEVELS
+from gpusim.scenario.schema import to_yaml
 from gpusim.spec import CREDIT_FANS, FAN_FACTORS, ChunkResult, RunSpec
 from gpusim.statistics import FAN_QUANTILES
 
 FORMAT_VERSION = 1
 """Version of this layout; readers refuse files from a newer version."""
+
+BATCH_KIND = "batch"
+"""Root attribute `kind` of a batch file (a single run file has none)."""
 
 PATH_FACTORS: dict[str, tuple[str, ...]] = {
     "crypto": ("path", "step", "asset"),

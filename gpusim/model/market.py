@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from gpusim.params import Layout, MarketParams
-from gpusim.rng import box_muller, poisson_inverse_cdf, step_words, uniform
+from gpusim.model.params import Layout, MarketParams
+from gpusim.model.rng import box_muller, poisson_inverse_cdf, step_words, uniform
 
 
 class Draws(NamedTuple):

@@ -11,9 +11,8 @@ only when complete.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import h5py
 import numpy as np
@@ -22,15 +21,7 @@ import yaml
 from gpusim import __version__
 from gpusim.batch.journal import Journal, fsync_dir, fsync_file
 from gpusim.batch.schema import ResolvedBatch
-from gpusim.io import FORMAT_VERSION, OutputError
-
-if TYPE_CHECKING:
-    import xarray as xr
-
-    from gpusim.results import Results
-
-BATCH_KIND = "batch"
-"""Root attribute `kind` of a batch file (a single run file has none)."""
+from gpusim.output.write import BATCH_KIND, FORMAT_VERSION, OutputError
 
 TABLE_LEVEL = 0.999
 EXECUTION_ATTRS = ("runtime_s", "workers")
@@ -186,50 +177,3 @@ def write_batch_file(batch: ResolvedBatch, journal: Journal, out: Path, created_
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def is_batch_file(attrs: dict[str, Any]) -> bool:
-    """True for the root attributes of a file written by `gpusim batch`."""
-    return attrs.get("kind") == BATCH_KIND
-
-
-@dataclass(frozen=True)
-class BatchResults:
-    """A batch file opened for reading: the /batch table as an xarray Dataset and the root attributes.
-
-    `scenario(name)` opens one scenario's full results (or `gpusim.open_results(FILE, scenario=name)`).
-    """
-
-    table: xr.Dataset
-    attrs: dict[str, Any]
-    source: str
-
-    outcomes: None = None
-    """No per-path outcomes at the top of a batch (each scenario has its own); readers of single runs check this."""
-
-    @property
-    def scenarios(self) -> list[str]:
-        return [str(s) for s in self.table["scenario"].values]
-
-    def scenario(self, name: str) -> Results:
-        """One scenario's full results, as `open_results` gives for a single run."""
-        from gpusim.results import Results, open_results
-
-        results = open_results(self.source, scenario=name)
-        assert isinstance(results, Results)
-        return results
-
-    def __repr__(self) -> str:
-        a = self.attrs
-        return (
-            f"BatchResults(batch={a.get('batch')!r}, scenarios={len(self.scenarios)}, n_paths={a.get('n_paths')}, source={self.source!r})"
-        )
-
-
-def open_batch(path: str | os.PathLike[str], attrs: dict[str, Any]) -> BatchResults:
-    """The /batch table of a batch file whose root `attrs` were already checked (gpusim.results.check_result_file)."""
-    import xarray as xr
-
-    with xr.open_dataset(path, group="batch", engine="h5netcdf") as ds:
-        table = ds.load()
-    return BatchResults(table=table, attrs=attrs, source=str(path))
