@@ -11,7 +11,8 @@ from typing import Literal, NamedTuple
 import array_api_compat.numpy as xnp
 import numpy as np
 
-from gpusim.model.market import MarketView, initial_state, observe
+from gpusim.model.factor_table import CREDIT_RATIOS, OBSERVED_FACTORS
+from gpusim.model.market import initial_state, observe
 from gpusim.model.params import (
     CreditParams,
     Layout,
@@ -26,22 +27,11 @@ from gpusim.statistics import Binning
 
 DType = Literal["float32", "float64"]
 
-# Fan-chart grids per factor: (log binning?, lo, hi) in log(x / level at t_0) or in level.
-FAN_GRIDS: dict[str, tuple[bool, float, float]] = {
-    "crypto": (True, -12.0, 8.0),
-    "rental_rate": (True, -14.0, 4.0),
-    "utilization": (False, 0.0, 1.0),
-    "power_price": (True, -6.0, 6.0),
-    "gpu_value": (True, -14.0, 4.0),
-    "gpu_mark": (True, -14.0, 4.0),
-}
-FAN_FACTORS: tuple[str, ...] = tuple(FAN_GRIDS)
-assert set(FAN_FACTORS) <= set(MarketView._fields)
-
-# Credit ratios per borrower, on linear grids; defaulted borrowers fall in the "not
-# applicable" bin, so the quantiles are over the paths where the borrower is still alive.
-CREDIT_FAN_GRIDS: dict[str, tuple[float, float]] = {"dscr": (-4.0, 12.0), "ltv": (0.0, 4.0)}
-CREDIT_FANS: tuple[str, ...] = tuple(CREDIT_FAN_GRIDS)
+# Fan charts, in the factor table's order: market factors for every run, credit ratios with borrowers
+FAN_FACTORS: tuple[str, ...] = tuple(f.name for f in OBSERVED_FACTORS)
+CREDIT_FANS: tuple[str, ...] = tuple(f.name for f in CREDIT_RATIOS)
+CREDIT_FAN_GRIDS: dict[str, tuple[float, float]] = {f.name: (f.fan.lo, f.fan.hi) for f in CREDIT_RATIOS}
+"""(lo, hi) of each credit ratio's linear grid."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +71,7 @@ class CreditOutcomes(NamedTuple):
     """Per-path credit outcomes of one chunk (host arrays, path first)."""
 
     default_step: np.ndarray  # (n, B) int16, -1 = no default by the horizon
-    default_reason: np.ndarray  # (n, B) int8, index into credit.REASONS
+    default_reason: np.ndarray  # (n, B) int8, a constants.DefaultReason code
     loss: np.ndarray  # (n, I) discounted loss, USD
     exposure: np.ndarray  # (n, I) exposure at default, USD
     risky_annuity: np.ndarray  # (n, I) sum of DF x outstanding x dt while the borrower is alive
@@ -97,14 +87,14 @@ def build_spec(scenario: Scenario, dtype: DType = "float64", contagion: bool = T
         market = without_contagion(market)
     start = observe(initial_state(1, market, layout, xnp), 0, market, layout, xnp)
     binnings = {}
-    for name, (log, lo, hi) in FAN_GRIDS.items():
-        level = np.asarray(getattr(start, name), dtype=np.float64)
+    for factor in OBSERVED_FACTORS:
+        level = np.asarray(getattr(start, factor.name), dtype=np.float64)
         reference = level[:, 0] if level.ndim == 2 else level
-        binnings[name] = Binning(reference=np.atleast_1d(reference), lo=lo, hi=hi, log=log)
+        binnings[factor.name] = Binning(reference=np.atleast_1d(reference), lo=factor.fan.lo, hi=factor.fan.hi, log=factor.fan.log)
     credit = build_credit_params(scenario) if scenario.borrowers else None
     if credit is not None:
-        for name, (lo, hi) in CREDIT_FAN_GRIDS.items():
-            binnings[name] = Binning(reference=np.zeros(layout.n_borrowers), lo=lo, hi=hi, log=False)
+        for factor in CREDIT_RATIOS:
+            binnings[factor.name] = Binning(reference=np.zeros(layout.n_borrowers), lo=factor.fan.lo, hi=factor.fan.hi, log=factor.fan.log)
     return RunSpec(
         scenario=scenario,
         layout=layout,

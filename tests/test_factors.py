@@ -1,4 +1,5 @@
-"""Statistical checks of the market factors (MODEL.md 4) against closed forms (MODEL.md 9).
+"""Statistical checks of the market factors (MODEL.md 4) against closed forms (MODEL.md 9), and
+the checks that the factor and slot tables set every layout that depends on them.
 
 Every Monte Carlo check uses a fixed seed and a tolerance of Z_TOL standard errors, where the
 standard error is computed from the same sample (the se of a sample mean, of a sample variance
@@ -10,20 +11,30 @@ scenario of conftest.py, changed section by section.
 from __future__ import annotations
 
 import math
+import shutil
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import array_api_compat.numpy as xnp
 import numpy as np
 import pytest
 from conftest import small_mapping
 
 import gpusim.backends
 import gpusim.engine
+from gpusim.backends.kernel_config import SHARED_CONSTANTS, config_header
 from gpusim.engine import RunResult
-from gpusim.model.market import income_value
+from gpusim.model import constants
+from gpusim.model.constants import DefaultReason
+from gpusim.model.factor_table import CREDIT_RATIOS, FACTORS_BY_NAME, OBSERVED_FACTORS, saved_columns, saved_width
+from gpusim.model.market import Draws, MarketView, draw_step, income_value
 from gpusim.model.params import build_market_params, per_step_probability
+from gpusim.model.slots import SLOT_ENTRIES
+from gpusim.output.write import PATH_FACTORS
 from gpusim.scenario.schema import Scenario, validate_mapping
-from gpusim.spec import FAN_GRIDS, build_spec
+from gpusim.spec import RunSpec, build_spec
 from gpusim.statistics import FAN_QUANTILES, N_BINS
 
 Z_TOL = 4.0
@@ -563,9 +574,9 @@ def test_fan_quantiles_match_saved_paths() -> None:
     q = np.array(FAN_QUANTILES)
     worst = 0.0
     for factor in ("crypto", "rental_rate"):
-        log_binned, lo, hi = FAN_GRIDS[factor]
-        assert log_binned
-        width = (hi - lo) / N_BINS
+        grid = FACTORS_BY_NAME[factor].fan
+        assert grid.log
+        width = (grid.hi - grid.lo) / N_BINS
         values, se = res.fan[factor]
         for c in range(values.shape[0]):
             for k in (0, 1, 6, 12, 24):
@@ -575,3 +586,72 @@ def test_fan_quantiles_match_saved_paths() -> None:
                 worst = max(worst, float(np.max(gap / allowed)))
                 assert (gap <= allowed).all(), f"{factor}[{c}] step {k}: log gap {gap} > {allowed}"
     print(f"fan: worst gap / allowance {worst:.3f}")
+
+
+# ---------------------------------------------------------------------------------------
+# 8. The factor table and the slot table drive every layout
+
+
+def test_factor_table_sets_the_view_the_fans_and_the_saved_paths(small_spec: RunSpec) -> None:
+    """MarketView, the fan grids, the saved paths, the kernel's saved columns and the HDF5 dims
+    all follow OBSERVED_FACTORS and CREDIT_RATIOS, in their order."""
+    layout = small_spec.layout
+    names = tuple(f.name for f in OBSERVED_FACTORS)
+    assert MarketView._fields == names
+    assert small_spec.fans == names + tuple(f.name for f in CREDIT_RATIOS)
+    for factor in OBSERVED_FACTORS + CREDIT_RATIOS:
+        binning = small_spec.binnings[factor.name]
+        assert (binning.log, binning.lo, binning.hi) == (factor.fan.log, factor.fan.lo, factor.fan.hi)
+        assert binning.n_components == max(factor.width(layout), 1)
+
+    chunk = gpusim.backends.get_backend("numpy").run_chunk(small_spec, 5, 0, 3, 2)
+    assert set(chunk.saved) == {*names, "regime"}
+    for factor in OBSERVED_FACTORS:
+        width = factor.width(layout)
+        assert chunk.saved[factor.name].shape == (2, layout.n_steps + 1, *((width,) if width else ()))
+        assert PATH_FACTORS[factor.name] == (("path", "step", *factor.component_dims), factor.units)
+
+    covered = []
+    for column in saved_columns(layout).values():
+        covered += [column] if isinstance(column, int) else list(range(column.start, column.stop))
+    assert covered == list(range(saved_width(layout)))
+
+
+def test_draws_follow_the_slot_table(small_spec: RunSpec) -> None:
+    """Draws has one field per slot entry, shaped by the entry's count."""
+    layout = small_spec.layout
+    assert Draws._fields == tuple(entry.name for entry in SLOT_ENTRIES)
+    draws = draw_step(7, 0, 5, 0, layout, np.float64, xnp)
+    for entry in SLOT_ENTRIES:
+        count = layout.slots.counts[entry.name]
+        assert getattr(draws, entry.name).shape == ((5,) if entry.per_path else (count, 5)), entry.name
+
+
+def test_generated_header_carries_reasons_constants_and_saved_columns(small_spec: RunSpec, tmp_path: Path) -> None:
+    """The reason codes, the shared constants and the saved-column table are in the generated
+    header with the Python values; the shared block compiles only under GPUSIM_SHARED_CONSTANTS,
+    so kernels that still define those names themselves compile beside it."""
+    header = config_header(small_spec)
+    columns = saved_columns(small_spec.layout)
+    expected: dict[str, int | float] = {
+        **{f"REASON_{reason.name}": reason.value for reason in DefaultReason},
+        **{name: getattr(constants, name) for name in SHARED_CONSTANTS},
+        **{f"SAVE_COL_{name.upper()}": c if isinstance(c, int) else c.start for name, c in columns.items()},
+        "SAVE_WIDTH": saved_width(small_spec.layout),
+    }
+    for name, value in expected.items():
+        assert f" {name} = {value!r};" in header, name
+    assert {"REASON_PAYMENT", "REASON_COVENANT_DSCR", "REASON_COVENANT_LTV", "REASON_MATURITY", "POISSON_CAP"} <= set(expected)
+
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no C++ compiler (g++ or c++) on PATH: the generated header is not compiled")
+    (tmp_path / "gpusim_config.cuh").write_text(header)
+    checks = "\n".join(f"static_assert(gpusim::cfg::{name} == {value!r}, \"{name}\");" for name, value in expected.items())
+    # as kernels/model.cuh does today: its own NO_DEFAULT beside `using namespace cfg`
+    own = "namespace gpusim { using namespace cfg; constexpr int NO_DEFAULT = -1; static_assert(NO_DEFAULT == -1); }"
+    (tmp_path / "check.cpp").write_text(f'#include "gpusim_config.cuh"\n#ifdef GPUSIM_SHARED_CONSTANTS\n{checks}\n#else\n{own}\n#endif\n')
+    for flags in (["-DGPUSIM_SHARED_CONSTANTS"], []):
+        cmd = [cxx, "-std=c++17", "-fsyntax-only", *flags, "-I", str(tmp_path), str(tmp_path / "check.cpp")]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stderr}"

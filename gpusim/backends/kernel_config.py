@@ -18,6 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from gpusim.model import constants
+from gpusim.model.constants import DefaultReason
+from gpusim.model.factor_table import OBSERVED_FACTORS, saved_columns, saved_width
 from gpusim.model.params import CreditParams, Layout, MarketParams
 from gpusim.spec import ChunkResult, CreditOutcomes, RunSpec
 from gpusim.statistics import N_BINS, bin_offset
@@ -32,33 +35,6 @@ fan counts; beyond it (long weekly horizons, many borrowers) they go straight to
 def kernels_dir() -> Path:
     """The directory of the CUDA sources (shipped as the package data gpusim.kernels)."""
     return Path(str(importlib.resources.files("gpusim.kernels")))
-
-
-def _saved_widths(layout: Layout) -> dict[str, int]:
-    """Components of each saved factor (the MarketView fields), in the order in which
-    simulate.cu's save_view writes them; 0 marks a per-path scalar (utilization, power price)."""
-    return {
-        "crypto": layout.n_assets,
-        "rental_rate": layout.n_generations,
-        "utilization": 0,
-        "power_price": 0,
-        "gpu_value": layout.n_generations,
-        "gpu_mark": layout.n_generations,
-    }
-
-
-def saved_columns(layout: Layout) -> dict[str, slice | int]:
-    """Column (or columns) of each saved factor in the kernel's (paths, steps+1, columns) buffer."""
-    columns: dict[str, slice | int] = {}
-    cursor = 0
-    for name, width in _saved_widths(layout).items():
-        columns[name] = cursor if width == 0 else slice(cursor, cursor + width)
-        cursor += max(width, 1)
-    return columns
-
-
-def saved_width(layout: Layout) -> int:
-    return sum(max(w, 1) for w in _saved_widths(layout).values())
 
 
 @dataclass(frozen=True)
@@ -123,6 +99,39 @@ def pack_params(spec: RunSpec, market: MarketParams, dtype: np.dtype) -> np.ndar
     return np.concatenate([value.reshape(-1) for _, value in _param_fields(spec, market)]).astype(dtype)
 
 
+SHARED_CONSTANTS = ("NO_DEFAULT", "UNBOUNDED_RATIO", "DSCR_WITHOUT_DEBT_SERVICE", "HOURS_PER_YEAR", "DAYS_PER_YEAR", "POISSON_CAP")
+"""The numbers of gpusim.model.constants that the kernels use, by name."""
+
+
+def _constant(name: str, value: int | float) -> str:
+    """A C++ constant of the Python number's type; repr keeps every bit of a float."""
+    return f"constexpr {'int' if isinstance(value, int) else 'double'} {name} = {value!r};"
+
+
+def shared_constants() -> list[str]:
+    """Default-reason codes and the model's fixed numbers, the same for every config shape.
+
+    Guarded by GPUSIM_SHARED_CONSTANTS: kernels that still define these names themselves
+    compile unchanged, kernels that define the macro take them from here.
+    """
+    return [
+        "#ifdef GPUSIM_SHARED_CONSTANTS",
+        *(_constant(f"REASON_{reason.name}", reason.value) for reason in DefaultReason),
+        *(_constant(name, getattr(constants, name)) for name in SHARED_CONSTANTS),
+        "#endif  // GPUSIM_SHARED_CONSTANTS",
+    ]
+
+
+def saved_column_constants(layout: Layout) -> list[str]:
+    """First column of each observed factor in a saved row, and the row's width (factor_table.saved_columns)."""
+    columns = saved_columns(layout)
+    first = {name: column if isinstance(column, int) else column.start for name, column in columns.items()}
+    return [
+        *(f"constexpr int SAVE_COL_{factor.name.upper()} = {first[factor.name]};" for factor in OBSERVED_FACTORS),
+        f"constexpr int SAVE_WIDTH = {saved_width(layout)};",
+    ]
+
+
 def _int_array(name: str, values: list[int]) -> str:
     body = ", ".join(str(v) for v in values) if values else "0"
     return f"GPUSIM_TABLE int {name}[{max(len(values), 1)}] = {{{body}}};"
@@ -165,11 +174,13 @@ def config_header(spec: RunSpec) -> str:
         f"constexpr int N_BINS = {N_BINS};",
         f"constexpr int FAN_TOTAL_BINS = {fans.total_bins};",
         f"constexpr int SAVED_WIDTH = {saved_width(layout)};",
+        *saved_column_constants(layout),
         f"constexpr bool DEFAULTED_IN_SHARED = {str(defaulted_in_shared).lower()};",
         *(f"constexpr int FAN_{name.upper()} = {fans.first_bin[name]};" for name in fans.fans),
         *(f"constexpr int FAN_INDEX_{name.upper()} = {i};" for i, name in enumerate(fans.fans)),
         *(f"constexpr int FAN_COMPONENT_{name.upper()} = {fans.first_component[name]};" for name in fans.fans),
         *(f"constexpr int P_{name} = {offset};" for name, offset in param_offsets(spec).items()),
+        *shared_constants(),
     ]
     if has_credit:
         members = [layout.instruments_of(b) for b in range(B)]

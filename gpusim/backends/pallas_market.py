@@ -18,11 +18,17 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+from gpusim.model.factor_table import OBSERVED_FACTORS
 from gpusim.model.market import Draws, MarketState, MarketView, advance_market, draw_step, observe
 from gpusim.model.params import Layout, MarketParams
+from gpusim.model.slots import SLOT_ENTRIES
 
 BLOCK_PATHS = 256
 """Paths per kernel instance on a GPU (a power of two, as Triton blocks must be)."""
+
+PASSED_ON = ("regime", "revenue_shock")
+"""Draws the rest of the step reads after the market half (`close_step`, the borrowers); the
+kernel consumes the others."""
 
 
 def _path_block(shape: tuple[int, ...], block: int) -> pl.BlockSpec:
@@ -67,16 +73,15 @@ def fused_market_step(
         return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, padded - n)])
 
     state_in = [pad(jnp.astype(x, jnp.int8) if x.dtype == jnp.bool_ else x) for x in state]
-    n_borrower_shocks = layout.slots.counts["revenue_shock"]
     out_shapes = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in state_in]
-    G = layout.n_generations
-    view_rows = {"crypto": layout.n_assets, "rental_rate": G, "gpu_value": G, "gpu_mark": G}
-    for name in MarketView._fields:
-        shape = (view_rows[name], padded) if name in view_rows else (padded,)
+    for factor in OBSERVED_FACTORS:
+        width = factor.width(layout)
+        out_shapes.append(jax.ShapeDtypeStruct((width, padded) if width else (padded,), dtype))
+    # draws passed on, in slot-table order; an entry without slots (no borrowers) has no output
+    passed = [entry for entry in SLOT_ENTRIES if entry.name in PASSED_ON and layout.slots.counts[entry.name]]
+    for entry in passed:
+        shape = (padded,) if entry.per_path else (layout.slots.counts[entry.name], padded)
         out_shapes.append(jax.ShapeDtypeStruct(shape, dtype))
-    out_shapes.append(jax.ShapeDtypeStruct((padded,), dtype))  # regime uniform
-    if n_borrower_shocks:
-        out_shapes.append(jax.ShapeDtypeStruct((n_borrower_shocks, padded), dtype))
 
     def kernel(*refs: Any) -> None:
         scalar_ref, rest = refs[0], refs[1:]
@@ -90,9 +95,7 @@ def fused_market_step(
         draws = draw_step(seed, start, block, k, layout, dtype, jnp)
         advanced = advance_market(block_state, draws, 0, block_p, layout, jnp)
         view = observe(advanced, k + 1, block_p, layout, jnp)
-        values = [jnp.astype(advanced.tight, jnp.int8), *advanced[1:], *view, draws.regime]
-        if n_borrower_shocks:
-            values.append(draws.revenue_shock)
+        values = [jnp.astype(advanced.tight, jnp.int8), *advanced[1:], *view, *(getattr(draws, entry.name) for entry in passed)]
         for ref, value in zip(out_refs, values, strict=True):
             ref[...] = jnp.astype(value, ref.dtype)
 
@@ -109,17 +112,8 @@ def fused_market_step(
     n_state = len(MarketState._fields)
     new_state = MarketState(*outputs[:n_state])
     new_state = new_state._replace(tight=new_state.tight != 0)
-    view = MarketView(*outputs[n_state : n_state + len(MarketView._fields)])
-    regime = outputs[n_state + len(MarketView._fields)]
-    revenue = outputs[-1] if n_borrower_shocks else jnp.zeros((0, n), dtype=dtype)
-    empty = jnp.zeros((0, n), dtype=dtype)
-    draws = Draws(
-        regime=regime,
-        random_launch=empty,
-        jump_count=empty,
-        crypto_diffusion=empty,
-        jump_size=empty,
-        market_shocks=empty,
-        revenue_shock=revenue,
-    )
+    n_view = len(MarketView._fields)
+    view = MarketView(*outputs[n_state : n_state + n_view])
+    kept = dict(zip((entry.name for entry in passed), outputs[n_state + n_view :], strict=True))
+    draws = Draws(**{name: kept.get(name, jnp.zeros((0, n), dtype=dtype)) for name in Draws._fields})
     return new_state, view, draws

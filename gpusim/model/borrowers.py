@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpusim.model.params import HOURS_PER_YEAR, CreditParams, MarketParams
-
-DAYS_PER_YEAR = 365.0
+from gpusim.model.constants import DAYS_PER_YEAR, HOURS_PER_YEAR
+from gpusim.model.params import CreditParams, MarketParams
 
 
 def sum_over(x: Any, axis: int) -> Any:

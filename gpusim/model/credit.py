@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from gpusim.model.borrowers import cfads, revenue_shock_step, sum_over
+from gpusim.model.constants import DSCR_WITHOUT_DEBT_SERVICE, NO_DEFAULT, UNBOUNDED_RATIO, DefaultReason
+from gpusim.model.constants import REASONS as REASONS  # the labels, indexed by code
 from gpusim.model.debt import (
     by_owner,
     collateral_value,
@@ -26,18 +28,11 @@ from gpusim.model.debt import (
 from gpusim.model.market import MarketView, by_regime
 from gpusim.model.params import CreditParams, Layout, MarketParams
 
-NO_DEFAULT = -1
-REASONS = ("none", "payment", "covenant_dscr", "covenant_ltv", "maturity")
-DSCR_WITHOUT_DEBT_SERVICE = 1e9
-"""DSCR reported when no debt service fell due in the trailing window (a test it always passes)."""
-UNBOUNDED_RATIO = 1e9
-"""LTV reported for debt with nothing of value behind it (a test it always fails)."""
-
 
 class CreditState(NamedTuple):
     alive: Any  # (B, n) bool
     default_step: Any  # (B, n) int32, -1 while alive
-    reason: Any  # (B, n) int32, index into REASONS
+    reason: Any  # (B, n) int32, a DefaultReason code
     cash: Any  # (B, n) USD
     eps: Any  # (B, n) revenue shock
     units: Any  # (B, A, n) treasury crypto held (its pledged part never changes while alive)
@@ -281,7 +276,16 @@ def credit_step(
     # a borrower whose debt is all repaid has no lender left to default on
     owes = sum_by_owner(cs.outstanding, layout, xp) > 0.0
     newly = alive & owes & (payment_default | covenant_dscr | covenant_ltv | maturity_default)
-    reason = xp.where(payment_default, 1, xp.where(covenant_dscr, 2, xp.where(covenant_ltv, 3, 4)))
+    # the first test that failed, in DefaultReason's order
+    reason = xp.where(
+        payment_default,
+        DefaultReason.PAYMENT.value,
+        xp.where(
+            covenant_dscr,
+            DefaultReason.COVENANT_DSCR.value,
+            xp.where(covenant_ltv, DefaultReason.COVENANT_LTV.value, DefaultReason.MATURITY.value),
+        ),
+    )
     newly_f = xp.astype(newly, flow.dtype)
     dumped = sum_over(c.fleet_count[:, :, None] * newly_f[:, None, :], axis=0)
     fire = fire_sale_price(view.gpu_mark, dumped, tight, m, xp)

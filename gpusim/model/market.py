@@ -10,20 +10,14 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from gpusim.model.factor_table import OBSERVED_FACTORS
 from gpusim.model.params import Layout, MarketParams
 from gpusim.model.rng import box_muller, poisson_inverse_cdf, step_words, uniform
+from gpusim.model.slots import SLOT_ENTRIES
 
-
-class Draws(NamedTuple):
-    """This step's random variables, named by the slot table (MODEL.md 3)."""
-
-    regime: Any  # (n,) uniform
-    random_launch: Any  # (n,) uniform
-    jump_count: Any  # (A, n) uniform
-    crypto_diffusion: Any  # (A, n) normal, independent
-    jump_size: Any  # (A, n) normal
-    market_shocks: Any  # (2, n) normal: own part of Z_X, Z_P
-    revenue_shock: Any  # (B, n) normal: each borrower's eps^b shock
+Draws = NamedTuple("Draws", [(entry.name, Any) for entry in SLOT_ENTRIES])
+Draws.__doc__ = """This step's random variables, one field per entry of the slot table (MODEL.md 3): shape (n,)
+for a one-slot entry, (count, n) otherwise (e.g. `crypto_diffusion` (A, n), `revenue_shock` (B, n))."""
 
 
 class MarketState(NamedTuple):
@@ -39,15 +33,9 @@ class MarketState(NamedTuple):
     distress_memory: Any  # (G, n) L^g_k
 
 
-class MarketView(NamedTuple):
-    """Observable factors at t_k (what borrowers, covenants and outputs read)."""
-
-    crypto: Any  # (A, n) USD per unit
-    rental_rate: Any  # (G, n) USD per GPU-hour
-    utilization: Any  # (n,)
-    power_price: Any  # (n,) USD per kWh
-    gpu_value: Any  # (G, n) USD per GPU, income approach
-    gpu_mark: Any  # (G, n) USD per GPU, after distressed-supply memory
+MarketView = NamedTuple("MarketView", [(factor.name, Any) for factor in OBSERVED_FACTORS])
+MarketView.__doc__ = """Observable factors at t_k (what borrowers, covenants and outputs read), one field per row of
+the factor table: shape (n,) for a per-path factor, (A, n) or (G, n) per asset or generation."""
 
 
 def by_regime(pair: Any, tight: Any, xp: Any) -> Any:
@@ -62,10 +50,7 @@ def by_regime(pair: Any, tight: Any, xp: Any) -> Any:
 def draw_step(seed: int, path_start: int, n_paths: int, step: int, layout: Layout, dtype: Any, xp: Any) -> Draws:
     """Turn the Philox words of one step into the named draws of the slot table."""
     table = layout.slots
-    names = Draws._fields
-    last = max(table.offsets[name] + table.counts[name] for name in names)
-    n_blocks = -(-last // 4)
-    u = uniform(step_words(seed, path_start, n_paths, step, n_blocks, xp), dtype, xp)
+    u = uniform(step_words(seed, path_start, n_paths, step, table.n_blocks, xp), dtype, xp)
 
     def uniforms(name: str) -> Any:
         return u[table.offsets[name] : table.offsets[name] + table.counts[name], :]
@@ -79,15 +64,11 @@ def draw_step(seed: int, path_start: int, n_paths: int, step: int, layout: Layou
         interleaved = xp.reshape(xp.stack((z_cos, z_sin), axis=1), (2 * pairs, n_paths))
         return interleaved[:count, :]
 
-    return Draws(
-        regime=uniforms("regime")[0, :],
-        random_launch=uniforms("random_launch")[0, :],
-        jump_count=uniforms("jump_count"),
-        crypto_diffusion=normals("crypto_diffusion"),
-        jump_size=normals("jump_size"),
-        market_shocks=normals("market_shocks"),
-        revenue_shock=normals("revenue_shock"),
-    )
+    draws = {}
+    for entry in SLOT_ENTRIES:
+        rows = uniforms(entry.name) if entry.kind == "uniform" else normals(entry.name)
+        draws[entry.name] = rows[0, :] if entry.per_path else rows
+    return Draws(**draws)
 
 
 # ---------------------------------------------------------------------------------------

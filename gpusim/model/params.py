@@ -4,7 +4,7 @@ Backends never read YAML or pydantic objects: they get a `Layout` (static sizes,
 slot table, the calendar) and a `MarketParams` of float64 numpy arrays, which each backend
 casts to its own array type and dtype. Regime-dependent parameters have a leading axis of 2
 (0 = easy, 1 = tight). Everything here is exact arithmetic on config numbers; the equations
-that use them live in `factors.py`.
+that use them live in `market.py`, `borrowers.py`, `debt.py` and `credit.py`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from gpusim.model.constants import HOURS_PER_YEAR
 from gpusim.model.rng import poisson_cdf_table
 from gpusim.model.slots import SlotTable, slot_table
 from gpusim.scenario.schema import Date, Scenario, event_step, year_fraction
-
-HOURS_PER_YEAR = 8760.0
 
 
 @dataclass(frozen=True)

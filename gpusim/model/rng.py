@@ -14,15 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from gpusim.model.constants import POISSON_CAP
+
 PHILOX_M0 = 0xD2511F53
 PHILOX_M1 = 0xCD9E8D57
 PHILOX_W0 = 0x9E3779B9
 PHILOX_W1 = 0xBB67AE85
 PHILOX_ROUNDS = 10
 MASK32 = 0xFFFFFFFF
-
-POISSON_CAP = 16
-"""Poisson counts are drawn by inverse CDF and capped at this value (MODEL.md 3)."""
 
 
 def seed_key(seed: int) -> tuple[int, int]:

@@ -1,7 +1,8 @@
 """The slot table: which random slot of a step feeds which model variable (MODEL.md 3).
 
-Defined once here; the numpy/JAX/CuPy model reads it through `SlotTable`, and the CUDA
-kernels receive the same offsets as compile-time constants. Entries are laid out in the
+Defined once here: the named draws of a step (`market.Draws`, `market.draw_step`, the Pallas
+kernel) are read off `SLOT_ENTRIES` and the offsets of `SlotTable`, and the CUDA kernels receive
+the same offsets as compile-time constants of the generated header. Entries are laid out in the
 order of `SLOT_ENTRIES`; adding a variable appends an entry, so existing offsets never move
 for a given config shape. Normal entries start on an even slot, because normals come from
 Box-Muller pairs (2i, 2i+1): the normal at slot s is the cosine draw of pair s//2 when s is
@@ -22,6 +23,11 @@ class SlotEntry:
     kind: Kind
     count_of: str  # which shape dimension sets the count: "one", "two", "assets", "borrowers"
     meaning: str
+
+    @property
+    def per_path(self) -> bool:
+        """One draw per path (shape (n,)) rather than a row per component (shape (count, n))."""
+        return self.count_of == "one"
 
 
 SLOT_ENTRIES: tuple[SlotEntry, ...] = (

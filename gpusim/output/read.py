@@ -23,6 +23,7 @@ import yaml
 from rich.console import Console
 
 from gpusim.backends import get_backend
+from gpusim.model.factor_table import OBSERVED_FACTORS
 from gpusim.output.write import BATCH_KIND, FORMAT_VERSION, run_to_file
 from gpusim.scenario.schema import ConfigError, Scenario, apply_overrides, load_scenario, validate_mapping
 from gpusim.spec import build_spec
@@ -333,7 +334,7 @@ def _factor_fans(results: Results) -> list[dict[str, Any]]:
     """5 %, median and 95 % of each market factor at the horizon (runs without borrowers)."""
     fan = results.fan
     rows = []
-    for name in ("crypto", "rental_rate", "utilization", "power_price", "gpu_value", "gpu_mark"):
+    for name in (f.name for f in OBSERVED_FACTORS):
         if name not in fan:
             continue
         da = fan[name].isel(step=-1)

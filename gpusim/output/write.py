@@ -19,10 +19,11 @@ import numpy as np
 from gpusim import __version__
 from gpusim.backends import Backend
 from gpusim.engine import RunResult, run
-from gpusim.model.credit import REASONS
+from gpusim.model.constants import DefaultReason
+from gpusim.model.factor_table import CREDIT_RATIOS, OBSERVED_FACTORS, REGIME_UNITS
 from gpusim.risk import DEFAULT_LEVELS as RISK_LEVELS
 from gpusim.scenario.schema import to_yaml
-from gpusim.spec import CREDIT_FANS, FAN_FACTORS, ChunkResult, RunSpec
+from gpusim.spec import ChunkResult, RunSpec
 from gpusim.statistics import FAN_QUANTILES
 
 FORMAT_VERSION = 1
@@ -31,38 +32,25 @@ FORMAT_VERSION = 1
 BATCH_KIND = "batch"
 """Root attribute `kind` of a batch file (a single run file has none)."""
 
-PATH_FACTORS: dict[str, tuple[str, ...]] = {
-    "crypto": ("path", "step", "asset"),
-    "regime": ("path", "step"),
-    "rental_rate": ("path", "step", "generation"),
-    "utilization": ("path", "step"),
-    "power_price": ("path", "step"),
-    "gpu_value": ("path", "step", "generation"),
-    "gpu_mark": ("path", "step", "generation"),
+PATH_FACTORS: dict[str, tuple[tuple[str, ...], str]] = {
+    **{f.name: (("path", "step", *f.component_dims), f.units) for f in OBSERVED_FACTORS},
+    "regime": (("path", "step"), REGIME_UNITS),
 }
-UNITS = {
-    "crypto": "USD per unit",
-    "regime": "0 easy, 1 tight",
-    "rental_rate": "USD per GPU-hour",
-    "utilization": "share of capacity rented",
-    "power_price": "USD per kWh",
-    "gpu_value": "USD per GPU (income approach)",
-    "gpu_mark": "USD per GPU (secondary-market mark)",
-}
+"""Dimensions and units of each saved path dataset (/paths)."""
 
+REASON_CODES = ", ".join(f"{reason.value} {reason.label}" for reason in DefaultReason)
 
 OUTCOMES: dict[str, tuple[tuple[str, ...], Any, str]] = {
     "default_step": (("path", "borrower"), np.int16, "step index k of the default in (t_k, t_k+1], -1 = survived"),
-    "default_reason": (("path", "borrower"), np.int8, "code: 0 none, 1 payment, 2 covenant_dscr, 3 covenant_ltv, 4 maturity"),
+    "default_reason": (("path", "borrower"), np.int8, f"code: {REASON_CODES}"),
     "loss": (("path", "instrument"), np.float64, "USD, discounted to t_0 at the base curve"),
     "portfolio_loss": (("path",), np.float64, "USD, discounted to t_0 at the base curve"),
     "portfolio_loss_nominal": (("path",), np.float64, "USD, undiscounted"),
 }
-CREDIT_FAN_UNITS = {"dscr": "trailing-12-month CFADS / debt service", "ltv": "debt / (fleets at mark + treasury at market)"}
 
 
 def _write_credit_summary(summary: h5py.Group, result: RunResult) -> None:
-    """PDs, EL, LGD, VaR/ES, contributions, correlations, spreads and contagion (issue layout)."""
+    """PDs, EL, LGD, VaR/ES, contributions, correlations, spreads and contagion, in /summary."""
     risk = result.risk
     assert risk is not None
     spec = result.spec
@@ -228,16 +216,16 @@ class ResultWriter:
                 ds = outcomes.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, compression="lzf")
                 ds.attrs["units"] = units
                 _attach(ds, outcomes, dims)
-            outcomes["default_reason"].attrs["codes"] = ", ".join(f"{i} {r}" for i, r in enumerate(REASONS))
+            outcomes["default_reason"].attrs["codes"] = REASON_CODES
         paths = f.create_group("paths")
         _coordinates(paths, spec, n_paths=save_paths)
         steps = spec.layout.n_steps + 1
         sizes = {"asset": spec.layout.n_assets, "generation": spec.layout.n_generations}
         dtype = np.float32 if spec.dtype == "float32" else np.float64
-        for name, dims in PATH_FACTORS.items():
+        for name, (dims, units) in PATH_FACTORS.items():
             shape = (save_paths, steps, *(sizes[d] for d in dims[2:]))
             ds = paths.create_dataset(name, shape=shape, dtype=np.int8 if name == "regime" else dtype)
-            ds.attrs["units"] = UNITS[name]
+            ds.attrs["units"] = units
             _attach(ds, paths, dims)
 
     def write_chunk(self, chunk: ChunkResult) -> None:
@@ -272,27 +260,26 @@ class ResultWriter:
                 _attach(ds, summary, ("step",))
             fan = summary.create_group("fan")
             _coordinates(fan, result.spec, quantiles=True)
-            for name in CREDIT_FANS if result.spec.has_credit else ():
-                values, errors = result.fan[name]
-                binning = result.spec.binnings[name]
-                for key, data in ((name, values), (f"{name}_se", errors)):
+            for ratio in CREDIT_RATIOS if result.spec.has_credit else ():
+                values, errors = result.fan[ratio.name]
+                binning = result.spec.binnings[ratio.name]
+                for key, data in ((ratio.name, values), (f"{ratio.name}_se", errors)):
                     ds = fan.create_dataset(key, data=data)
-                    ds.attrs["units"] = CREDIT_FAN_UNITS[name]
+                    ds.attrs["units"] = ratio.units
                     ds.attrs["bin_width"] = binning.width
                     ds.attrs["note"] = "over paths where the borrower has not defaulted; NaN where none is left"
                     _attach(ds, fan, ("borrower", "quantile", "step"))
             fan.attrs["method"] = "quantiles of fixed-grid histograms over all paths; see gpusim.statistics"
-            for name in FAN_FACTORS:
-                values, errors = result.fan[name]
-                binning = result.spec.binnings[name]
-                component = PATH_FACTORS[name][2:]
-                if component:
-                    dims = (component[0], "quantile", "step")
+            for factor in OBSERVED_FACTORS:
+                values, errors = result.fan[factor.name]
+                binning = result.spec.binnings[factor.name]
+                if factor.component_dims:
+                    dims = (*factor.component_dims, "quantile", "step")
                 else:
                     values, errors, dims = values[0], errors[0], ("quantile", "step")
-                for key, data in ((name, values), (f"{name}_se", errors)):
+                for key, data in ((factor.name, values), (f"{factor.name}_se", errors)):
                     ds = fan.create_dataset(key, data=data)
-                    ds.attrs["units"] = UNITS[name]
+                    ds.attrs["units"] = factor.units
                     ds.attrs["bin_width"] = binning.width
                     ds.attrs["bin_scale"] = "log" if binning.log else "linear"
                     _attach(ds, fan, dims)
