@@ -6,7 +6,7 @@
   the attribution pass, which counts no fans (what the fan histograms cost);
 - the floor: `floor_draws` (the model's random numbers, drawn and summed) over the same paths,
   its throughput and the model's share of it;
-- end to end: `gpusim.output.write.run_to_file`, 10 million paths with outcomes and attribution to HDF5;
+- end to end: `gpusim.runs.run_to_file`, 10 million paths with outcomes and attribution to HDF5;
 - where available: the JAX backend on the GPU, with its market step as XLA fuses it and as the
   Pallas kernel (issue 5 asks JAX for 1e9 path-steps/s and the faster of the two as default),
   and the cupy-array backend, on fewer paths, measured last (the table is printed before and
@@ -31,8 +31,8 @@ from typing import Any
 
 from gpusim.backends import BackendUnavailable, get_backend
 from gpusim.engine import run
-from gpusim.output.write import run_to_file
-from gpusim.scenario.schema import load_scenario
+from gpusim.runs import run_to_file
+from gpusim.scenario import load_scenario
 from gpusim.spec import RunSpec, build_spec
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,13 +17,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from gpusim import __version__
 from gpusim.backends import CHOICES, BackendUnavailable, get_backend
 from gpusim.engine import RunResult, SimulationError
 from gpusim.output.read import ResultsError, headline, open_results
-from gpusim.output.write import OutputError, run_to_file
-from gpusim.scenario.schema import ConfigError, Scenario, load_scenario, to_yaml
+from gpusim.output.write import OutputError
+from gpusim.runs import run_to_file
+from gpusim.scenario import ConfigError, Scenario, load_scenario, to_yaml
 from gpusim.spec import build_spec
+from gpusim.version import __version__
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130

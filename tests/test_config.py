@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import small_mapping
 
-from gpusim.scenario.schema import (
+from gpusim.scenario import (
     ConfigError,
     Scenario,
     TimeGrid,

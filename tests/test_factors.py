@@ -22,7 +22,7 @@ import gpusim.engine
 from gpusim.engine import RunResult
 from gpusim.model.market import income_value
 from gpusim.model.params import build_market_params, per_step_probability
-from gpusim.scenario.schema import Scenario, validate_mapping
+from gpusim.scenario import Scenario, validate_mapping
 from gpusim.spec import FAN_GRIDS, build_spec
 from gpusim.statistics import FAN_QUANTILES, N_BINS
 

@@ -27,7 +27,6 @@ from typing import Any
 import h5py
 from rich.console import Console
 
-from gpusim import __version__
 from gpusim.backends import Backend, get_backend
 from gpusim.batch.assemble import write_batch_file
 from gpusim.batch.journal import Journal, JournalError, UnitResult
@@ -35,8 +34,9 @@ from gpusim.batch.schema import ResolvedBatch
 from gpusim.engine import ChunkTotals, RunResult, chunks, progress_bar
 from gpusim.output.read import is_batch_file
 from gpusim.output.write import OutputError, ResultWriter
-from gpusim.scenario.schema import ConfigError, validate_mapping
+from gpusim.scenario import ConfigError, validate_mapping
 from gpusim.spec import DType, RunSpec, build_spec
+from gpusim.version import __version__
 
 SPEC_CACHE = 4
 """Compiled scenarios a process keeps; units arrive in scenario order, so a few suffice."""
