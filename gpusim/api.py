@@ -15,13 +15,11 @@ from typing import Any
 
 from rich.console import Console
 
-from gpusim.backends import get_backend
 from gpusim.output.read import BatchResults, Results, ResultsError, headline, open_results
-from gpusim.runs import run_to_file
+from gpusim.runs import prepare_run, run_to_file
 from gpusim.scenario import Scenario, scenario_from
-from gpusim.spec import build_spec
 
-__all__ = ["BatchResults", "Results", "ResultsError", "headline", "open_results", "simulate"]
+__all__ = ["BatchResults", "Results", "ResultsError", "file_headline", "headline", "open_results", "simulate"]
 
 
 def simulate(
@@ -47,10 +45,7 @@ def simulate(
     if isinstance(overrides, str):
         overrides = (overrides,)
     scenario = scenario_from(config, overrides)
-    if dtype not in ("float64", "float32"):
-        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
-    spec = build_spec(scenario, dtype, contagion=contagion)  # type: ignore[arg-type]
-    engine_backend = get_backend(backend)
+    spec, engine_backend = prepare_run(scenario, dtype, contagion, backend)
     with tempfile.TemporaryDirectory(prefix="gpusim-") as folder:
         out = Path(folder) / f"{scenario.name}.h5"
         run_to_file(
@@ -68,3 +63,13 @@ def simulate(
         results = open_results(out)
     assert isinstance(results, Results)  # a single run, never a batch
     return replace(results, source=None)
+
+
+def file_headline(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """`headline` of a result file, reading its summary only (the per-path outcomes stay on disk)."""
+    results = open_results(path, lazy_outcomes=True)
+    try:
+        return headline(results)
+    finally:
+        if results.outcomes is not None:
+            results.outcomes.close()

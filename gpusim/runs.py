@@ -9,10 +9,20 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from gpusim.backends import Backend
+from gpusim.backends import Backend, get_backend
 from gpusim.engine import RunResult, run
 from gpusim.output.write import ResultWriter
-from gpusim.spec import RunSpec
+from gpusim.scenario import Scenario
+from gpusim.spec import RunSpec, build_spec
+
+DTYPES = ("float64", "float32")
+
+
+def prepare_run(scenario: Scenario, dtype: str, contagion: bool, backend: str) -> tuple[RunSpec, Backend]:
+    """The compiled spec of a scenario and the backend named `backend` (BackendUnavailable says why not)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    return build_spec(scenario, dtype, contagion=contagion), get_backend(backend)  # type: ignore[arg-type]
 
 
 def run_to_file(
