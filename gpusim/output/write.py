@@ -63,7 +63,7 @@ CREDIT_FAN_UNITS = {"dscr": "trailing-12-month CFADS / debt service", "ltv": "de
 
 
 def _write_credit_summary(summary: h5py.Group, result: RunResult) -> None:
-    """PDs, EL, LGD, VaR/ES, contributions, correlations, spreads and contagion (issue layout)."""
+    """PDs, EL, LGD, VaR/ES, contributions, correlations, spreads and contagion: the summary group of docs/output.md."""
     risk = result.risk
     assert risk is not None
     spec = result.spec
