@@ -30,7 +30,7 @@ from pathlib import Path
 from gpusim.backends import get_backend
 from gpusim.bench import WORKLOADS, cpu_model, workload_spec
 from gpusim.engine import run
-from gpusim.scenario.schema import load_scenario
+from gpusim.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -39,7 +39,7 @@ from gpusim import bench
 from gpusim.backends import Backend, BackendUnavailable, get_backend
 from gpusim.engine import choose_chunk_paths, chunks
 from gpusim.model.market import draw_step
-from gpusim.scenario.schema import load_scenario
+from gpusim.scenario import load_scenario
 from gpusim.spec import RunSpec
 
 ROOT = Path(__file__).resolve().parents[1]

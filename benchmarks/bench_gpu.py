@@ -1,4 +1,4 @@
-"""GPU figures of issue 6 on the fixed workload (configs/bench.yaml, float32), in one process.
+"""The GPU figures of docs/benchmarks.md on the fixed workload (configs/bench.yaml, float32), in one process.
 
 - cupy kernel time: `simulate_paths` over 10 million paths x 120 steps, one pass (chain as
   configured, no attribution rerun) and the default two passes (attribution), from the
@@ -6,9 +6,9 @@
   the attribution pass, which counts no fans (what the fan histograms cost);
 - the floor: `floor_draws` (the model's random numbers, drawn and summed) over the same paths,
   its throughput and the model's share of it;
-- end to end: `gpusim.output.write.run_to_file`, 10 million paths with outcomes and attribution to HDF5;
+- end to end: `gpusim.runs.run_to_file`, 10 million paths with outcomes and attribution to HDF5;
 - where available: the JAX backend on the GPU, with its market step as XLA fuses it and as the
-  Pallas kernel (issue 5 asks JAX for 1e9 path-steps/s and the faster of the two as default),
+  Pallas kernel (the target for JAX is 1e9 path-steps/s, with the faster of the two as default),
   and the cupy-array backend, on fewer paths, measured last (the table is printed before and
   after them).
 Each figure is measured after a warm-up (compilation apart). Where a figure would take longer
@@ -31,8 +31,8 @@ from typing import Any
 
 from gpusim.backends import BackendUnavailable, get_backend
 from gpusim.engine import run
-from gpusim.output.write import run_to_file
-from gpusim.scenario.schema import load_scenario
+from gpusim.runs import run_to_file
+from gpusim.scenario import load_scenario
 from gpusim.spec import RunSpec, build_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,7 +187,7 @@ def table(figures: dict[str, Any]) -> str:
     for name in SIDE_FIGURES:
         entry = figures.get(name, {"available": False, "reason": "not measured yet"})
         value = rate(entry, "engine_path_steps_per_s") if entry.get("available", True) else entry["reason"]
-        target = "1e9 (issue 5)" if name.startswith("jax") else ""
+        target = "1e9" if name.startswith("jax") else ""
         lines.append(f"{name + ' engine, one pass':32} {entry.get('paths', 0):>10,} {'':>9} {value:>13}  {target}")
     lines.append(f"compile: {figures['compile_s']:.1f} s")
     return "\n".join(lines)

@@ -48,7 +48,7 @@ from gpusim.bench import cpu_model
 from gpusim.engine import chunks
 from gpusim.model.market import draw_step, jump_counts, log_crypto_step
 from gpusim.model.params import cast_params
-from gpusim.scenario.schema import load_scenario
+from gpusim.scenario import load_scenario
 from gpusim.spec import RunSpec, build_spec
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -32,7 +32,7 @@ from typing import Any
 from gpusim.backends import get_backend
 from gpusim.bench import HostMemory, cpu_model, workload_spec
 from gpusim.engine import run
-from gpusim.scenario.schema import Borrower, Scenario, load_scenario, validate_mapping
+from gpusim.scenario import Borrower, Scenario, load_scenario, validate_mapping
 
 ROOT = Path(__file__).resolve().parents[1]
 PATHS = (1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000)

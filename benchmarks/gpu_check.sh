@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
-# gpu_check.sh: the one command to run on a GPU machine without network access (issue 6 point 5).
+# gpu_check.sh: the one command to run on a GPU machine without network access.
 #
 # Runs every GPU test (pytest -m gpu: the fused CUDA kernels of the cupy backend, JAX on the GPU,
 # the cupy-array backend) and the GPU benchmark (benchmarks/bench_gpu.py: bench.yaml float32,
 # kernel time, the floor, end to end to HDF5), then prints a short table last. Runs gpusim from
 # source. The machine has python3 with numpy, cupy, jax, h5py, click, rich, pytest; pydantic and
-# array-api-compat come as wheels in WHEEL_DIR (made here by ../shared/tools/device-wheels.sh and
-# carried along). Results go to $OUT when it is set. Finishes in under 8 minutes.
+# array-api-compat come as wheels in WHEEL_DIR, installed with `pip --no-index --no-deps`.
+# Results go to $OUT when it is set. Finishes in under 8 minutes.
+#
+# Make WHEEL_DIR beforehand on any machine with network access, for the GPU machine's Python
+# version and platform (there: python3 -c "import sys, platform; print(sys.version, platform.machine())"),
+# e.g. for Python 3.11 on x86-64 Linux:
+#
+#   pip download --dest .whl --only-binary=:all: --python-version 3.11 --implementation cp \
+#       --platform manylinux2014_x86_64 pydantic array-api-compat
+#
+# pip download also fetches their dependencies (pydantic-core, annotated-types, typing-extensions,
+# typing-inspection), which --no-deps needs in the folder; copy .whl to the repository root there.
 #
 # Usage, from the repository root:  benchmarks/gpu_check.sh [WHEEL_DIR]   (default .whl)
 set -u

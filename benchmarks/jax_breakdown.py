@@ -22,7 +22,7 @@ from gpusim.backends.jax_backend import bounded_recoveries, enable_x64
 from gpusim.model.credit import initial_credit_state
 from gpusim.model.market import advance_market, close_step, draw_step, initial_state, observe
 from gpusim.model.params import cast_params
-from gpusim.scenario.schema import load_scenario
+from gpusim.scenario import load_scenario
 from gpusim.spec import build_spec
 
 

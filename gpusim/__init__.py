@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = version("gpusim")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+source"
+from gpusim.version import __version__
 
 if TYPE_CHECKING:
-    from gpusim.output.read import Results, open_results, simulate
+    from gpusim.api import Results, open_results, simulate
 
 __all__ = ["Results", "__version__", "open_results", "simulate"]
 
-_RESULTS_API = {"Results", "open_results", "simulate"}
+_LAZY_API = {"Results", "open_results", "simulate"}
 
 
 def __getattr__(name: str) -> Any:
-    """The results API on first use: importing it (the engine, every backend) costs `gpusim --help` time."""
-    if name in _RESULTS_API:
-        from gpusim.output import read as results
+    """The Python API on first use: importing it (the engine, every backend) costs `gpusim --help` time."""
+    if name in _LAZY_API:
+        from gpusim import api
 
-        return getattr(results, name)
+        return getattr(api, name)
     raise AttributeError(f"module 'gpusim' has no attribute {name!r}")

@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from gpusim import __version__
 from gpusim.backends import BACKENDS, Backend, BackendUnavailable, get_backend, gpu_unavailable_reason
 from gpusim.engine import RunResult, chunks, run
-from gpusim.scenario.schema import Scenario
+from gpusim.scenario import Scenario
 from gpusim.spec import ChunkResult, DType, RunSpec, build_spec
+from gpusim.version import __version__
 
 WORKLOADS = ("model+attribution", "model", "factors")
 """model+attribution: the default `gpusim run` (the paths rerun with the fire-sale chain off);

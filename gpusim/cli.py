@@ -17,13 +17,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from gpusim import __version__
-from gpusim.backends import CHOICES, BackendUnavailable, get_backend
+from gpusim.api import file_headline
+from gpusim.backends import CHOICES, BackendUnavailable
 from gpusim.engine import RunResult, SimulationError
-from gpusim.output.read import ResultsError, headline, open_results
-from gpusim.output.write import OutputError, run_to_file
-from gpusim.scenario.schema import ConfigError, Scenario, load_scenario, to_yaml
-from gpusim.spec import build_spec
+from gpusim.output.read import ResultsError, open_results
+from gpusim.output.write import OutputError
+from gpusim.runs import prepare_run, run_to_file
+from gpusim.scenario import ConfigError, Scenario, load_scenario, to_yaml
+from gpusim.version import __version__
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -127,9 +128,7 @@ def run_command(
     overrides: tuple[str, ...],
 ) -> None:
     """Simulate CONFIG and write the results to --out."""
-    scenario = load_scenario(config, list(overrides))
-    spec = build_spec(scenario, dtype, contagion=not no_contagion)  # type: ignore[arg-type]
-    engine_backend = get_backend(backend)
+    spec, engine_backend = prepare_run(load_scenario(config, list(overrides)), dtype, not no_contagion, backend)
     if not quiet:
         chosen = " (chosen by --backend auto)" if backend == "auto" else ""
         err_console.print(f"backend {engine_backend.name} on {engine_backend.device}{chosen}")
@@ -158,13 +157,7 @@ def _print_summary(result: RunResult, out: str) -> None:
 
 
 def _print_headline(file: str, console: Console) -> None:
-    results = open_results(file, lazy_outcomes=True)  # the headline needs the summary only
-    try:
-        numbers = headline(results)
-    finally:
-        if results.outcomes is not None:
-            results.outcomes.close()
-    _print_inspect(numbers, console)
+    _print_inspect(file_headline(file), console)
 
 
 @main.command()
@@ -174,12 +167,7 @@ def _print_headline(file: str, console: Console) -> None:
 def inspect(file: str, as_json: bool) -> None:
     """Show the run stored in FILE and its headline results (PD, EL, LGD, VaR/ES, spreads)."""
     if as_json:
-        results = open_results(file, lazy_outcomes=True)
-        try:
-            click.echo(json.dumps(headline(results), indent=2, allow_nan=False))
-        finally:
-            if results.outcomes is not None:
-                results.outcomes.close()
+        click.echo(json.dumps(file_headline(file), indent=2, allow_nan=False))
         return
     console = Console()
     if not console.is_terminal:  # piped or captured: wide enough that no name is cut
@@ -376,10 +364,7 @@ def bench_command(
 @user_errors
 def batch_command(batch_file: str, out: str, backend: str, resume: bool, workers: int | None, scheduler: str | None, quiet: bool) -> None:
     """Run every scenario of BATCH_FILE (a grid and/or named stresses) into one file; resumable after a crash."""
-    from pathlib import Path
-
-    from gpusim.batch import load_batch, run_batch
-    from gpusim.batch.journal import Journal
+    from gpusim.batch import journal_folder, load_batch, run_batch
 
     batch = load_batch(batch_file)
     try:
@@ -387,7 +372,7 @@ def batch_command(batch_file: str, out: str, backend: str, resume: bool, workers
             batch, out, backend=backend, resume=resume, workers=workers, scheduler=scheduler, console=err_console, show_progress=not quiet
         )
     except KeyboardInterrupt:
-        click.echo(f"interrupted: finished work units are kept in {Journal(Path(out)).root}; rerun with --resume to finish", err=True)
+        click.echo(f"interrupted: finished work units are kept in {journal_folder(out)}; rerun with --resume to finish", err=True)
         sys.exit(EXIT_INTERRUPTED)
     if not quiet and done.already_complete:
         err_console.print(f"{out} already holds this batch, complete ({done.n_scenarios} scenarios); nothing to do")

@@ -22,7 +22,7 @@ from gpusim.model.params import (
     build_market_params,
     without_contagion,
 )
-from gpusim.scenario.schema import Scenario
+from gpusim.scenario import Scenario
 from gpusim.statistics import Binning
 
 DType = Literal["float32", "float64"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gpusim.scenario.schema import Scenario, validate_mapping
+from gpusim.scenario import Scenario, validate_mapping
 from gpusim.spec import RunSpec, build_spec
 
 SMALL: dict[str, Any] = {

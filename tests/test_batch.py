@@ -23,7 +23,7 @@ from gpusim.batch import load_batch
 from gpusim.batch.journal import Journal
 from gpusim.cli import main
 from gpusim.output.read import ResultsError, headline, open_results
-from gpusim.scenario.schema import ConfigError
+from gpusim.scenario import ConfigError
 
 EPOCH = "1767225600"  # SOURCE_DATE_EPOCH: the recorded start time, so separate runs give identical bytes
 

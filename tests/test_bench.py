@@ -15,7 +15,7 @@ from conftest import small_mapping
 from gpusim import bench
 from gpusim.backends import BackendUnavailable, get_backend, gpu_unavailable_reason
 from gpusim.cli import main
-from gpusim.scenario.schema import load_scenario
+from gpusim.scenario import load_scenario
 
 BACKEND_FIELDS = {
     "name", "available", "reason", "device", "on_accelerator", "workers", "chunk_paths", "warmup_s", "compile_s", "kernel_s",

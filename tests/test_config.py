@@ -9,14 +9,16 @@ import pytest
 import yaml
 from conftest import small_mapping
 
-from gpusim.scenario.schema import (
+from gpusim.scenario import (
     ConfigError,
     Scenario,
     TimeGrid,
+    add_months,
     deep_merge,
     event_step,
     load_scenario,
     shipped_scenarios,
+    step_holding,
     to_yaml,
     validate_mapping,
 )
@@ -24,7 +26,7 @@ from gpusim.scenario.schema import (
 SHIPPED = {"baseline", "crypto_winter", "deflation_shock", "rubin_early", "market_freeze", "perfect_storm", "bench"}
 
 
-def _write(tmp_path, name, data):
+def _write_yaml(tmp_path, name, data):
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data))
     return path
@@ -67,14 +69,14 @@ def test_stress_scenarios_change_what_they_stress():
 
 
 def test_extends_merges_mappings_and_named_lists(tmp_path):
-    _write(tmp_path, "base.yaml", small_mapping())
+    _write_yaml(tmp_path, "base.yaml", small_mapping())
     child = {
         "extends": "base.yaml",
         "name": "child",
         "crypto": {"assets": [{"name": "BTC", "vol": {"easy": 0.9, "tight": 1.2}}]},
         "power": {"vol": 0.5},
     }
-    s = load_scenario(_write(tmp_path, "child.yaml", child))
+    s = load_scenario(_write_yaml(tmp_path, "child.yaml", child))
     btc = s.crypto.assets[0]
     assert (btc.vol.easy, btc.vol.tight, btc.spot) == (0.9, 1.2, 90000.0)
     assert s.crypto.assets[1].name == "ETH"
@@ -83,8 +85,8 @@ def test_extends_merges_mappings_and_named_lists(tmp_path):
 
 
 def test_extends_cycle_is_reported(tmp_path):
-    _write(tmp_path, "a.yaml", {"extends": "b.yaml"})
-    _write(tmp_path, "b.yaml", {"extends": "a.yaml"})
+    _write_yaml(tmp_path, "a.yaml", {"extends": "b.yaml"})
+    _write_yaml(tmp_path, "b.yaml", {"extends": "a.yaml"})
     with pytest.raises(ConfigError, match="cycle"):
         load_scenario(tmp_path / "a.yaml")
 
@@ -95,7 +97,7 @@ def test_named_list_merge_appends_new_items():
 
 
 def test_overrides_by_path_index_and_name(tmp_path):
-    path = _write(tmp_path, "s.yaml", small_mapping())
+    path = _write_yaml(tmp_path, "s.yaml", small_mapping())
     s = load_scenario(path, ["crypto.assets.BTC.vol.tight=1.5", "borrowers.0.cash=1e6", "time.n_steps=36"])
     assert s.crypto.assets[0].vol.tight == 1.5
     assert s.borrowers[0].cash == 1e6
@@ -191,3 +193,18 @@ def test_event_steps_fall_on_the_monthly_grid():
     assert event_step(grid, date(2025, 7, 1)) is None
     assert event_step(grid, date(2036, 1, 1)) == 119
     assert event_step(grid, date(2036, 1, 2)) is None
+
+
+def test_a_time_on_a_step_belongs_to_the_step_that_ends_there():
+    assert step_holding(0.0, 12) == -1  # t_0 itself: before the first step
+    assert step_holding(1 / 12, 12) == 0  # t_1 closes step 0
+    assert step_holding(1 / 12 + 1e-12, 12) == 0  # rounding of a month fraction stays on the step
+    assert step_holding(1 / 12 + 1e-6, 12) == 1
+    assert step_holding(2.0, 52) == 103
+
+
+def test_adding_months_clips_to_the_end_of_a_shorter_month():
+    assert add_months(date(2026, 1, 31), 1) == date(2026, 2, 28)
+    assert add_months(date(2028, 1, 31), 1) == date(2028, 2, 29)
+    assert add_months(date(2026, 11, 15), 3) == date(2027, 2, 15)
+    assert add_months(date(2026, 12, 31), 12) == date(2027, 12, 31)

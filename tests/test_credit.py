@@ -33,7 +33,7 @@ from gpusim.model.credit import REASONS, CreditState, CreditView, credit_step, i
 from gpusim.model.debt import fire_sale_price, recovery_waterfall, scheduled_principal
 from gpusim.model.market import MarketState, MarketView, advance_market, close_step, draw_step, initial_state, observe
 from gpusim.model.params import cast_params
-from gpusim.scenario.schema import validate_mapping
+from gpusim.scenario import validate_mapping
 from gpusim.spec import RunSpec, build_spec
 
 Z_TOL = 4.0

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from gpusim.backends.numpy_backend import NumpyBackend
-from gpusim.scenario.schema import load_scenario
+from gpusim.scenario import load_scenario
 from gpusim.spec import ChunkResult, build_spec
 
 SEED = 20261201

@@ -11,7 +11,7 @@ from conftest import small_mapping
 import gpusim.model.market as factors
 from gpusim.backends import get_backend
 from gpusim.engine import SimulationError, choose_chunk_paths, fit_workers, histogram_bytes, run
-from gpusim.scenario.schema import validate_mapping
+from gpusim.scenario import validate_mapping
 from gpusim.spec import build_spec
 
 

@@ -33,7 +33,7 @@ from gpusim.model.market import Draws, MarketView, draw_step, income_value
 from gpusim.model.params import build_market_params, per_step_probability
 from gpusim.model.slots import SLOT_ENTRIES
 from gpusim.output.write import PATH_FACTORS
-from gpusim.scenario.schema import Scenario, validate_mapping
+from gpusim.scenario import Scenario, validate_mapping
 from gpusim.spec import RunSpec, build_spec
 from gpusim.statistics import FAN_QUANTILES, N_BINS
 

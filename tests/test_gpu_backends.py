@@ -9,7 +9,7 @@ import pytest
 
 from gpusim.backends import get_backend, gpu_unavailable_reason
 from gpusim.engine import run
-from gpusim.scenario.schema import load_scenario
+from gpusim.scenario import load_scenario
 from gpusim.spec import build_spec
 
 pytestmark = pytest.mark.gpu

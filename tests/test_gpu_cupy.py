@@ -21,8 +21,8 @@ from gpusim.backends import get_backend, gpu_unavailable_reason
 from gpusim.backends.array_model import simulate_chunk
 from gpusim.engine import run
 from gpusim.model.market import draw_step
-from gpusim.output.write import run_to_file
-from gpusim.scenario.schema import load_scenario
+from gpusim.runs import run_to_file
+from gpusim.scenario import load_scenario
 from gpusim.spec import ChunkResult, CreditOutcomes, DType, RunSpec, build_spec
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from click.testing import CliRunner  # noqa: E402
 from gpusim.backends import BACKENDS, get_backend  # noqa: E402
 from gpusim.cli import main  # noqa: E402
 from gpusim.engine import run  # noqa: E402
-from gpusim.scenario.schema import validate_mapping  # noqa: E402
+from gpusim.scenario import validate_mapping  # noqa: E402
 from gpusim.spec import build_spec  # noqa: E402
 
 N_PATHS = 3000

@@ -214,7 +214,7 @@ def test_standalone_constants_are_bench_yaml_in_float32() -> None:
     """kernels/bench_config.cuh is what kernel_config generates today for bench.yaml (float32):
     regenerate it from `config_header` when the generator or bench.yaml changes."""
     from gpusim.backends.kernel_config import config_header
-    from gpusim.scenario.schema import load_scenario
+    from gpusim.scenario import load_scenario
     from gpusim.spec import build_spec
 
     shipped = (KERNELS / "bench_config.cuh").read_text()

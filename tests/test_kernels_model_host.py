@@ -28,7 +28,7 @@ from gpusim.backends.array_model import simulate_chunk
 from gpusim.backends.kernel_config import KernelBuffers as Buffers
 from gpusim.model.market import draw_step
 from gpusim.model.params import MarketParams, without_contagion
-from gpusim.scenario.schema import load_scenario, validate_mapping
+from gpusim.scenario import load_scenario, validate_mapping
 from gpusim.spec import ChunkResult, CreditOutcomes, DType, RunSpec, build_spec
 
 ROOT = Path(__file__).resolve().parents[1]

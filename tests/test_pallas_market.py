@@ -16,7 +16,7 @@ from gpusim.backends.jax_backend import JaxBackend  # noqa: E402
 from gpusim.backends.pallas_market import fused_market_step  # noqa: E402
 from gpusim.model.market import advance_market, draw_step, initial_state, observe  # noqa: E402
 from gpusim.model.params import cast_params  # noqa: E402
-from gpusim.scenario.schema import validate_mapping  # noqa: E402
+from gpusim.scenario import validate_mapping  # noqa: E402
 from gpusim.spec import build_spec  # noqa: E402
 
 SEED = 2**40 + 5

@@ -15,12 +15,12 @@ import pytest
 from conftest import small_mapping
 from matplotlib.image import imread
 
+from gpusim.api import open_results, simulate
 from gpusim.backends import get_backend
-from gpusim.engine import run
-from gpusim.output.read import open_results, simulate
-from gpusim.output.write import OutputError, ResultWriter
+from gpusim.output.write import OutputError
 from gpusim.report import PNG_SIZE, ReportError, write_report
-from gpusim.scenario.schema import validate_mapping
+from gpusim.runs import run_to_file
+from gpusim.scenario import validate_mapping
 from gpusim.spec import build_spec
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -70,17 +70,11 @@ def credit(tmp_path_factory):
 @pytest.fixture(scope="module")
 def factors(tmp_path_factory):
     folder = tmp_path_factory.mktemp("factors")
-    results = open_results(_run_to_file(small_mapping(borrowers=[]), folder / "factors.h5", n_paths=2000, save_paths=20))
+    spec = build_spec(validate_mapping(small_mapping(borrowers=[]), "test"), "float64")
+    path = folder / "factors.h5"
+    run_to_file(spec, get_backend("numpy"), path, n_paths=2000, save_paths=20, seed=11, show_progress=False)
+    results = open_results(path)  # the report reads a real file, as after `gpusim run`
     return results, write_report(results, folder / "report")
-
-
-def _run_to_file(mapping, path, n_paths, save_paths):
-    """Simulate and write a result file as `gpusim run` does (the report then reads a real file)."""
-    spec = build_spec(validate_mapping(mapping, "test"), "float64")
-    with ResultWriter(path) as writer:
-        writer.begin(spec, save_paths, n_paths)
-        writer.finish(run(spec, get_backend("numpy"), n_paths=n_paths, seed=11, save_paths=save_paths, sink=writer, show_progress=False))
-    return path
 
 
 def _charts(index):

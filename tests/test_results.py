@@ -17,10 +17,11 @@ from click.testing import CliRunner
 from conftest import small_mapping
 
 import gpusim
+from gpusim.api import simulate
 from gpusim.cli import main
-from gpusim.output.read import Results, ResultsError, check_result_file, headline, open_results, simulate
+from gpusim.output.read import Results, ResultsError, check_result_file, headline, open_results
 from gpusim.output.write import FORMAT_VERSION
-from gpusim.scenario.schema import Scenario, validate_mapping
+from gpusim.scenario import Scenario, validate_mapping
 
 N_PATHS = 3000
 SEED = 11

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Protocol
 
 from gpusim.spec import ChunkResult, RunSpec
@@ -46,22 +45,6 @@ class Backend(Protocol):
 
 class BackendUnavailable(Exception):
     """The requested backend cannot run here (library or device missing)."""
-
-
-def host_available_bytes() -> int:
-    """MemAvailable from /proc/meminfo, or physical memory where that file does not exist."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def cpu_count() -> int:
-    return os.cpu_count() or 1
 
 
 BACKENDS = ("numpy", "jax", "cupy-array", "cupy")

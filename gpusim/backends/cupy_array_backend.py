@@ -12,7 +12,15 @@ import cupy
 
 from gpusim.backends.array_model import simulate_chunk
 from gpusim.backends.cuda_device import CudaDevice
+from gpusim.backends.sizing import array_model_bytes_per_path, item_bytes
 from gpusim.spec import ChunkResult, RunSpec
+
+MARKET_ARRAYS_IN_FLIGHT = 16
+"""Float arrays of the market's width alive at once in a step: the carry old and new and the
+step's temporaries, which cupy's memory pool keeps until the step ends."""
+
+CREDIT_ARRAYS_IN_FLIGHT = 24
+"""Float arrays per borrower and per instrument alive at once in a credit step."""
 
 
 class CupyArrayBackend:
@@ -32,10 +40,8 @@ class CupyArrayBackend:
 
     def bytes_per_path(self, spec: RunSpec) -> int:
         layout = spec.layout
-        item = 4 if spec.dtype == "float32" else 8
-        per_step = 8 * 4 * layout.slots.n_blocks * 4 + item * 16 * (layout.n_assets + 4 * layout.n_generations + 6)
-        credit = item * 24 * (layout.n_borrowers + layout.n_instruments) if spec.has_credit else 0
-        return per_step + credit + 8 * 16
+        credit_arrays = CREDIT_ARRAYS_IN_FLIGHT * (layout.n_borrowers + layout.n_instruments) if spec.has_credit else 0
+        return array_model_bytes_per_path(layout, spec.dtype, MARKET_ARRAYS_IN_FLIGHT, item_bytes(spec.dtype) * credit_arrays)
 
     def memory_bytes(self) -> int:
         return self._cuda.free_bytes()

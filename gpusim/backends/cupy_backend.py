@@ -34,6 +34,7 @@ from gpusim.backends.kernel_config import (
     saved_count,
     source_digest,
 )
+from gpusim.backends.sizing import item_bytes
 from gpusim.model.params import MarketParams, without_contagion
 from gpusim.spec import ChunkResult, RunSpec
 
@@ -43,6 +44,15 @@ kernel holds about 170 registers a thread in float32, so 128 keeps three blocks 
 SM; benchmarks/bench_gpu.py times 64 and 256 beside it."""
 BLOCKS_PER_SM = 16
 """Grid size cap in blocks per SM; beyond it threads take several paths (grid-stride loop)."""
+
+BORROWER_OUTCOME_BYTES = 2 + 1
+"""Per path and borrower: the default step (int16) and the default reason (int8)."""
+FLOATS_PER_INSTRUMENT = 3
+"""Per path and instrument: loss, exposure and risky annuity."""
+FLOATS_PER_PORTFOLIO = 1
+"""Per path: the undiscounted portfolio loss."""
+OTHER_BYTES_PER_PATH = 16
+"""Allowance per path for device memory besides the outcomes (e.g. the floor kernel's per-path sums)."""
 
 
 def _cache_dir() -> Path:
@@ -75,11 +85,12 @@ class CupyBackend:
         return 1 << 20
 
     def bytes_per_path(self, spec: RunSpec) -> int:
+        """Only the outputs live in device memory: the model's state stays in each thread's registers."""
         layout = spec.layout
-        item = 4 if spec.dtype == "float32" else 8
-        outcomes = 3 * layout.n_borrowers + item * (3 * layout.n_instruments + 1) if spec.has_credit else 0
+        floats = FLOATS_PER_INSTRUMENT * layout.n_instruments + FLOATS_PER_PORTFOLIO
+        outcomes = BORROWER_OUTCOME_BYTES * layout.n_borrowers + item_bytes(spec.dtype) * floats if spec.has_credit else 0
         passes = 2 if spec.attribution else 1
-        return passes * outcomes + 16
+        return passes * outcomes + OTHER_BYTES_PER_PATH
 
     def memory_bytes(self) -> int:
         return self._cuda.free_bytes()

@@ -33,9 +33,9 @@ try:
 except ImportError as exc:  # pragma: no cover - checked by get_backend
     raise ImportError("the jax backend needs jax (pip install 'gpusim[jax]')") from exc
 
-from gpusim.backends import cpu_count, host_available_bytes
 from gpusim.backends.array_model import FanCounter
 from gpusim.backends.pallas_market import fused_market_step
+from gpusim.backends.sizing import array_model_bytes_per_path, cpu_count, host_available_bytes, item_bytes
 from gpusim.model.credit import credit_ratios, credit_step, initial_credit_state, recoveries_where, recovery_waterfall
 from gpusim.model.market import Draws, MarketState, MarketView, advance_market, close_step, draw_step, initial_state, observe
 from gpusim.model.params import CreditParams, Layout, MarketParams, cast_params, without_contagion
@@ -48,6 +48,13 @@ MARKET_KERNELS = ("auto", "jit", "pallas")
 """How the market half of a step runs: XLA's own fusion of the shared functions ("jit"), the
 Pallas kernel of `pallas_market` ("pallas"), or whichever ran the first chunk faster ("auto";
 on a CPU always "jit", since Pallas only interprets there)."""
+MARKET_ARRAYS_IN_FLIGHT = 16
+"""Float arrays of the market's width alive at once in a step: the carry twice (old and new)
+and the step's temporaries."""
+CREDIT_CARRY_COPIES = 4
+"""Copies of the credit carry (per borrower and instrument) alive at once in a credit step."""
+CREDIT_FLOATS_BESIDES_WINDOW = 8
+"""Floats of the credit carry per borrower or instrument besides the trailing DSCR window."""
 
 
 def enable_x64() -> None:
@@ -88,11 +95,9 @@ class JaxBackend:
 
     def bytes_per_path(self, spec: RunSpec) -> int:
         layout = spec.layout
-        item = 4 if spec.dtype == "float32" else 8
-        # Philox words in flight, the carry twice (old and new) and the step's temporaries
-        per_step = 8 * 4 * layout.slots.n_blocks * 4 + item * 16 * (layout.n_assets + 4 * layout.n_generations + 6)
-        credit = item * 4 * (layout.window_steps + 8) * (layout.n_borrowers + layout.n_instruments) if spec.has_credit else 0
-        return per_step + credit + 8 * 16
+        carry = CREDIT_CARRY_COPIES * (layout.window_steps + CREDIT_FLOATS_BESIDES_WINDOW) * (layout.n_borrowers + layout.n_instruments)
+        credit = item_bytes(spec.dtype) * carry if spec.has_credit else 0
+        return array_model_bytes_per_path(layout, spec.dtype, MARKET_ARRAYS_IN_FLIGHT, credit)
 
     def memory_bytes(self) -> int:
         if not self.on_accelerator:

@@ -6,9 +6,13 @@ import platform
 
 import array_api_compat.numpy as xnp
 
-from gpusim.backends import cpu_count, host_available_bytes
 from gpusim.backends.array_model import simulate_chunk
+from gpusim.backends.sizing import array_model_bytes_per_path, cpu_count, host_available_bytes
 from gpusim.spec import ChunkResult, RunSpec
+
+MARKET_ARRAYS_IN_FLIGHT = 12
+"""Float arrays of the market's width alive at once in a numpy step: the carry, its successor
+and the step's temporaries (numpy frees each temporary as soon as it is used)."""
 
 
 class NumpyBackend:
@@ -23,10 +27,7 @@ class NumpyBackend:
         return 16384
 
     def bytes_per_path(self, spec: RunSpec) -> int:
-        layout = spec.layout
-        item = 4 if spec.dtype == "float32" else 8
-        per_step = 8 * 4 * layout.slots.n_blocks * 4 + item * 12 * (layout.n_assets + 4 * layout.n_generations + 6)
-        return per_step + 8 * 16  # fan indices and counters
+        return array_model_bytes_per_path(spec.layout, spec.dtype, MARKET_ARRAYS_IN_FLIGHT)
 
     def memory_bytes(self) -> int:
         return host_available_bytes()

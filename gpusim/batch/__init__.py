@@ -8,8 +8,19 @@
 
 from __future__ import annotations
 
+from gpusim.batch.journal import journal_folder
 from gpusim.batch.runner import BatchRun, run_batch
 from gpusim.batch.schema import BatchFile, ResolvedBatch, load_batch
 from gpusim.output.read import BatchResults, is_batch_file, open_batch
 
-__all__ = ["BatchFile", "BatchResults", "BatchRun", "ResolvedBatch", "is_batch_file", "load_batch", "open_batch", "run_batch"]
+__all__ = [
+    "BatchFile",
+    "BatchResults",
+    "BatchRun",
+    "ResolvedBatch",
+    "is_batch_file",
+    "journal_folder",
+    "load_batch",
+    "open_batch",
+    "run_batch",
+]

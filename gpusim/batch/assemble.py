@@ -18,10 +18,10 @@ import h5py
 import numpy as np
 import yaml
 
-from gpusim import __version__
 from gpusim.batch.journal import Journal, fsync_dir, fsync_file
 from gpusim.batch.schema import ResolvedBatch
 from gpusim.output.write import BATCH_KIND, FORMAT_VERSION, OutputError
+from gpusim.version import __version__
 
 TABLE_LEVEL = 0.999
 EXECUTION_ATTRS = ("runtime_s", "workers")

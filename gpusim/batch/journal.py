@@ -123,11 +123,17 @@ def _unpack(data: Any) -> UnitResult:
     return UnitResult(chunk, meta["backend"], meta["device"])
 
 
+def journal_folder(out: str | os.PathLike[str]) -> Path:
+    """The hidden folder beside a batch output file where its finished work units are kept."""
+    path = Path(out)
+    return path.with_name(f".{path.name}.batch")
+
+
 class Journal:
     """The journal folder of one batch output file."""
 
     def __init__(self, out: Path):
-        self.root = out.with_name(f".{out.name}.batch")
+        self.root = journal_folder(out)
         self.units = self.root / "units"
         self.scenarios = self.root / "scenarios"
         self.manifest_path = self.root / "manifest.json"

@@ -27,7 +27,6 @@ from typing import Any
 import h5py
 from rich.console import Console
 
-from gpusim import __version__
 from gpusim.backends import Backend, get_backend
 from gpusim.batch.assemble import write_batch_file
 from gpusim.batch.journal import Journal, JournalError, UnitResult
@@ -35,8 +34,9 @@ from gpusim.batch.schema import ResolvedBatch
 from gpusim.engine import ChunkTotals, RunResult, chunks, progress_bar
 from gpusim.output.read import is_batch_file
 from gpusim.output.write import OutputError, ResultWriter
-from gpusim.scenario.schema import ConfigError, validate_mapping
+from gpusim.scenario import ConfigError, validate_mapping
 from gpusim.spec import DType, RunSpec, build_spec
+from gpusim.version import __version__
 
 SPEC_CACHE = 4
 """Compiled scenarios a process keeps; units arrive in scenario order, so a few suffice."""
@@ -268,7 +268,7 @@ def run_batch(
 
     console = console or Console(stderr=True)
     progress = progress_bar(console, show_progress, field="scenarios")
-    folder = _ScenarioFolder(batch, journal, manifest["created_utc"], len(plan))
+    scenario_files = ScenarioFileWriter(batch, journal, manifest["created_utc"], len(plan))
     computed = 0
     # the journal is created only once the workers are up: a cluster that fails to start leaves nothing to resume
     with unit_executor(backend, workers, scheduler) as (executor, slots, where), journal.held(manifest, resuming), progress:
@@ -287,9 +287,9 @@ def run_batch(
                     pending[executor.submit(compute_unit, task(unit))] = unit
                 s, c = order[position]
                 if (s, c) in recorded:
-                    folder.add(s, c, journal.load_unit(s, c))
+                    scenario_files.add(s, c, journal.load_unit(s, c))
                     position += 1
-                    progress.update(bar, scenarios=f"{len(done_scenarios) + len(folder.finished)}/{len(batch.scenarios)} scenarios")
+                    progress.update(bar, scenarios=f"{len(done_scenarios) + len(scenario_files.finished)}/{len(batch.scenarios)} scenarios")
                     continue
                 assert pending, "a unit is neither recorded nor computing"
                 finished, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -305,7 +305,7 @@ def run_batch(
                 future.cancel()
             raise
         finally:
-            folder.close()
+            scenario_files.close()
         write_batch_file(batch, journal, out_path, manifest["created_utc"])
         journal.remove()
     return BatchRun(
@@ -316,12 +316,12 @@ def run_batch(
         units_resumed=resumed,
         runtime_s=time.perf_counter() - started,
         where=where,
-        backends=folder.backends,
+        backends=scenario_files.backends,
     )
 
 
-class _ScenarioFolder:
-    """Folds units into their scenario's run file in order; seals each scenario when its last unit is in."""
+class ScenarioFileWriter:
+    """Writes each scenario's run file from its work units, folded in batch order; seals a scenario when its last unit is in."""
 
     def __init__(self, batch: ResolvedBatch, journal: Journal, created_utc: str, n_chunks: int):
         self.batch, self.journal, self.created_utc, self.n_chunks = batch, journal, created_utc, n_chunks

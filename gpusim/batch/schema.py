@@ -20,18 +20,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError
 
-from gpusim.scenario.schema import (
-    SHIPPED,
+from gpusim.scenario.loading import (
     SHIPPED_BATCH_SUFFIX,
+    SHIPPED_PACKAGE,
     ConfigError,
-    Scenario,
-    Strict,
-    _format_errors,
     apply_overrides,
+    format_validation_errors,
     load_raw,
     resolve_path,
     validate_mapping,
 )
+from gpusim.scenario.schema import Scenario, Strict
 
 BATCH_FORMAT = 1
 """Version of the resolved-batch description that `digest` hashes; part of the hash."""
@@ -179,7 +178,7 @@ def _check_name(name: str, where: str) -> str | None:
 
 def _shipped_batch(ref: str) -> Path:
     """A batch file shipped with the package (configs/*_batch.yaml), by name."""
-    shipped = {p.name.removesuffix(".yaml"): p for p in resources.files(SHIPPED).iterdir() if p.name.endswith(SHIPPED_BATCH_SUFFIX)}
+    shipped = {p.name.removesuffix(".yaml"): p for p in resources.files(SHIPPED_PACKAGE).iterdir() if p.name.endswith(SHIPPED_BATCH_SUFFIX)}
     name = ref.removesuffix(".yaml")
     if "/" in ref or name not in shipped:
         raise ConfigError([f"{ref}: no such batch file (and not a shipped batch: {', '.join(sorted(shipped))})"])
@@ -196,7 +195,7 @@ def load_batch(path: str | Path) -> ResolvedBatch:
     try:
         spec = BatchFile.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(source, exc)) from None
+        raise ConfigError(format_validation_errors(source, exc)) from None
     if problems := _shape_problems(spec):
         raise ConfigError([f"{source}: {p}" for p in problems])
     if not spec.name:

@@ -18,7 +18,8 @@ import numpy as np
 from gpusim.model.constants import HOURS_PER_YEAR
 from gpusim.model.rng import poisson_cdf_table
 from gpusim.model.slots import SlotTable, slot_table
-from gpusim.scenario.schema import Date, Scenario, event_step, year_fraction
+from gpusim.scenario.calendar import add_months, event_step, step_holding, year_fraction
+from gpusim.scenario.schema import Scenario
 
 
 @dataclass(frozen=True)
@@ -316,18 +317,11 @@ NO_COVENANT_LTV = 1e12
 """ltv_max of an instrument without an LTV covenant: above any LTV the model reports."""
 
 
-def _add_months(d: Date, months: int) -> Date:
-    total = d.year * 12 + (d.month - 1) + months
-    year, month = divmod(total, 12)
-    last_day = (Date(year + (month + 1) // 12, (month + 1) % 12 + 1, 1) - Date(year, month + 1, 1)).days
-    return Date(year, month + 1, min(d.day, last_day))
-
-
 def _step_table(grid: Any, times: list[float]) -> np.ndarray:
     """1 in row k if one of the times (years from t_0) falls in (t_k, t_k+1]."""
     row = np.zeros(grid.n_steps)
     for t in times:
-        k = math.ceil(t * grid.steps_per_year - 1e-9) - 1
+        k = step_holding(t, grid.steps_per_year)
         if 0 <= k < grid.n_steps:
             row[k] = 1.0
     return row
@@ -361,7 +355,7 @@ def build_credit_params(s: Scenario) -> CreditParams:
             fleet[bi, g], share[bi, g], rate[bi, g] = f.count, f.contracted_share, f.contract_rate
             if f.contract_expiry is not None:
                 # earning in step k while t_k is before the expiry, compared on the step grid
-                first_idle = math.ceil(year_fraction(grid.start, f.contract_expiry) * grid.steps_per_year - 1e-9)
+                first_idle = step_holding(year_fraction(grid.start, f.contract_expiry), grid.steps_per_year) + 1
                 active[:, bi, g] = np.arange(K) < first_idle
             age = times - year_fraction(grid.start, f.purchase_date)
             book[:, bi, g] = f.purchase_price * np.clip(1.0 - age / f.book_life_years, 0.0, 1.0)
@@ -390,7 +384,7 @@ def build_credit_params(s: Scenario) -> CreditParams:
         months = 12 // inst.payments_per_year
         dates, n = [], 1
         while True:
-            d = _add_months(inst.issue_date, months * n)
+            d = add_months(inst.issue_date, months * n)
             t = year_fraction(grid.start, d)
             if t > grid.horizon_years + 1e-9:
                 break
@@ -450,9 +444,7 @@ def build_credit_params(s: Scenario) -> CreditParams:
         payments_per_year=per_instrument(lambda bi, i: i.payments_per_year),
         payment_due=payment_due,
         covenant_test=covenant_test,
-        maturity_step0=per_instrument(
-            lambda bi, i: max(math.ceil(year_fraction(grid.start, i.maturity_date) * grid.steps_per_year - 1e-9) - 1, -1)
-        ),
+        maturity_step0=per_instrument(lambda bi, i: max(step_holding(year_fraction(grid.start, i.maturity_date), grid.steps_per_year), -1)),
         base_rate=base[:-1],
         discount=discount,
         collateral_fleet=coll_fleet,

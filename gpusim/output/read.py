@@ -1,4 +1,4 @@
-"""Reading runs back: check a result file, open it as xarray Datasets, or simulate in-process.
+"""Reading runs back: check a result file, open it as xarray Datasets, summarize its headline.
 
 Every reader (`gpusim inspect`, `gpusim report`, the Python API) goes through
 `check_result_file` first, so a missing file, a file that is not a gpusim result and a file
@@ -8,25 +8,19 @@ xarray is imported only when a result is opened, so `gpusim --help` does not pay
 
 from __future__ import annotations
 
-import copy
 import math
 import os
-import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 import yaml
-from rich.console import Console
 
-from gpusim.backends import get_backend
 from gpusim.model.factor_table import OBSERVED_FACTORS
-from gpusim.output.write import BATCH_KIND, FORMAT_VERSION, run_to_file
-from gpusim.scenario.schema import ConfigError, Scenario, apply_overrides, load_scenario, validate_mapping
-from gpusim.spec import build_spec
+from gpusim.output.write import BATCH_KIND, FORMAT_VERSION
+from gpusim.scenario import ConfigError, Scenario, validate_mapping
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -98,7 +92,7 @@ class Results:
     attrs: dict[str, Any]  # root attributes (seed, n_paths, backend, config_yaml ...)
     scenario: Scenario  # the resolved scenario the run simulated
     time: np.ndarray  # years since the scenario start, one per step
-    source: str | None = None  # the file read, None for `simulate`
+    source: str | None = None  # the file read, None for `gpusim.simulate`
 
     def __repr__(self) -> str:
         a = self.attrs
@@ -173,64 +167,6 @@ def _batch_scenario_attrs(path: Path, scenario: str) -> dict[str, Any]:
         if not isinstance(group, h5py.Group):
             raise ResultsError(f"{path}: no scenario {scenario!r} in this batch (have {', '.join(f['scenarios'])})")
         return {key: _plain(value) for key, value in group.attrs.items()}
-
-
-def _scenario(config: str | os.PathLike[str] | Scenario | Mapping[str, Any], overrides: Sequence[str]) -> Scenario:
-    """A scenario from a path, a shipped name, a Scenario or a mapping, with `--set`-style overrides."""
-    if isinstance(config, Scenario):
-        if not overrides:
-            return config
-        return validate_mapping(apply_overrides(config.model_dump(mode="json"), list(overrides)), config.name)
-    if isinstance(config, Mapping):
-        data = apply_overrides(copy.deepcopy(dict(config)), list(overrides))
-        return validate_mapping(data, str(data.get("name", "config")))
-    return load_scenario(config, list(overrides))
-
-
-def simulate(
-    config: str | os.PathLike[str] | Scenario | Mapping[str, Any],
-    n_paths: int = 100_000,
-    seed: int = 1,
-    backend: str = "numpy",
-    dtype: str = "float64",
-    save_paths: int = 1000,
-    contagion: bool = True,
-    overrides: Sequence[str] = (),
-    workers: int | None = None,
-    show_progress: bool = False,
-    chunk_paths: int | None = None,
-) -> Results:
-    """Run a scenario in-process, exactly as `gpusim run` does, and return its Results.
-
-    `config` is a YAML path, a shipped scenario name, a Scenario or a mapping; `overrides`
-    are `--set` strings such as "compute.deflation.tight=0.5". The run goes through the same
-    writer into a temporary file that is opened and deleted, so the Results are identical
-    (bit for bit, same seed) to opening the file `gpusim run` writes.
-    """
-    if isinstance(overrides, str):
-        overrides = (overrides,)
-    scenario = _scenario(config, overrides)
-    if dtype not in ("float64", "float32"):
-        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
-    spec = build_spec(scenario, dtype, contagion=contagion)  # type: ignore[arg-type]
-    engine_backend = get_backend(backend)
-    with tempfile.TemporaryDirectory(prefix="gpusim-") as folder:
-        out = Path(folder) / f"{scenario.name}.h5"
-        run_to_file(
-            spec,
-            engine_backend,
-            out,
-            n_paths,
-            save_paths,
-            seed=seed,
-            chunk_paths=chunk_paths,
-            workers=workers,
-            console=Console(stderr=True),
-            show_progress=show_progress,
-        )
-        results = open_results(out)
-    assert isinstance(results, Results)  # a single run, never a batch
-    return replace(results, source=None)
 
 
 def _number(value: Any) -> float | None:

@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
-from gpusim import __version__
-from gpusim.backends import Backend
-from gpusim.engine import RunResult, run
 from gpusim.model.constants import DefaultReason
 from gpusim.model.factor_table import CREDIT_RATIOS, OBSERVED_FACTORS, REGIME_UNITS
 from gpusim.risk import DEFAULT_LEVELS as RISK_LEVELS
-from gpusim.scenario.schema import to_yaml
+from gpusim.scenario import to_yaml
 from gpusim.spec import ChunkResult, RunSpec
 from gpusim.statistics import FAN_QUANTILES
+from gpusim.version import __version__
+
+if TYPE_CHECKING:
+    from gpusim.engine import RunResult
 
 FORMAT_VERSION = 1
 """Version of this layout; readers refuse files from a newer version."""
@@ -50,7 +51,7 @@ OUTCOMES: dict[str, tuple[tuple[str, ...], Any, str]] = {
 
 
 def _write_credit_summary(summary: h5py.Group, result: RunResult) -> None:
-    """PDs, EL, LGD, VaR/ES, contributions, correlations, spreads and contagion, in /summary."""
+    """PDs, EL, LGD, VaR/ES, contributions, correlations, spreads and contagion: the summary group of docs/output.md."""
     risk = result.risk
     assert risk is not None
     spec = result.spec
@@ -324,20 +325,3 @@ class ResultWriter:
             action()
         except OSError as exc:
             raise OutputError(_describe_os_error(self.path, exc)) from None
-
-
-def run_to_file(
-    spec: RunSpec, backend: Backend, out: str | os.PathLike[str], n_paths: int, save_paths: int, **engine_options: Any
-) -> RunResult:
-    """Simulate and write one run to `out` (what `gpusim run` and `gpusim.simulate` do):
-    the output path is checked before any path is simulated, outcomes stream chunk by chunk,
-    and the file appears only when complete."""
-    if n_paths < 1:
-        raise ValueError(f"--paths must be at least 1, got {n_paths}")
-    if save_paths < 0:
-        raise ValueError(f"--save-paths must be 0 or more, got {save_paths}")
-    with ResultWriter(out) as writer:
-        writer.begin(spec, min(save_paths, n_paths), n_paths)
-        result = run(spec, backend, n_paths=n_paths, save_paths=save_paths, sink=writer, **engine_options)
-        writer.finish(result)
-    return result
