@@ -57,7 +57,7 @@ __host__ __device__ __forceinline__ uint4 philox_round(uint4 c, uint2 k) {
 }
 
 // Philox4x32-10: ten rounds, the key bumped by (W0, W1) between rounds. Passes the Random123
-// known-answer vectors (shared/rng/philox4x32_10_kat.txt, copied into the host test).
+// known-answer vectors (tests/data/philox4x32_10_kat.txt).
 __host__ __device__ __forceinline__ uint4 philox4x32_10(uint4 ctr, uint2 key) {
     GPUSIM_UNROLL
     for (int r = 0; r < PHILOX_ROUNDS; ++r) {
