@@ -29,10 +29,11 @@ from hypothesis import strategies as st
 
 from gpusim.backends import get_backend
 from gpusim.engine import RunResult, run
-from gpusim.model.credit import REASONS, CreditState, CreditView, credit_step, initial_credit_state
+from gpusim.model.credit import REASONS, CreditState, CreditView
 from gpusim.model.debt import fire_sale_price, recovery_waterfall, scheduled_principal
-from gpusim.model.market import MarketState, MarketView, advance_market, close_step, draw_step, initial_state, observe
+from gpusim.model.market import MarketState, MarketView
 from gpusim.model.params import cast_params
+from gpusim.model.step import ChunkInputs, initial_carry, model_step
 from gpusim.scenario import validate_mapping
 from gpusim.spec import RunSpec, build_spec
 
@@ -56,20 +57,12 @@ def simulate(spec: RunSpec, n_paths: int, seed: int) -> RunResult:
 
 
 def steps(spec: RunSpec, n_paths: int, seed: int) -> Iterator[tuple[int, MarketState, MarketView, CreditState, CreditView]]:
-    """Drive the step functions as backends/array_model.py does; yield the state after each credit step."""
-    layout = spec.layout
-    p = cast_params(spec.market, xnp, xnp.float64)
-    c = cast_params(spec.credit, xnp, xnp.float64)
-    state = initial_state(n_paths, p, layout, xnp)
-    view = observe(state, 0, p, layout, xnp)
-    credit = initial_credit_state(view, p, c, layout, xnp)
-    for k in range(layout.n_steps):
-        draws = draw_step(seed, 0, n_paths, k, layout, xnp.float64, xnp)
-        state = advance_market(state, draws, k, p, layout, xnp)
-        view = observe(state, k + 1, p, layout, xnp)
-        credit, dumped, ratios = credit_step(credit, view, state.tight, draws.revenue_shock, k, p, c, layout, xnp)
-        yield k, state, view, credit, ratios
-        state = close_step(state, dumped, draws, p, xnp)
+    """Drive `model_step` as the backends do; yield the state after each credit step."""
+    inputs = ChunkInputs(seed, 0, cast_params(spec.market, xnp, xnp.float64), cast_params(spec.credit, xnp, xnp.float64), spec.layout, xnp)
+    carry, _ = initial_carry(inputs, n_paths)
+    for k in range(spec.layout.n_steps):
+        carry, seen = model_step(carry, k, inputs)
+        yield k, seen.market, seen.view, carry.credit, seen.ratios
 
 
 def assert_close(what: str, estimate: float, exact: float, se: float, allowance: float = 0.0) -> float:

@@ -1,7 +1,8 @@
 """One chunk of paths through the shared array-API model, for any array namespace.
 
 numpy runs it as the reference backend; cupy arrays run the same code unchanged. The time
-loop is a plain Python loop over steps; everything inside it is whole-array arithmetic.
+loop is a plain Python loop over `model.step.model_step`; everything inside it is whole-array
+arithmetic.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from gpusim.model.credit import CreditState, CreditView, credit_ratios, credit_step, initial_credit_state
-from gpusim.model.market import MarketState, MarketView, advance_market, close_step, draw_step, fan_coordinates, initial_state, observe
+from gpusim.model.credit import CreditView
+from gpusim.model.market import MarketState, MarketView, fan_coordinates
 from gpusim.model.params import MarketParams, cast_params, without_contagion
-from gpusim.spec import ChunkResult, CreditOutcomes, RunSpec
+from gpusim.model.step import ChunkInputs, StepCarry, StepObservables, host_outcomes, initial_carry, model_step, outcome_arrays
+from gpusim.spec import ChunkResult, RunSpec
 from gpusim.statistics import bin_index, bin_offset, bincount_parts
 
 
@@ -80,43 +82,30 @@ def simulate_chunk(spec: RunSpec, seed: int, path_start: int, n_paths: int, save
 def _run_paths(
     spec: RunSpec, market: MarketParams, seed: int, path_start: int, n_paths: int, save_paths: int, xp: Any, record: bool
 ) -> ChunkResult:
-    layout = spec.layout
     dtype = getattr(xp, spec.dtype)
     p = cast_params(market, xp, dtype)
     c = cast_params(spec.credit, xp, dtype) if spec.has_credit else None
+    inputs = ChunkInputs(seed, path_start, p, c, spec.layout, xp)
     fan_counts = FanCounter(spec, p, spec.fans if record else (), xp)
     n_saved = max(0, min(n_paths, save_paths - path_start))
-
-    def saved(view: MarketView) -> dict[str, Any]:
-        return {name: getattr(view, name)[..., :n_saved] for name in MarketView._fields}
-
-    state = initial_state(n_paths, p, layout, xp)
-    no_fire_sales = xp.zeros((layout.n_generations, n_paths), dtype=dtype)
-    view = observe(state, 0, p, layout, xp)
-    credit: CreditState | None = initial_credit_state(view, p, c, layout, xp) if c is not None else None
     counts, tight, records, regimes = [], [], [], []
-    if record:
-        start_ratios = credit_ratios(credit, view, c, layout, xp) if credit is not None else None
-        counts.append(fan_counts(state, view, start_ratios))
-        tight.append(xp.sum(xp.astype(state.tight, xp.int64)))
-        records.append(saved(view))
-        regimes.append(state.tight[:n_saved])
-    for k in range(layout.n_steps):
-        draws = draw_step(seed, path_start, n_paths, k, layout, dtype, xp)
-        state = advance_market(state, draws, k, p, layout, xp)
-        view = observe(state, k + 1, p, layout, xp)
-        dumped, ratios = no_fire_sales, None
-        if credit is not None:
-            credit, dumped, ratios = credit_step(credit, view, state.tight, draws.revenue_shock, k, p, c, layout, xp)
-        if record:
-            counts.append(fan_counts(state, view, ratios))
-        state = close_step(state, dumped, draws, p, xp)
-        if record:
-            tight.append(xp.sum(xp.astype(state.tight, xp.int64)))
-            records.append(saved(view))
-            regimes.append(state.tight[:n_saved])
 
-    outcomes = _outcomes(credit) if credit is not None else None
+    def keep(carry: StepCarry, seen: StepObservables) -> None:
+        """Record the fan counts, regime count and saved paths of one time point."""
+        counts.append(fan_counts(seen.market, seen.view, seen.ratios))
+        tight.append(xp.sum(xp.astype(carry.market.tight, xp.int64)))
+        records.append({name: getattr(seen.view, name)[..., :n_saved] for name in MarketView._fields})
+        regimes.append(carry.market.tight[:n_saved])
+
+    carry, seen = initial_carry(inputs, n_paths)
+    if record:
+        keep(carry, seen)
+    for k in range(spec.layout.n_steps):
+        carry, seen = model_step(carry, k, inputs)
+        if record:
+            keep(carry, seen)
+
+    outcomes = host_outcomes(outcome_arrays(carry.credit), to_host=_to_numpy) if carry.credit is not None else None
     if not record:
         return ChunkResult(path_start, n_paths, {}, {}, np.zeros(0, dtype=np.int64), outcomes)
     fan_result = fan_counts.split(_to_numpy(xp.stack(counts, axis=0)))
@@ -132,15 +121,4 @@ def _run_paths(
         fan_counts=fan_result,
         tight_count=np.array([int(_to_numpy(t)) for t in tight], dtype=np.int64),
         outcomes=outcomes,
-    )
-
-
-def _outcomes(cs: CreditState) -> CreditOutcomes:
-    return CreditOutcomes(
-        default_step=_to_numpy(cs.default_step).T.astype(np.int16),
-        default_reason=_to_numpy(cs.reason).T.astype(np.int8),
-        loss=_to_numpy(cs.loss).T.astype(np.float64),
-        exposure=_to_numpy(cs.exposure).T.astype(np.float64),
-        risky_annuity=_to_numpy(cs.annuity).T.astype(np.float64),
-        portfolio_loss_nominal=_to_numpy(cs.loss_nominal).sum(axis=0).astype(np.float64),
     )

@@ -1,9 +1,9 @@
 """The JAX backend: the shared array-API model under `jax.jit`, the time loop as `lax.scan`.
 
-The model functions of `factors`, `credit` and `rng` run unchanged on `jax.numpy`; this module
-only replaces the Python step loop of `array_model._run_paths` by a scan whose carry is the
-market and credit state (NamedTuples, i.e. pytrees) and whose outputs are the per-step fan
-counts, regime counts and saved paths.
+The model functions of `gpusim.model` run unchanged on `jax.numpy`; this module only runs
+`model.step.model_step` as the body of a scan instead of the Python step loop of
+`array_model._run_paths`. The carry is the market and credit state (NamedTuples, i.e.
+pytrees); the scan's outputs are the per-step fan counts, regime counts and saved paths.
 
 64-bit types: the backend enables `jax_enable_x64` when it is created, whatever the run's
 dtype. The flag is process-wide (it changes the default dtypes of every later JAX call in the
@@ -36,10 +36,21 @@ except ImportError as exc:  # pragma: no cover - checked by get_backend
 from gpusim.backends.array_model import FanCounter
 from gpusim.backends.pallas_market import fused_market_step
 from gpusim.backends.sizing import array_model_bytes_per_path, cpu_count, host_available_bytes, item_bytes
-from gpusim.model.credit import credit_ratios, credit_step, initial_credit_state, recoveries_where, recovery_waterfall
-from gpusim.model.market import Draws, MarketState, MarketView, advance_market, close_step, draw_step, initial_state, observe
+from gpusim.model.credit import recoveries_where, recovery_waterfall
+from gpusim.model.market import Draws, MarketState, MarketView
 from gpusim.model.params import CreditParams, Layout, MarketParams, cast_params, without_contagion
-from gpusim.spec import ChunkResult, CreditOutcomes, RunSpec
+from gpusim.model.step import (
+    ChunkInputs,
+    MarketStep,
+    StepCarry,
+    StepObservables,
+    host_outcomes,
+    initial_carry,
+    market_step,
+    model_step,
+    outcome_arrays,
+)
+from gpusim.spec import ChunkResult, RunSpec
 
 xp = jnp
 SHARED_SAVE_LIMIT = 4096
@@ -161,8 +172,8 @@ class JaxBackend:
             n_saved = min(n_paths, save_paths)
             start = time.perf_counter()
             scalar = jax.ShapeDtypeStruct((), jnp.int64)
-            market_step = _fused_market_step(self.interpret) if variant == "pallas" else _market_step
-            fn = jax.jit(_chunk_function(spec, seed, n_paths, n_saved, market_step)).lower(scalar, scalar).compile()
+            market = _fused_market_step(self.interpret) if variant == "pallas" else market_step
+            fn = jax.jit(_chunk_function(spec, seed, n_paths, n_saved, market)).lower(scalar, scalar).compile()
             self.compile_seconds += time.perf_counter() - start
             self.compiles += 1
             # the spec is kept with the entry so that its id cannot be reused while cached
@@ -201,28 +212,18 @@ def bounded_recoveries(
     return jax.lax.cond(xp.sum(xp.astype(any_default, xp.int32)) <= size, gathered, everywhere, operands)
 
 
-MarketStep = Callable[[MarketState, int, Any, Any, MarketParams, Layout], tuple[MarketState, MarketView, Draws]]
-
-
-def _market_step(
-    state: MarketState, seed: int, path_start: Any, k: Any, p: MarketParams, layout: Layout
-) -> tuple[MarketState, MarketView, Draws]:
-    """Draws, steps 2-3 of MODEL.md 7 and the levels at t_{k+1}, as XLA fuses them."""
-    n_paths = state.tight.shape[0]
-    draws = draw_step(seed, path_start, n_paths, k, layout, p.log_spot.dtype, xp)
-    state = advance_market(state, draws, k, p, layout, xp)
-    return state, observe(state, k + 1, p, layout, xp), draws
-
-
 def _fused_market_step(interpret: bool) -> MarketStep:
-    """The same as `_market_step`, as one Pallas kernel over blocks of paths."""
+    """`model.step.market_step` as one Pallas kernel over blocks of paths."""
 
-    def step(
-        state: MarketState, seed: int, path_start: Any, k: Any, p: MarketParams, layout: Layout
-    ) -> tuple[MarketState, MarketView, Draws]:
-        return fused_market_step(state, seed, path_start, k, p, layout, interpret=interpret)
+    def step(state: MarketState, k: Any, inputs: ChunkInputs) -> tuple[MarketState, MarketView, Draws]:
+        return fused_market_step(state, inputs.seed, inputs.path_start, k, inputs.p, inputs.layout, interpret=interpret)
 
     return step
+
+
+def fixed_dtypes(new: Any, old: Any) -> Any:
+    """`new` with the dtypes of `old`: a scan carry keeps its types (weakly typed scalars must not widen it)."""
+    return jax.tree.map(lambda a, b: a.astype(b.dtype), new, old)
 
 
 def _chunk_function(spec: RunSpec, seed: int, n_paths: int, n_saved: int, market_step: MarketStep) -> Callable[[Any, Any], dict[str, Any]]:
@@ -251,80 +252,34 @@ def _scan_paths(
     record: bool,
 ) -> dict[str, Any]:
     """`array_model._run_paths` with the step loop as a scan; returns device arrays."""
-    layout = spec.layout
     dtype = getattr(xp, spec.dtype)
     p = cast_params(market, xp, dtype)
     c = cast_params(spec.credit, xp, dtype) if spec.has_credit else None
+    inputs = ChunkInputs(seed, path_start, p, c, spec.layout, xp, market_step, bounded_recoveries)
     counter = FanCounter(spec, p, spec.fans if record else (), xp)
 
-    def fan_counts(state: Any, view: MarketView, ratios: Any) -> Any:
-        return counter(state, view, ratios, valid)
-
-    def tight_count(state: Any) -> Any:
-        return xp.sum(xp.astype(state.tight & valid, xp.int64))
-
-    def saved(view: MarketView) -> dict[str, Any]:
-        return {name: getattr(view, name)[..., :n_saved] for name in MarketView._fields}
-
-    state = initial_state(n_paths, p, layout, xp)
-    no_fire_sales = xp.zeros((layout.n_generations, n_paths), dtype=dtype)
-    view = observe(state, 0, p, layout, xp)
-    credit = initial_credit_state(view, p, c, layout, xp) if c is not None else None
-    first: dict[str, Any] = {}
-    if record:
-        start_ratios = credit_ratios(credit, view, c, layout, xp) if credit is not None else None
-        first = {
-            "counts": fan_counts(state, view, start_ratios),
-            "tight": tight_count(state),
-            "saved": saved(view),
-            "regime": state.tight[:n_saved],
+    def recorded(carry: StepCarry, seen: StepObservables) -> dict[str, Any]:
+        """The fan counts, regime count and saved paths of one time point (padding left out)."""
+        if not record:
+            return {}
+        return {
+            "counts": counter(seen.market, seen.view, seen.ratios, valid),
+            "tight": xp.sum(xp.astype(carry.market.tight & valid, xp.int64)),
+            "saved": {name: getattr(seen.view, name)[..., :n_saved] for name in MarketView._fields},
+            "regime": carry.market.tight[:n_saved],
         }
 
-    def step(carry: Any, k: Any) -> tuple[Any, dict[str, Any]]:
-        state, credit = carry
-        state, view, draws = market_step(state, seed, path_start, k, p, layout)
-        dumped, ratios = no_fire_sales, None
-        if credit is not None:
-            credit, dumped, ratios = credit_step(
-                credit, view, state.tight, draws.revenue_shock, k, p, c, layout, xp, recoveries=bounded_recoveries
-            )
-        out: dict[str, Any] = {}
-        if record:
-            out["counts"] = fan_counts(state, view, ratios)
-        state = close_step(state, dumped, draws, p, xp)
-        if record:
-            out.update(tight=tight_count(state), saved=saved(view), regime=state.tight[:n_saved])
-        # keep the carry's dtypes fixed (weakly typed scalars must not widen it)
-        new = jax.tree.map(lambda a, b: a.astype(b.dtype), (state, credit), carry)
-        return new, out
+    def step(carry: StepCarry, k: Any) -> tuple[StepCarry, dict[str, Any]]:
+        new, seen = model_step(carry, k, inputs)
+        return fixed_dtypes(new, carry), recorded(new, seen)
 
-    (state, credit), steps = jax.lax.scan(step, (state, credit), xp.arange(layout.n_steps, dtype=xp.int32))
-    result: dict[str, Any] = {}
-    if record:
-        result = jax.tree.map(lambda a, b: xp.concat((a[None], b), axis=0), first, steps)
-    if credit is not None:
-        result["outcomes"] = {
-            "default_step": credit.default_step,
-            "default_reason": credit.reason,
-            "loss": credit.loss,
-            "exposure": credit.exposure,
-            "risky_annuity": credit.annuity,
-            "portfolio_loss_nominal": xp.sum(credit.loss_nominal, axis=0),
-        }
+    carry, seen = initial_carry(inputs, n_paths)
+    first = recorded(carry, seen)
+    carry, steps = jax.lax.scan(step, carry, xp.arange(spec.layout.n_steps, dtype=xp.int32))
+    result = jax.tree.map(lambda a, b: xp.concat((a[None], b), axis=0), first, steps)
+    if carry.credit is not None:
+        result["outcomes"] = outcome_arrays(carry.credit)
     return result
-
-
-def _outcomes(out: dict[str, np.ndarray] | None, n: int) -> CreditOutcomes | None:
-    if out is None:
-        return None
-    return CreditOutcomes(
-        default_step=out["default_step"][:, :n].T.astype(np.int16),
-        default_reason=out["default_reason"][:, :n].T.astype(np.int8),
-        loss=out["loss"][:, :n].T.astype(np.float64),
-        exposure=out["exposure"][:, :n].T.astype(np.float64),
-        risky_annuity=out["risky_annuity"][:, :n].T.astype(np.float64),
-        portfolio_loss_nominal=out["portfolio_loss_nominal"][:n].astype(np.float64),
-    )
 
 
 def _to_chunk(spec: RunSpec, out: dict[str, Any], path_start: int, n_paths: int, n_saved: int) -> ChunkResult:
@@ -341,6 +296,6 @@ def _to_chunk(spec: RunSpec, out: dict[str, Any], path_start: int, n_paths: int,
         saved=paths,
         fan_counts=fan_result,
         tight_count=np.asarray(out["tight"]).astype(np.int64),
-        outcomes=_outcomes(out.get("outcomes"), n_paths),
-        outcomes_without_chain=_outcomes(out.get("outcomes_without_chain"), n_paths),
+        outcomes=host_outcomes(out["outcomes"], n_paths) if "outcomes" in out else None,
+        outcomes_without_chain=host_outcomes(out["outcomes_without_chain"], n_paths) if "outcomes_without_chain" in out else None,
     )
