@@ -9,7 +9,7 @@ from that floor, and the floor's own rate how far the device is from its arithme
 - numpy and JAX on the CPU: `gpusim.model.market.draw_step` for every step of every chunk, the
   same chunks and threads as the engine (JAX: one jit function per chunk size, the steps as a
   `lax.scan`, compile time apart);
-- the fused CUDA backend: `CupyBackend.run_floor(spec, seed, path_start, n_paths)` (kernels/floor.cu),
+- the fused CUDA backend: `CupyBackend.run_floor(spec, seed, path_start, n_paths)` (kernels/draws_only.cu),
   a kernel with the same random stream and no model, timed by the backend's `floor_seconds`
   (cuda events) where it keeps one, else on the host around the chunks (it returns the sum, so
   each call has finished when it returns).

@@ -4,7 +4,7 @@
   configured, no attribution rerun) and the default two passes (attribution), from the
   backend's cuda-event timer (`kernel_seconds`), in path-steps per second; the difference is
   the attribution pass, which counts no fans (what the fan histograms cost);
-- the floor: `floor_draws` (the model's random numbers, drawn and summed) over the same paths,
+- the floor: `sum_draws` in kernels/draws_only.cu (the model's random numbers, drawn and summed) over the same paths,
   its throughput and the model's share of it;
 - end to end: `gpusim.runs.run_to_file`, 10 million paths with outcomes and attribution to HDF5;
 - where available: the JAX backend on the GPU, with its market step as XLA fuses it and as the

@@ -1,6 +1,6 @@
 // philox.cuh: the random-number contract of MODEL.md section 3, in CUDA C++.
 //
-// Mirrors gpusim/rng.py (the numpy reference) function by function:
+// Mirrors gpusim/model/rng.py (the numpy reference) function by function:
 //   philox4x32_10          <-> rng.philox4x32_10     Philox4x32-10 (Salmon et al., SC'11)
 //   philox_step_block      <-> rng.step_words        counter (p mod 2^32, k, b, p div 2^32)
 //   philox_slot            <-> one row of rng.step_words
@@ -16,6 +16,7 @@
 #ifndef __CUDACC__
 #include "host_shim.h"
 #endif
+#include "constants.cuh"
 
 // Loop unrolling hint for the device pass only; host compilers (g++, nvcc's host pass) would
 // warn about an unknown pragma.
@@ -28,7 +29,7 @@
 namespace gpusim {
 
 // ---------------------------------------------------------------------------------------------
-// Philox4x32-10 (MODEL.md 3, "Generator"). Constants as in Random123 and gpusim/rng.py.
+// Philox4x32-10 (MODEL.md 3, "Generator"). Constants as in Random123 and gpusim/model/rng.py.
 // ---------------------------------------------------------------------------------------------
 constexpr unsigned int PHILOX_M0 = 0xD2511F53u;  // multiplies counter word 0
 constexpr unsigned int PHILOX_M1 = 0xCD9E8D57u;  // multiplies counter word 2
@@ -73,7 +74,7 @@ __host__ __device__ __forceinline__ uint4 philox4x32_10(uint4 ctr, uint2 key) {
 // ---------------------------------------------------------------------------------------------
 // Streams (MODEL.md 3): key = 64-bit seed split low word first; the counter of path p, step k,
 // block b is (p mod 2^32, k, b, p div 2^32); slot s of a step is word s mod 4 of block s div 4.
-// Which slot feeds which variable is gpusim/slots.py's table, passed in as offsets.
+// Which slot feeds which variable is gpusim/model/slots.py's table, passed in as offsets.
 // ---------------------------------------------------------------------------------------------
 __host__ __device__ __forceinline__ uint2 philox_key(unsigned long long seed) {
     return make_uint2(static_cast<unsigned int>(seed), static_cast<unsigned int>(seed >> 32));
@@ -151,13 +152,11 @@ __host__ __device__ __forceinline__ void box_muller(T u0, T u1, T& z0, T& z1) {
 // float64 table (the reference) a float32 u is compared in float64, exactly as numpy does; a
 // float32 table may differ from the reference when u falls between F(n) and its rounding.
 // ---------------------------------------------------------------------------------------------
-constexpr int POISSON_CAP = 16;  // rng.POISSON_CAP
-
 template <typename T, typename Table>
 __host__ __device__ __forceinline__ int poisson_inverse_cdf(T u, const Table* cdf) {
     int count = 0;
     GPUSIM_UNROLL
-    for (int n = 0; n < POISSON_CAP; ++n) {
+    for (int n = 0; n < cfg::POISSON_CAP; ++n) {
         count += cdf[n] < u ? 1 : 0;
     }
     return count;

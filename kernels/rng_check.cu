@@ -1,5 +1,5 @@
 // rng_check.cu: kernels that expose the random-number contract (philox.cuh, MODEL.md section 3)
-// to tests, so the GPU streams can be compared with gpusim/rng.py. Loaded with
+// to tests, so the GPU streams can be compared with gpusim/model/rng.py. Loaded with
 // cupy.RawModule(path=..., options=("-I", <kernels dir>)); every kernel is extern "C" so its
 // name is not mangled.
 //
@@ -28,7 +28,7 @@ extern "C" __global__ void rng_check_step(unsigned long long seed, unsigned long
 }
 
 // Box-Muller normals of one step: pair i uses slots (2i, 2i+1); row 2i holds the cosine draw
-// and row 2i+1 the sine draw (the convention of gpusim/slots.py). z_f32, z_f64: (2 n_pairs, n_paths).
+// and row 2i+1 the sine draw (the convention of gpusim/model/slots.py). z_f32, z_f64: (2 n_pairs, n_paths).
 extern "C" __global__ void rng_check_normals(unsigned long long seed, unsigned long long path_start, unsigned int n_paths,
                                              unsigned int step, unsigned int n_pairs, float* z_f32, double* z_f64) {
     for (unsigned int j = blockIdx.x * blockDim.x + threadIdx.x; j < n_paths; j += gridDim.x * blockDim.x) {

@@ -1,9 +1,9 @@
 // simulate.cu: the fused kernel of the cupy backend. One thread owns one path (grid-stride loop)
 // and runs it through every step of MODEL.md 7 with its whole state in registers and local
-// arrays (model.cuh); only what the outputs need leaves the kernel:
+// arrays (the model headers market.cuh, credit.cuh, ...); only what the outputs need leaves the kernel:
 //   - per-path credit outcomes (MODEL.md 8), path last: default_step, reason (B, n),
 //     loss, exposure, annuity (I, n), portfolio nominal loss (n),
-//   - the saved factor paths of the paths below n_saved, (n_saved, steps+1, SAVED_WIDTH) and the
+//   - the saved factor paths of the paths below n_saved, (n_saved, steps+1, SAVE_WIDTH) and the
 //     regime (n_saved, steps+1), in ChunkResult's layout,
 //   - the per-step fan-chart histograms (steps+1, FAN_TOTAL_BINS), FanCounter's joint layout,
 //   - the number of paths in the tight regime at each t_k (steps+1).
@@ -12,9 +12,8 @@
 // Compiled once per config shape and dtype with the generated gpusim_config.cuh
 // (gpusim/backends/kernel_config.py); `record` = 0 skips fans, saved paths and regime counts
 // (the attribution pass with the fire-sale chain off keeps only the outcomes).
-#include "philox.cuh"
-#include "config.cuh"
-#include "model.cuh"
+#include "config.cuh"  // first: the model headers read its constants
+#include "credit.cuh"
 
 namespace gpusim {
 
@@ -44,31 +43,32 @@ __host__ __device__ __forceinline__ void count_fan(const real* prm, unsigned int
 #define GPUSIM_COUNT_FAN(NAME, component, coord) \
     count_fan(prm, step_counts, FAN_##NAME, FAN_COMPONENT_##NAME, FAN_INDEX_##NAME, component, coord)
 
-// Fan coordinates of one step (factors.fan_coordinates, credit.credit_ratios). A defaulted
+// Fan coordinates of one step (market.fan_coordinates, credit.credit_ratios). A defaulted
 // borrower's DSCR and LTV both fall in their not-applicable bins; where `defaulted` (this step's
 // per-borrower block counters in shared memory) is given, it is counted there once instead of
 // twice in the global histogram, whose not-applicable bins are the hottest addresses late in a
 // run (most borrowers of most paths have defaulted).
-__host__ __device__ __forceinline__ void count_fans(const real* prm, const Market& s, const View& v, const void* credit,
+__host__ __device__ __forceinline__ void count_fans(const real* prm, const MarketState& s, const MarketView& v, const void* credit,
                                                     unsigned int* step_counts, unsigned int* defaulted) {
-    for (int a = 0; a < A; ++a) GPUSIM_COUNT_FAN(CRYPTO, a, s.log_crypto[a]);
-    for (int g = 0; g < G; ++g) GPUSIM_COUNT_FAN(RENTAL_RATE, g, log_rental_rate(prm, s, g));
-    GPUSIM_COUNT_FAN(UTILIZATION, 0, v.utilization);
-    GPUSIM_COUNT_FAN(POWER_PRICE, 0, s.log_power);
+    FanCoordinates f;
+    fan_coordinates(s, v, prm, f);
+    for (int a = 0; a < A; ++a) GPUSIM_COUNT_FAN(CRYPTO, a, f.crypto[a]);
+    for (int g = 0; g < G; ++g) GPUSIM_COUNT_FAN(RENTAL_RATE, g, f.rental_rate[g]);
+    GPUSIM_COUNT_FAN(UTILIZATION, 0, f.utilization);
+    GPUSIM_COUNT_FAN(POWER_PRICE, 0, f.power_price);
     for (int g = 0; g < G; ++g) {
-        const real log_value = m_log(v.gpu_value[g]);
-        GPUSIM_COUNT_FAN(GPU_VALUE, g, log_value);
-        GPUSIM_COUNT_FAN(GPU_MARK, g, log_value - PRM(M_mark_impact)[0] * s.distress_memory[g]);
+        GPUSIM_COUNT_FAN(GPU_VALUE, g, f.gpu_value[g]);
+        GPUSIM_COUNT_FAN(GPU_MARK, g, f.gpu_mark[g]);
     }
 #if GPUSIM_HAS_CREDIT
-    const Credit& c = *static_cast<const Credit*>(credit);
+    const CreditState& c = *static_cast<const CreditState*>(credit);
     for (int b = 0; b < N_BORROWERS; ++b) {
         if (!c.alive[b] && defaulted != nullptr) {
             count_one(&defaulted[b]);
             continue;
         }
         real dscr, ltv;
-        credit_ratios(prm, c, v, b, dscr, ltv);
+        credit_ratios(c, v, prm, b, dscr, ltv);
         GPUSIM_COUNT_FAN(DSCR, b, dscr);
         GPUSIM_COUNT_FAN(LTV, b, ltv);
     }
@@ -77,15 +77,59 @@ __host__ __device__ __forceinline__ void count_fans(const real* prm, const Marke
 #endif
 }
 
-// Saved factor levels of one path at one step, in the columns of kernel_config.saved_columns.
-__host__ __device__ __forceinline__ void save_view(const View& v, real* row) {
-    int col = 0;
-    for (int a = 0; a < A; ++a) row[col++] = v.crypto[a];
-    for (int g = 0; g < G; ++g) row[col++] = v.rental_rate[g];
-    row[col++] = v.utilization;
-    row[col++] = v.power_price;
-    for (int g = 0; g < G; ++g) row[col++] = v.gpu_value[g];
-    for (int g = 0; g < G; ++g) row[col++] = v.gpu_mark[g];
+// Saved factor levels and regime of path j at t_k: the factors in the columns of
+// kernel_config.saved_columns, (n_saved, steps+1, SAVE_WIDTH), the regime (n_saved, steps+1).
+__host__ __device__ __forceinline__ void save_view(const MarketView& v, bool tight, int j, int k, real* saved, signed char* saved_regime) {
+    const long long at = static_cast<long long>(j) * (N_STEPS + 1) + k;
+    real* row = saved + at * SAVE_WIDTH;
+    for (int a = 0; a < A; ++a) row[SAVE_COL_CRYPTO + a] = v.crypto[a];
+    for (int g = 0; g < G; ++g) row[SAVE_COL_RENTAL_RATE + g] = v.rental_rate[g];
+    row[SAVE_COL_UTILIZATION] = v.utilization;
+    row[SAVE_COL_POWER_PRICE] = v.power_price;
+    for (int g = 0; g < G; ++g) row[SAVE_COL_GPU_VALUE + g] = v.gpu_value[g];
+    for (int g = 0; g < G; ++g) row[SAVE_COL_GPU_MARK + g] = v.gpu_mark[g];
+    saved_regime[at] = tight ? 1 : 0;
+}
+
+#if GPUSIM_HAS_CREDIT
+// Per-path credit outcomes of path j (MODEL.md 8), path last so that neighbouring threads write
+// neighbouring words: default_step, reason (B, n), loss, exposure, annuity (I, n), portfolio
+// nominal loss (n).
+__host__ __device__ __forceinline__ void write_outcomes(const CreditState& c, int j, int n_paths, short* default_step, signed char* reason,
+                                                        real* loss, real* exposure, real* annuity, real* loss_nominal) {
+    for (int b = 0; b < N_BORROWERS; ++b) {
+        default_step[static_cast<long long>(b) * n_paths + j] = static_cast<short>(c.default_step[b]);
+        reason[static_cast<long long>(b) * n_paths + j] = static_cast<signed char>(c.reason[b]);
+    }
+    real total = R(0.0);
+    for (int i = 0; i < N_INSTRUMENTS; ++i) {
+        loss[static_cast<long long>(i) * n_paths + j] = c.loss[i];
+        exposure[static_cast<long long>(i) * n_paths + j] = c.exposure[i];
+        annuity[static_cast<long long>(i) * n_paths + j] = c.annuity[i];
+        total = i == 0 ? c.loss_nominal[i] : total + c.loss_nominal[i];
+    }
+    loss_nominal[j] = total;
+}
+#endif
+
+// Add this block's counters to global memory: tight paths per t_k, and the not-applicable DSCR
+// and LTV fan bins of the defaulted borrowers counted in shared memory (`defaulted_count` of them).
+__host__ __device__ __forceinline__ void flush_block_counts(const unsigned int* block_tight, const unsigned int* block_defaulted,
+                                                            int defaulted_count, unsigned int* tight_count, unsigned int* fan_counts) {
+    for (int k = threadIdx.x; k <= N_STEPS; k += blockDim.x) {
+        if (block_tight[k] != 0u) atomicAdd(&tight_count[k], block_tight[k]);
+    }
+#if GPUSIM_HAS_CREDIT
+    for (int i = threadIdx.x; DEFAULTED_IN_SHARED && i < defaulted_count; i += blockDim.x) {
+        if (block_defaulted[i] == 0u) continue;
+        const long long step_bins = static_cast<long long>(i / N_BORROWERS) * FAN_TOTAL_BINS;
+        const int not_applicable = (i % N_BORROWERS) * (N_BINS + 1) + N_BINS;
+        atomicAdd(&fan_counts[step_bins + FAN_DSCR + not_applicable], block_defaulted[i]);
+        atomicAdd(&fan_counts[step_bins + FAN_LTV + not_applicable], block_defaulted[i]);
+    }
+#else
+    (void)block_defaulted, (void)defaulted_count, (void)fan_counts;
+#endif
 }
 
 }  // namespace gpusim
@@ -95,9 +139,9 @@ using gpusim::real;
 extern "C" __global__ void simulate_paths(unsigned long long seed, unsigned long long path_start, int n_paths, int n_saved, int record,
                                           const real* __restrict__ prm, short* __restrict__ default_step,
                                           signed char* __restrict__ reason, real* __restrict__ loss, real* __restrict__ exposure,
-                                          real* __restrict__ annuity, real* __restrict__ loss_nominal, unsigned int* __restrict__ fan_counts,
-                                          unsigned int* __restrict__ tight_count, real* __restrict__ saved,
-                                          signed char* __restrict__ saved_regime) {
+                                          real* __restrict__ annuity, real* __restrict__ loss_nominal,
+                                          unsigned int* __restrict__ fan_counts, unsigned int* __restrict__ tight_count,
+                                          real* __restrict__ saved, signed char* __restrict__ saved_regime) {
     using namespace gpusim;
     constexpr int STEPS = N_STEPS;
     __shared__ unsigned int block_tight[STEPS + 1];  // tight paths per t_k in this block
@@ -111,15 +155,15 @@ extern "C" __global__ void simulate_paths(unsigned long long seed, unsigned long
     for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < n_paths; j += gridDim.x * blockDim.x) {
         const unsigned long long path = path_start + static_cast<unsigned long long>(j);
         const bool keep = record && j < n_saved;
-        Market s;
-        View v;
+        MarketState s;
+        MarketView v;
         Draws d;
         real dumped[G];
-        initial_market(prm, s);
-        observe(prm, s, 0, v);
+        initial_state(prm, s);
+        observe(s, 0, prm, v);
 #if GPUSIM_HAS_CREDIT
-        Credit c;
-        initial_credit(prm, v, c);
+        CreditState c;
+        initial_credit_state(v, prm, c);
         const void* credit = &c;
 #else
         const void* credit = nullptr;
@@ -128,63 +172,32 @@ extern "C" __global__ void simulate_paths(unsigned long long seed, unsigned long
             count_fans(prm, s, v, credit, fan_counts, DEFAULTED_IN_SHARED ? block_defaulted : nullptr);
             if (s.tight) count_one(&block_tight[0]);
         }
-        if (keep) {
-            save_view(v, saved + static_cast<long long>(j) * (STEPS + 1) * SAVED_WIDTH);
-            saved_regime[static_cast<long long>(j) * (STEPS + 1)] = s.tight ? 1 : 0;
-        }
+        if (keep) save_view(v, s.tight, j, 0, saved, saved_regime);
         for (int k = 0; k < STEPS; ++k) {
             // MODEL.md 7: 1. draws, 2-3. market under R_k, 4. values and marks, 5-9. borrowers,
             // 10. distress memory with this step's fire sales, then R_{k+1}
             draw_step(seed, path, k, d);
-            advance_market(prm, d, k, s);
-            observe(prm, s, k + 1, v);
+            advance_market(s, d, k, prm);
+            observe(s, k + 1, prm, v);
             for (int g = 0; g < G; ++g) dumped[g] = R(0.0);
 #if GPUSIM_HAS_CREDIT
-            credit_step(prm, v, s.tight, d, k, c, dumped);
+            credit_step(c, v, s.tight, d.revenue_shock, k, prm, dumped);
 #endif
             if (record) {
                 unsigned int* defaulted = DEFAULTED_IN_SHARED ? block_defaulted + (k + 1) * N_BORROWERS : nullptr;
                 count_fans(prm, s, v, credit, fan_counts + static_cast<long long>(k + 1) * FAN_TOTAL_BINS, defaulted);
             }
-            close_step(prm, dumped, d, s);
+            close_step(s, dumped, d, prm);
             if (record && s.tight) count_one(&block_tight[k + 1]);
-            if (keep) {
-                save_view(v, saved + (static_cast<long long>(j) * (STEPS + 1) + k + 1) * SAVED_WIDTH);
-                saved_regime[static_cast<long long>(j) * (STEPS + 1) + k + 1] = s.tight ? 1 : 0;
-            }
+            if (keep) save_view(v, s.tight, j, k + 1, saved, saved_regime);
         }
 #if GPUSIM_HAS_CREDIT
-        // per-path outcomes, path last so that neighbouring threads write neighbouring words
-        real total = R(0.0);
-        for (int b = 0; b < N_BORROWERS; ++b) {
-            default_step[static_cast<long long>(b) * n_paths + j] = static_cast<short>(c.default_step[b]);
-            reason[static_cast<long long>(b) * n_paths + j] = static_cast<signed char>(c.reason[b]);
-        }
-        for (int i = 0; i < N_INSTRUMENTS; ++i) {
-            loss[static_cast<long long>(i) * n_paths + j] = c.loss[i];
-            exposure[static_cast<long long>(i) * n_paths + j] = c.exposure[i];
-            annuity[static_cast<long long>(i) * n_paths + j] = c.annuity[i];
-            total = i == 0 ? c.loss_nominal[i] : total + c.loss_nominal[i];
-        }
-        loss_nominal[j] = total;
+        write_outcomes(c, j, n_paths, default_step, reason, loss, exposure, annuity, loss_nominal);
 #else
         (void)default_step, (void)reason, (void)loss, (void)exposure, (void)annuity, (void)loss_nominal;
 #endif
     }
 
     __syncthreads();
-    if (record) {
-        for (int k = threadIdx.x; k <= STEPS; k += blockDim.x) {
-            if (block_tight[k] != 0u) atomicAdd(&tight_count[k], block_tight[k]);
-        }
-#if GPUSIM_HAS_CREDIT
-        for (int i = threadIdx.x; DEFAULTED_IN_SHARED && i < DEFAULTED; i += blockDim.x) {
-            if (block_defaulted[i] == 0u) continue;
-            const long long step_bins = static_cast<long long>(i / N_BORROWERS) * FAN_TOTAL_BINS;
-            const int not_applicable = (i % N_BORROWERS) * (N_BINS + 1) + N_BINS;
-            atomicAdd(&fan_counts[step_bins + FAN_DSCR + not_applicable], block_defaulted[i]);
-            atomicAdd(&fan_counts[step_bins + FAN_LTV + not_applicable], block_defaulted[i]);
-        }
-#endif
-    }
+    if (record) flush_block_counts(block_tight, block_defaulted, DEFAULTED, tight_count, fan_counts);
 }

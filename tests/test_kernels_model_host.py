@@ -1,4 +1,4 @@
-"""Host checks of the fused CUDA kernels (kernels/simulate.cu, kernels/floor.cu) against numpy.
+"""Host checks of the fused CUDA kernels (kernels/simulate.cu, kernels/draws_only.cu) against numpy.
 
 The kernel sources compile as plain C++ (through kernels/host_shim.h) into a shared library,
 tests/host/model_host.cpp, with the generated header of gpusim.backends.kernel_config, exactly
@@ -186,7 +186,7 @@ class HostModel:
 
     def floor_sums(self, seed: int, path_start: int, n_paths: int, blocks: int = 2) -> np.ndarray:
         sums = np.zeros(n_paths, dtype=np.dtype(self.spec.dtype))
-        self.lib.host_floor_draws(
+        self.lib.host_sum_draws(
             ctypes.c_uint(blocks), ctypes.c_ulonglong(seed), ctypes.c_ulonglong(path_start), ctypes.c_int(n_paths), self._ptr(sums)
         )
         return sums
@@ -369,7 +369,7 @@ def test_one_kernel_per_shape_and_dtype() -> None:
 
 @pytest.mark.parametrize("fixture", ["small64", "small32"])
 def test_floor_draws_the_model_random_numbers(fixture: str, request: pytest.FixtureRequest) -> None:
-    """floor.cu sums exactly the draws that the model's draw_step produces."""
+    """draws_only.cu sums exactly the draws that the model's draw_step produces."""
     model: HostModel = request.getfixturevalue(fixture)
     spec, n_paths, path_start = model.spec, 300, 2**32 - 100
     dtype = getattr(xnp, spec.dtype)
@@ -396,13 +396,13 @@ PTX_SPECS = {
 
 @pytest.mark.parametrize("name", sorted(PTX_SPECS))
 def test_kernels_compile_to_ptx(name: str, tmp_path: Path) -> None:
-    """simulate.cu and floor.cu as the cupy backend compiles them (one unit, generated header)."""
+    """simulate.cu and draws_only.cu as the cupy backend compiles them (one unit, generated header)."""
     nvcc = shutil.which("nvcc")
     if nvcc is None:
         pytest.skip("nvcc not on PATH: the fused kernels are not compile-checked for the GPU")
     config = _write_config(PTX_SPECS[name](), tmp_path)
     unit = tmp_path / "module.cu"
-    unit.write_text('#include "simulate.cu"\n#include "floor.cu"\n')
+    unit.write_text('#include "simulate.cu"\n#include "draws_only.cu"\n')
     cmd = [
         nvcc,
         "-ptx",
@@ -420,4 +420,4 @@ def test_kernels_compile_to_ptx(name: str, tmp_path: Path) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
     assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stderr}"
     ptx = (tmp_path / "module.ptx").read_text()
-    assert ".entry simulate_paths" in ptx and ".entry floor_draws" in ptx
+    assert ".entry simulate_paths" in ptx and ".entry sum_draws" in ptx

@@ -73,7 +73,7 @@ class CupyBackend:
         self.compile_seconds = 0.0  # NVRTC (or cupy's disk cache) building the modules
         self.kernel_seconds = 0.0  # simulate_paths launches, cuda-event time, summed over chunks
         self.transfer_seconds = 0.0  # copies of the outputs to the host, cuda-event time
-        self.floor_seconds = 0.0  # floor_draws launches
+        self.floor_seconds = 0.0  # sum_draws launches
 
     @property
     def device(self) -> str:
@@ -112,7 +112,7 @@ class CupyBackend:
                 config_dir = _cache_dir() / key
                 config_dir.mkdir(parents=True, exist_ok=True)
                 (config_dir / "gpusim_config.cuh").write_text(header)
-                code = '#include "simulate.cu"\n#include "floor.cu"\n'
+                code = '#include "simulate.cu"\n#include "draws_only.cu"\n'
                 options = ("-DGPUSIM_GENERATED_CONFIG", f"--include-path={config_dir}", f"--include-path={kernels_dir()}", "--std=c++17")
                 started = time.perf_counter()
                 module = cupy.RawModule(code=code, options=options)
@@ -179,9 +179,9 @@ class CupyBackend:
         return chunk_from_buffers(spec, path_start, n_paths, recorded_host, without_chain)
 
     def run_floor(self, spec: RunSpec, seed: int, path_start: int, n_paths: int) -> float:
-        """Launch the floor kernel (kernels/floor.cu: the model's random draws, summed per path)
+        """Launch the floor kernel (kernels/draws_only.cu: the model's random draws, summed per path)
         on paths [path_start, path_start + n_paths) and return the total, after synchronising."""
-        kernel = self.module(spec).get_function("floor_draws")
+        kernel = self.module(spec).get_function("sum_draws")
         with cupy.cuda.Device(self._device_id):
             stream = cupy.cuda.Stream(non_blocking=True)
             with stream:

@@ -25,7 +25,18 @@ from gpusim.model.params import CreditParams, Layout, MarketParams
 from gpusim.spec import ChunkResult, CreditOutcomes, RunSpec
 from gpusim.statistics import N_BINS, bin_offset
 
-KERNEL_SOURCES = ("philox.cuh", "model.cuh", "simulate.cu", "floor.cu")
+KERNEL_SOURCES = (
+    "constants.cuh",
+    "philox.cuh",
+    "math.cuh",
+    "draws.cuh",
+    "market.cuh",
+    "borrowers.cuh",
+    "debt.cuh",
+    "credit.cuh",
+    "simulate.cu",
+    "draws_only.cu",
+)
 
 SHARED_COUNTER_BYTES = 16384
 """Shared memory a block may use for its (steps+1) x borrowers counters of defaulted borrowers'
@@ -138,7 +149,7 @@ def _int_array(name: str, values: list[int]) -> str:
 
 
 def config_header(spec: RunSpec) -> str:
-    """The generated header of compile-time constants for the kernels (kernels/model.cuh reads it)."""
+    """The generated header of compile-time constants for the kernels (the model headers of kernels/ read it)."""
     layout = spec.layout
     slots = layout.slots
     fans = fan_layout(spec)

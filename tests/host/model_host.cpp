@@ -1,4 +1,4 @@
-// model_host.cpp: the fused kernels of kernels/simulate.cu and kernels/floor.cu compiled as host
+// model_host.cpp: the fused kernels of kernels/simulate.cu and kernels/draws_only.cu compiled as host
 // C++ (through kernels/host_shim.h) into a shared library, so tests/test_kernels_model_host.py
 // can run them on numpy arrays through ctypes and compare them path by path with the numpy
 // backend. The generated gpusim_config.cuh (gpusim/backends/kernel_config.py) comes first on the
@@ -10,7 +10,7 @@
 // the kernels' block-shared counters and __syncthreads need no real concurrency.
 #include "host_shim.h"
 #include "simulate.cu"
-#include "floor.cu"
+#include "draws_only.cu"
 
 namespace {
 
@@ -40,9 +40,9 @@ void host_simulate_paths(unsigned int blocks, unsigned long long seed, unsigned 
     });
 }
 
-// floor_draws on `blocks` one-thread blocks.
-void host_floor_draws(unsigned int blocks, unsigned long long seed, unsigned long long path_start, int n_paths, real* sums) {
-    launch(blocks, [&] { floor_draws(seed, path_start, n_paths, sums); });
+// sum_draws on `blocks` one-thread blocks.
+void host_sum_draws(unsigned int blocks, unsigned long long seed, unsigned long long path_start, int n_paths, real* sums) {
+    launch(blocks, [&] { sum_draws(seed, path_start, n_paths, sums); });
 }
 
 // sizeof(real), so the caller can check it passes arrays of the compiled dtype.

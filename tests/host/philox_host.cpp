@@ -1,6 +1,6 @@
 // philox_host.cpp: runs kernels/philox.cuh as host C++ (through kernels/host_shim.h) and prints
 // its words, uniforms, normals and Poisson counts as plain text, so tests/test_kernels_host.py
-// can compare them with gpusim/rng.py without a GPU.
+// can compare them with gpusim/model/rng.py without a GPU.
 //
 // Build: g++ -O2 -std=c++17 -I kernels tests/host/philox_host.cpp -o philox_host
 //
@@ -124,7 +124,7 @@ template <typename T>
 void poisson(Args& a, std::ostringstream& out) {
     const Step s = read_step(a);
     const unsigned int slot = a.u32();
-    double cdf[gpusim::POISSON_CAP];
+    double cdf[gpusim::cfg::POISSON_CAP];
     for (double& f : cdf) f = a.hex_f64();
     a.finish();
     for (unsigned int j = 0; j < s.n; ++j) {

@@ -1,17 +1,16 @@
-// floor.cu: the roofline reference of the fused kernel (issue 6, point 6). It draws exactly the
-// random numbers the model draws (every Philox block of every step, model.cuh draw_step) and
-// only sums the draws per path, as factors.draw_step names them (the regime, launch and jump
-// count uniforms, every normal), so its throughput bounds what simulate_paths can reach with
-// the same random streams; benchmarks/bench_floor.py sums the same on numpy and JAX.
-// Compiled with the same generated gpusim_config.cuh as simulate.cu.
-#include "philox.cuh"
-#include "config.cuh"
-#include "model.cuh"
+// draws_only.cu: the speed floor of the fused kernel. It draws exactly the random numbers the
+// model draws (every Philox block of every step, draws.cuh draw_step) and only sums the draws
+// per path, as market.draw_step names them (the regime, launch and jump count uniforms, every
+// normal), so its throughput bounds what simulate_paths can reach with the same random streams;
+// benchmarks/bench_floor.py sums the same on numpy and JAX. Compiled with the same generated
+// gpusim_config.cuh as simulate.cu.
+#include "config.cuh"  // first: the model headers read its constants
+#include "draws.cuh"
 
 using gpusim::real;
 
 // sums (n,): per path, the sum over steps of the step's named draws.
-extern "C" __global__ void floor_draws(unsigned long long seed, unsigned long long path_start, int n_paths, real* __restrict__ sums) {
+extern "C" __global__ void sum_draws(unsigned long long seed, unsigned long long path_start, int n_paths, real* __restrict__ sums) {
     using namespace gpusim;
     for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < n_paths; j += gridDim.x * blockDim.x) {
         const unsigned long long path = path_start + static_cast<unsigned long long>(j);

@@ -1,0 +1,390 @@
+// credit.cuh: steps 5-9 of MODEL.md 7 for every borrower of one path (gpusim/model/credit.py):
+// cash flows, payments, covenants, maturities, defaults, fire sales and recoveries.
+//
+// Functions named as in credit.py compute the same operations in the same order as their numpy
+// twins, one borrower b or instrument i at a time. credit_step runs the phases of a step in
+// order: debt_service_due and pay_debt_service (5-6), covenant_tests (7), refinance_or_repay (8),
+// settle_defaults (9); they share the step's working values through CreditStepValues.
+#pragma once
+
+#include "borrowers.cuh"
+#include "debt.cuh"
+
+#if GPUSIM_HAS_CREDIT
+namespace gpusim {
+
+// Credit state at t_k (credit.CreditState).
+struct CreditState {
+    bool alive[B];
+    int default_step[B];      // NO_DEFAULT while alive
+    int reason[B];            // REASON_*, index into credit.REASONS
+    real cash[B];
+    real eps[B];              // revenue shock
+    real units[B][A];         // treasury crypto held (its pledged part never changes while alive)
+    real outstanding[I];
+    real maturity_step[I];
+    real spread_add[I];
+    real dscr_breaches[I];
+    real ltv_breaches[I];
+    real cfads_window[B][W];  // ring buffers: slot (head + j) % W is the j-th oldest
+    real service_window[B][W];
+    int head;
+    real dscr[B];             // trailing DSCR of the current windows (kept for the fan charts)
+    real loss[I];
+    real loss_nominal[I];
+    real exposure[I];
+    real annuity[I];
+};
+
+// Working values of one credit step (the locals of credit.credit_step), passed between its
+// phases; the state at t_k stays untouched in CreditState until next_credit_state.
+struct CreditStepValues {
+    real net_price[A];    // crypto price after the regime's slippage
+    real pledged[B][A];   // units pledged, fixed while the borrower lives
+    real interest[I];
+    real principal[I];
+    bool matures[I];
+    real outstanding[I];  // after this step's payments, draws, cures and repayments
+    real headroom[I];
+    real drawn[I];
+    real coll_mark[I];
+    real coll_book[I];
+    real available[B];    // cash + CFADS before paying
+    real cash[B];
+    real units[B][A];
+    bool payment_default[B];
+    bool covenant_dscr[B];
+    bool covenant_ltv[B];
+    bool maturity_default[B];
+    bool newly[B];        // defaults of this step
+};
+
+// numerator / denominator, and UNBOUNDED_RATIO where there is nothing to divide by (e.g. LTV without collateral).
+__host__ __device__ __forceinline__ real ratio(real numerator, real denominator) {
+    return denominator > R(0.0) ? numerator / denominator : R(UNBOUNDED_RATIO);
+}
+
+// Sell borrower's unpledged treasury crypto, asset by asset in listed order, until `need` is met;
+// `units` is updated in place, the need left is returned.
+__host__ __device__ __forceinline__ real sell_crypto(real need, real* units, const real* pledged, const real* net_price) {
+    for (int a = 0; a < A; ++a) {
+        const real price = net_price[a];
+        const real sold = m_min(need, (units[a] - pledged[a]) * price);
+        units[a] = units[a] - sold / (price > R(0.0) ? price : R(1.0));
+        need = need - sold;
+    }
+    return need;
+}
+
+// Draw borrower b's facilities for `need`, pro rata to their headroom; returns the need left.
+__host__ __device__ __forceinline__ real draw_facilities(real need, const real* headroom, real* drawn, int b) {
+    const real total = sum_by_owner(headroom, b);
+    const real amount = m_min(need, total);
+    const real safe_total = total > R(0.0) ? total : R(1.0);
+    for (int i = first_of(b); i < end_of(b); ++i) drawn[i] = amount * (headroom[i] / safe_total);
+    return need - amount;
+}
+
+// CFADS over debt service due in the trailing window of borrower b, summed oldest first;
+// DSCR_WITHOUT_DEBT_SERVICE with no debt service.
+__host__ __device__ __forceinline__ real trailing_dscr(const CreditState& c, int b) {
+    real flow = c.cfads_window[b][c.head], service = c.service_window[b][c.head];
+    for (int j = 1, slot = c.head; j < W; ++j) {
+        slot = slot + 1 == W ? 0 : slot + 1;  // (head + j) mod W without an integer division
+        flow = flow + c.cfads_window[b][slot];
+        service = service + c.service_window[b][slot];
+    }
+    return service > R(0.0) ? flow / service : R(DSCR_WITHOUT_DEBT_SERVICE);
+}
+
+// Debt of borrower b over its fleets at mark plus its treasury at market (the LTV of
+// credit.credit_ratios and of the refinancing test).
+__host__ __device__ __forceinline__ real borrower_ltv(const MarketView& v, const real* units, const real* outstanding, const real* prm,
+                                                      int b) {
+    real fleets = R(0.0), treasury = R(0.0);
+    for (int g = 0; g < G; ++g) {
+        const real part = PRM(C_fleet_count)[b * G + g] * v.gpu_mark[g];
+        fleets = g == 0 ? part : fleets + part;
+    }
+    for (int a = 0; a < A; ++a) {
+        const real part = units[a] * v.crypto[a];
+        treasury = a == 0 ? part : treasury + part;
+    }
+    return ratio(sum_by_owner(outstanding, b), fleets + treasury);
+}
+
+// CFADS and debt service per step of borrower b at t_0 run rates: they fill the DSCR windows at
+// the start, so the first tests see a year of history at today's levels.
+__host__ __device__ __forceinline__ void run_rate_windows(const MarketView& v, const real* prm, int b, real& flow, real& service) {
+    flow = cfads(v.rental_rate, v.utilization, v.power_price, v.crypto[BTC], R(0.0), 0, prm, b);
+    service = R(0.0);
+    for (int i = first_of(b); i < end_of(b); ++i) {
+        const real outstanding = PRM(C_principal0)[i] + R(0.0);
+        const real rate = coupon_rate(0, R(0.0), prm, i);
+        const real remaining = remaining_payments(PRM(C_maturity_step0)[i] + R(0.0), 0, prm, i);
+        const real per_payment = scheduled_principal(outstanding, rate, remaining, prm, i);
+        const real per_step = outstanding * rate * R(DT) + per_payment * PRM(C_payments_per_year)[i] * R(DT);
+        service = i == first_of(b) ? per_step : service + per_step;
+    }
+}
+
+// Credit state at t_0 given the market at t_0 (which sets the DSCR history, see run_rate_windows).
+__host__ __device__ __forceinline__ void initial_credit_state(const MarketView& v, const real* prm, CreditState& c) {
+    c.head = 0;
+    for (int b = 0; b < N_BORROWERS; ++b) {
+        c.alive[b] = true;
+        c.default_step[b] = NO_DEFAULT;
+        c.reason[b] = 0;
+        c.cash[b] = PRM(C_cash0)[b] + R(0.0);
+        c.eps[b] = R(0.0);
+        for (int a = 0; a < A; ++a) c.units[b][a] = PRM(C_treasury0)[b * A + a] + R(0.0);
+        real flow, service;
+        run_rate_windows(v, prm, b, flow, service);
+        for (int j = 0; j < W; ++j) {
+            c.cfads_window[b][j] = flow;
+            c.service_window[b][j] = service;
+        }
+        c.dscr[b] = trailing_dscr(c, b);
+    }
+    for (int i = 0; i < N_INSTRUMENTS; ++i) {
+        c.outstanding[i] = PRM(C_principal0)[i] + R(0.0);
+        c.maturity_step[i] = PRM(C_maturity_step0)[i] + R(0.0);
+        c.spread_add[i] = c.dscr_breaches[i] = c.ltv_breaches[i] = R(0.0);
+        c.loss[i] = c.loss_nominal[i] = c.exposure[i] = c.annuity[i] = R(0.0);
+    }
+}
+
+// Trailing DSCR and LTV on marks of borrower b, NaN once defaulted, for the fan charts.
+__host__ __device__ __forceinline__ void credit_ratios(const CreditState& c, const MarketView& v, const real* prm, int b, real& dscr,
+                                                       real& ltv) {
+    if (!c.alive[b]) {
+        dscr = ltv = m_nan(R(0.0));
+        return;
+    }
+    dscr = c.dscr[b];
+    ltv = borrower_ltv(v, c.units[b], c.outstanding, prm, b);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The phases of credit_step, for borrower b
+// ---------------------------------------------------------------------------------------------
+
+// 5. Debt service due in (t_k, t_k+1]: coupons on payment dates, scheduled principal before
+// maturity. The annuity's pow is only evaluated on payment dates (due_now * principal is 0
+// off them, the principal being finite).
+__host__ __device__ __forceinline__ real debt_service_due(const CreditState& c, int step, const real* prm, int b, CreditStepValues& w) {
+    real service = R(0.0);
+    for (int i = first_of(b); i < end_of(b); ++i) {
+        const real rate = coupon_rate(step, c.spread_add[i], prm, i);
+        const real due_now = PRM(C_payment_due)[step * N_INSTRUMENTS + i];
+        w.matures[i] = c.maturity_step[i] == R(step);
+        w.interest[i] = c.outstanding[i] * rate / PRM(C_payments_per_year)[i] * due_now;
+        const bool pays_now = !w.matures[i] && due_now != R(0.0);
+        const real remaining = pays_now ? remaining_payments(c.maturity_step[i], step, prm, i) : R(1.0);
+        const real scheduled = pays_now ? due_now * scheduled_principal(c.outstanding[i], rate, remaining, prm, i) : R(0.0);
+        w.principal[i] = m_min(scheduled, c.outstanding[i]);
+        const real part = w.interest[i] + w.principal[i];
+        service = i == first_of(b) ? part : service + part;
+    }
+    return service;
+}
+
+// 6. Pay `service`: cash (with this step's `flow`) first, then unpledged crypto at the slipped
+// price, then facility headroom; a shortfall is a payment default.
+__host__ __device__ __forceinline__ void pay_debt_service(const CreditState& c, const MarketView& v, real flow, real service, int step,
+                                                          const real* prm, int b, CreditStepValues& w) {
+    w.available[b] = c.cash[b] + flow;
+    w.cash[b] = m_max(w.available[b] - service, R(0.0));
+    for (int a = 0; a < A; ++a) w.units[b][a] = c.units[b][a];
+    real need = sell_crypto(m_max(service - w.available[b], R(0.0)), w.units[b], w.pledged[b], w.net_price);
+    for (int i = first_of(b); i < end_of(b); ++i) {
+        collateral_value(v.gpu_mark, step + 1, w.pledged[b], v.crypto, prm, i, b, w.coll_mark[i], w.coll_book[i]);
+        w.headroom[i] = facility_headroom(c.outstanding[i], w.coll_mark[i], prm, i);
+    }
+    need = draw_facilities(need, w.headroom, w.drawn, b);
+    for (int i = first_of(b); i < end_of(b); ++i) {
+        w.outstanding[i] = c.outstanding[i] - w.principal[i] + w.drawn[i];
+        w.headroom[i] = w.headroom[i] - w.drawn[i];
+    }
+    w.payment_default[b] = c.alive[b] && need > R(0.0);
+}
+
+// Principal of instrument i above its LTV covenant (on marks, at book or a mix), 0 when not tested.
+__host__ __device__ __forceinline__ real ltv_excess(real outstanding, real coll_mark, real coll_book, bool test, const real* prm, int i) {
+    const real on_mark = PRM(C_ltv_on_mark)[i];
+    const real basis = on_mark * coll_mark + (R(1.0) - on_mark) * coll_book;
+    return test ? m_max(outstanding - PRM(C_ltv_max)[i] * basis, R(0.0)) : R(0.0);
+}
+
+// 7. Covenant tests of borrower b (while a loan is outstanding). LTV breaches are cured by
+// prepaying from cash and unpledged crypto, all of the borrower's breaches at once or none; a
+// breach counter beyond its cure periods is a covenant default.
+__host__ __device__ __forceinline__ void covenant_tests(CreditState& c, int step, const real* prm, int b, CreditStepValues& w) {
+    const bool liquidity_short = w.cash[b] < PRM(C_min_liquidity)[b];
+    real excess[I];
+    bool test[I];
+    real excess_b = R(0.0);
+    for (int i = first_of(b); i < end_of(b); ++i) {
+        test[i] = PRM(C_covenant_test)[step * N_INSTRUMENTS + i] > R(0.0) && c.outstanding[i] > R(0.0);
+        excess[i] = ltv_excess(w.outstanding[i], w.coll_mark[i], w.coll_book[i], test[i], prm, i);
+        excess_b = i == first_of(b) ? excess[i] : excess_b + excess[i];
+    }
+    real free_crypto = R(0.0);
+    for (int a = 0; a < A; ++a) {
+        const real part = (w.units[b][a] - w.pledged[b][a]) * w.net_price[a];
+        free_crypto = a == 0 ? part : free_crypto + part;
+    }
+    const bool cure = excess_b > R(0.0) && w.cash[b] + free_crypto >= excess_b;
+    const real prepay = cure ? excess_b : R(0.0);
+    const real from_cash = m_min(w.cash[b], prepay);
+    w.cash[b] = w.cash[b] - from_cash;
+    sell_crypto(prepay - from_cash, w.units[b], w.pledged[b], w.net_price);
+    w.covenant_dscr[b] = w.covenant_ltv[b] = false;
+    for (int i = first_of(b); i < end_of(b); ++i) {
+        if (cure) w.outstanding[i] = w.outstanding[i] - excess[i];
+        const bool dscr_breach = test[i] && ((PRM(C_dscr_min)[i] > R(0.0) && c.dscr[b] < PRM(C_dscr_min)[i]) || liquidity_short);
+        const bool ltv_breach = excess[i] > R(0.0) && !cure;
+        if (test[i]) {
+            c.dscr_breaches[i] = dscr_breach ? c.dscr_breaches[i] + R(1.0) : R(0.0);
+            c.ltv_breaches[i] = ltv_breach ? c.ltv_breaches[i] + R(1.0) : R(0.0);
+        }
+        w.covenant_dscr[b] |= c.dscr_breaches[i] > PRM(C_cure_periods)[i];
+        w.covenant_ltv[b] |= c.ltv_breaches[i] > PRM(C_cure_periods)[i];
+    }
+}
+
+// 8. Maturities of borrower b: refinance in the easy regime when LTV (its own collateral's if
+// secured, else the borrower's) and DSCR meet the terms, else repay from cash, crypto and the
+// headroom of facilities not maturing now. A borrower that cannot repay in full repays nothing
+// (a maturity default): it enters the workout with the cash and crypto it had, owing what it owed.
+__host__ __device__ __forceinline__ void refinance_or_repay(CreditState& c, const MarketView& v, bool tight, int step, const real* prm,
+                                                            int b, CreditStepValues& w) {
+    const real ltv = borrower_ltv(v, w.units[b], w.outstanding, prm, b);
+    real owed = R(0.0);
+    bool repay[I];
+    for (int i = first_of(b); i < end_of(b); ++i) {
+        const real ltv_refi = PRM(C_secured)[i] > R(0.0) ? ratio(w.outstanding[i], w.coll_mark[i]) : ltv;
+        const bool due = w.matures[i] && c.alive[b];
+        const bool refinance = due && PRM(C_refinanceable)[i] > R(0.0) && !tight && ltv_refi <= PRM(C_refi_max_ltv)[i] &&
+                               c.dscr[b] >= PRM(C_refi_min_dscr)[i];
+        if (refinance) {
+            c.maturity_step[i] = R(step) + PRM(C_refi_tenor_steps)[i];
+            c.spread_add[i] = c.spread_add[i] + PRM(C_refi_step_up)[i];
+        }
+        repay[i] = due && !refinance;
+        const real part = repay[i] ? w.outstanding[i] : R(0.0);
+        owed = i == first_of(b) ? part : owed + part;
+        if (w.matures[i]) w.headroom[i] = R(0.0);
+    }
+    const real from_cash = m_min(w.cash[b], owed);
+    real units_after[A];
+    for (int a = 0; a < A; ++a) units_after[a] = w.units[b][a];
+    real short_b = sell_crypto(owed - from_cash, units_after, w.pledged[b], w.net_price);
+    short_b = draw_facilities(short_b, w.headroom, w.drawn, b);
+    w.maturity_default[b] = short_b > R(0.0);
+    if (w.maturity_default[b]) return;
+    w.cash[b] = w.cash[b] - from_cash;
+    for (int a = 0; a < A; ++a) w.units[b][a] = units_after[a];
+    for (int i = first_of(b); i < end_of(b); ++i) w.outstanding[i] = repay[i] ? R(0.0) : w.outstanding[i] + w.drawn[i];
+}
+
+// Why borrower b defaults, the first of the reasons that apply.
+__host__ __device__ __forceinline__ int default_reason(const CreditStepValues& w, int b) {
+    return w.payment_default[b] ? REASON_PAYMENT : w.covenant_dscr[b] ? REASON_COVENANT_DSCR : w.covenant_ltv[b] ? REASON_COVENANT_LTV
+                                                                                                                : REASON_MATURITY;
+}
+
+// Q^g: GPUs of generation g that this step's defaults (`newly`) put up for sale.
+__host__ __device__ __forceinline__ void gpus_dumped(const bool* newly, const real* prm, real* dumped) {
+    for (int g = 0; g < G; ++g) {
+        real q = R(0.0);
+        for (int b = 0; b < N_BORROWERS; ++b) {
+            const real part = PRM(C_fleet_count)[b * G + g] * (newly[b] ? R(1.0) : R(0.0));
+            q = b == 0 ? part : q + part;
+        }
+        dumped[g] = q;
+    }
+}
+
+// 9. Defaults of this step: GPUs dumped per generation (Q^g, written into `dumped`), fire-sale
+// prices, the recovery waterfall of each defaulting borrower, losses and exposures. A borrower
+// whose debt is all repaid has no lender left to default on.
+__host__ __device__ __forceinline__ void settle_defaults(CreditState& c, const MarketView& v, bool tight, int step, const real* prm,
+                                                         CreditStepValues& w, real* dumped) {
+    bool any_default = false;
+    for (int b = 0; b < N_BORROWERS; ++b) {
+        const bool owes = sum_by_owner(c.outstanding, b) > R(0.0);
+        w.newly[b] = c.alive[b] && owes && (w.payment_default[b] || w.covenant_dscr[b] || w.covenant_ltv[b] || w.maturity_default[b]);
+        any_default |= w.newly[b];
+    }
+    gpus_dumped(w.newly, prm, dumped);
+    if (!any_default) return;  // the waterfall only runs on paths where some borrower defaults (credit.recoveries_where)
+    real fire_sale[G];
+    for (int g = 0; g < G; ++g) fire_sale[g] = fire_sale_price(v.gpu_mark[g], dumped[g], tight, prm, g);
+    real exposure[I], recovered[I];
+    for (int b = 0; b < N_BORROWERS; ++b) {
+        if (!w.newly[b]) continue;
+        // a borrower that cannot pay in full goes into the workout with what it had before paying
+        const bool paid_nothing = w.payment_default[b];
+        for (int i = first_of(b); i < end_of(b); ++i) exposure[i] = paid_nothing ? c.outstanding[i] + w.interest[i] : w.outstanding[i];
+        const real workout_cash = paid_nothing ? m_max(w.available[b], R(0.0)) : w.cash[b];
+        const real* workout_units = paid_nothing ? c.units[b] : w.units[b];
+        recovery_waterfall(exposure, fire_sale, workout_units, w.pledged[b], w.net_price, workout_cash, prm, b, recovered);
+        for (int i = first_of(b); i < end_of(b); ++i) {
+            const real loss_now = exposure[i] - m_min(recovered[i], exposure[i]);
+            c.loss[i] = c.loss[i] + loss_now * PRM(C_discount)[step + 1];
+            c.loss_nominal[i] = c.loss_nominal[i] + loss_now;
+            c.exposure[i] = c.exposure[i] + exposure[i] * PRM(C_discount)[step + 1];
+        }
+        c.default_step[b] = step;
+        c.reason[b] = default_reason(w, b);
+    }
+}
+
+// The state at t_{k+1}: survivors keep this step's cash, crypto and debt, defaulted borrowers
+// hold nothing; the risky annuity accrues DF x outstanding x dt while alive.
+__host__ __device__ __forceinline__ void next_credit_state(int step, const real* prm, const CreditStepValues& w, CreditState& c) {
+    for (int b = 0; b < N_BORROWERS; ++b) {
+        const bool was_alive = c.alive[b];
+        const bool still_alive = was_alive && !w.newly[b];
+        c.alive[b] = still_alive;
+        c.cash[b] = still_alive ? w.cash[b] : R(0.0);
+        for (int a = 0; a < A; ++a) c.units[b][a] = still_alive ? w.units[b][a] : R(0.0);
+        for (int i = first_of(b); i < end_of(b); ++i) {
+            c.annuity[i] = c.annuity[i] + PRM(C_discount)[step] * c.outstanding[i] * R(DT) * (was_alive ? R(1.0) : R(0.0));
+            c.outstanding[i] = still_alive ? w.outstanding[i] : R(0.0);
+        }
+    }
+}
+
+// One step k -> k+1 of every borrower (steps 5-9 of MODEL.md 7) under the regime R_k (`tight`),
+// with the borrowers' revenue-shock draws `z_eps`; writes the GPUs dumped by this step's
+// defaults per generation (Q^g) into `dumped`.
+__host__ __device__ __forceinline__ void credit_step(CreditState& c, const MarketView& v, bool tight, const real* z_eps, int step,
+                                                     const real* prm, real* dumped) {
+    CreditStepValues w;
+    for (int a = 0; a < A; ++a) w.net_price[a] = v.crypto[a] * (R(1.0) - by_regime(PRM(M_crypto_slippage), tight, A)[a]);
+    for (int b = 0; b < N_BORROWERS; ++b)
+        for (int a = 0; a < A; ++a) w.pledged[b][a] = PRM(C_treasury0)[b * A + a] * PRM(C_pledged_share)[b * A + a];
+
+    for (int b = 0; b < N_BORROWERS; ++b) {
+        c.eps[b] = revenue_shock_step(c.eps[b], z_eps[b], prm, b);
+        const real flow = cfads(v.rental_rate, v.utilization, v.power_price, v.crypto[BTC], c.eps[b], step, prm, b);
+        const real service = debt_service_due(c, step, prm, b, w);
+        pay_debt_service(c, v, flow, service, step, prm, b, w);
+        c.cfads_window[b][c.head] = flow;  // the oldest slot of the window drops out
+        c.service_window[b][c.head] = service;
+    }
+    c.head = c.head + 1 == W ? 0 : c.head + 1;
+
+    for (int b = 0; b < N_BORROWERS; ++b) {
+        c.dscr[b] = trailing_dscr(c, b);
+        covenant_tests(c, step, prm, b, w);
+        refinance_or_repay(c, v, tight, step, prm, b, w);
+    }
+    settle_defaults(c, v, tight, step, prm, w, dumped);
+    next_credit_state(step, prm, w, c);
+}
+
+}  // namespace gpusim
+#endif  // GPUSIM_HAS_CREDIT

@@ -1,0 +1,153 @@
+// debt.cuh: debt instruments of MODEL.md section 6 for one path (gpusim/model/debt.py): coupons,
+// schedules, collateral, fire sales, recoveries.
+//
+// One function per equation, named as its numpy twin, with the same operations in the same
+// order; each takes one instrument i (of borrower b) where the numpy function takes arrays over
+// all of them. Which instruments a borrower owns, their ranks and their collateral are
+// compile-time tables of the generated header (FIRST_INSTRUMENT, SENIORITY, RANKS, COLLATERAL_*).
+#pragma once
+
+#include "market.cuh"
+
+#if GPUSIM_HAS_CREDIT
+namespace gpusim {
+
+// Borrower b owns instruments first_of(b) .. end_of(b) - 1 (Layout.instruments_of).
+__host__ __device__ __forceinline__ int first_of(int b) { return FIRST_INSTRUMENT[b]; }
+__host__ __device__ __forceinline__ int end_of(int b) { return FIRST_INSTRUMENT[b + 1]; }
+
+// Per-instrument values x summed over borrower b's instruments, in a fixed order.
+__host__ __device__ __forceinline__ real sum_by_owner(const real* x, int b) {
+    real total = x[first_of(b)];
+    for (int i = first_of(b) + 1; i < end_of(b); ++i) total = total + x[i];
+    return total;
+}
+
+// Annual rate of instrument i: fixed coupon, or base rate at t_k plus spread; plus refinancing step-ups.
+__host__ __device__ __forceinline__ real coupon_rate(int step, real spread_add, const real* prm, int i) {
+    return PRM(C_coupon)[i] + PRM(C_floating)[i] * PRM(C_base_rate)[step] + spread_add;
+}
+
+// Scheduled payments from the end of step k to maturity, this one included (at least 1).
+__host__ __device__ __forceinline__ real remaining_payments(real maturity_step, int step, const real* prm, int i) {
+    return m_max(m_rint((maturity_step - R(step)) * R(DT) * PRM(C_payments_per_year)[i]) + R(1.0), R(1.0));
+}
+
+// Principal due at a payment date: level O/m, annuity O r / (1 - (1 + r)^-m) - O r, or none; with
+// 1 - (1 + r)^-m = -expm1(-m log1p(r)), which stays positive for tiny r in float32.
+__host__ __device__ __forceinline__ real scheduled_principal(real outstanding, real rate, real remaining, const real* prm, int i) {
+    const real level = outstanding / remaining;
+    const real r = rate / PRM(C_payments_per_year)[i];
+    const bool positive = r > R(1e-12);
+    const real safe_r = positive ? r : R(1.0);
+    const real annuity = positive ? outstanding * safe_r / -m_expm1(-remaining * m_log1p(safe_r)) - outstanding * safe_r : level;
+    return PRM(C_amortizes_level)[i] * level + PRM(C_amortizes_annuity)[i] * annuity;
+}
+
+// Value of the owner's pledged crypto (units `pledged` per asset) securing instrument i at market prices.
+__host__ __device__ __forceinline__ real pledged_crypto_value(const real* pledged, const real* prices, const real* prm, int i) {
+    real total = R(0.0);
+    for (int a = 0; a < A; ++a) {
+        const real part = PRM(C_collateral_crypto)[i * A + a] * pledged[a] * prices[a];
+        total = a == 0 ? part : total + part;
+    }
+    return total;
+}
+
+// GPUs of generation g pledged to instrument i of borrower b.
+__host__ __device__ __forceinline__ real pledged_fleet_weights(const real* prm, int i, int b, int g) {
+    return PRM(C_collateral_fleet)[i * G + g] * PRM(C_fleet_count)[b * G + g];
+}
+
+// Collateral of instrument i of borrower b at marks and at book: pledged fleets + pledged crypto.
+__host__ __device__ __forceinline__ void collateral_value(const real* marks, int step_next, const real* pledged, const real* prices,
+                                                          const real* prm, int i, int b, real& at_mark, real& at_book) {
+    const real crypto = pledged_crypto_value(pledged, prices, prm, i);
+    real fleets_at_mark = R(0.0), fleets_at_book = R(0.0);
+    for (int g = 0; g < G; ++g) {
+        const real weight = pledged_fleet_weights(prm, i, b, g);
+        const real mark = weight * marks[g];
+        const real book = weight * PRM(C_book_value)[(step_next * B + b) * G + g];
+        fleets_at_mark = g == 0 ? mark : fleets_at_mark + mark;
+        fleets_at_book = g == 0 ? book : fleets_at_book + book;
+    }
+    at_mark = fleets_at_mark + crypto;
+    at_book = fleets_at_book + crypto;
+}
+
+// Undrawn availability of facility i: min(commitment, advance rate x collateral mark) - drawn, >= 0.
+__host__ __device__ __forceinline__ real facility_headroom(real outstanding, real collateral_at_mark, const real* prm, int i) {
+    const real base = m_min(PRM(C_commitment)[i], PRM(C_advance_rate)[i] * collateral_at_mark);
+    return PRM(C_is_facility)[i] * m_max(base - outstanding, R(0.0));
+}
+
+// P^g = M^g (1 - h_int) exp(-alpha_R Q^g / D^g_R): what a liquidating lender receives per GPU of generation g.
+__host__ __device__ __forceinline__ real fire_sale_price(real mark, real dumped, bool tight, const real* prm, int g) {
+    const real impact = by_regime(PRM(M_price_impact), tight)[0] * dumped / by_regime(PRM(M_market_depth), tight, G)[g];
+    return mark * (R(1.0) - PRM(M_integration_discount)[0]) * m_exp(-impact);
+}
+
+// Pay claimants (instruments of b flagged in `claimant`) from a pool by seniority, pro rata
+// within a rank; returns what is left of the pool (debt._share_pool).
+__host__ __device__ __forceinline__ real share_pool(real pool, const bool* claimant, real* claims, real* recovered, int b) {
+    for (int k = 0; k < N_RANKS; ++k) {
+        real total = R(0.0);
+        bool any = false;
+        for (int i = first_of(b); i < end_of(b); ++i) {
+            if (!claimant[i] || SENIORITY[i] != RANKS[k]) continue;
+            total = any ? total + claims[i] : claims[i];
+            any = true;
+        }
+        if (!any) continue;
+        const real paid = m_min(pool, total);
+        const bool positive = total > R(0.0);
+        const real safe_total = positive ? total : R(1.0);
+        for (int i = first_of(b); i < end_of(b); ++i) {
+            if (!claimant[i] || SENIORITY[i] != RANKS[k]) continue;
+            const real share = positive ? paid * claims[i] / safe_total : R(0.0);
+            claims[i] = claims[i] - share;
+            recovered[i] = recovered[i] + share;
+        }
+        pool = pool - paid;
+    }
+    return pool;
+}
+
+// Recovery of borrower b's instruments if it is liquidated now (MODEL.md 7): fleets at fire-sale
+// prices, crypto at the slipped price and cash, less the workout cost; secured lenders first on
+// their own collateral, then everything left pays all claims by rank, pro rata within a rank.
+__host__ __device__ __forceinline__ void recovery_waterfall(const real* exposure, const real* fire_sale, const real* units,
+                                                            const real* pledged, const real* crypto_net_price, real cash, const real* prm,
+                                                            int b, real* recovered) {
+    real claims[I];
+    bool claimant[I];
+    for (int i = first_of(b); i < end_of(b); ++i) {
+        claims[i] = exposure[i];
+        recovered[i] = R(0.0);
+    }
+    real gross = cash;
+    for (int g = 0; g < G; ++g) gross = gross + PRM(C_fleet_count)[b * G + g] * fire_sale[g];
+    for (int a = 0; a < A; ++a) gross = gross + units[a] * crypto_net_price[a];
+    const real owed = sum_by_owner(exposure, b);
+    const real after_cost = gross > R(0.0) ? m_max(R(1.0) - PRM(C_workout_cost)[0] * owed / gross, R(0.0)) : R(0.0);
+
+    real general = cash * after_cost;
+    for (int g = 0; g < G; ++g) {
+        bool any = false;
+        for (int i = first_of(b); i < end_of(b); ++i) any |= (claimant[i] = COLLATERAL_FLEET[i * G + g] != 0);
+        const real pool = PRM(C_fleet_count)[b * G + g] * fire_sale[g] * after_cost;
+        general = general + (any ? share_pool(pool, claimant, claims, recovered, b) : pool);
+    }
+    for (int a = 0; a < A; ++a) {
+        bool any = false;
+        for (int i = first_of(b); i < end_of(b); ++i) any |= (claimant[i] = COLLATERAL_ASSET[i * A + a] != 0);
+        const real secured = pledged[a] * crypto_net_price[a] * after_cost;
+        const real free = (units[a] - pledged[a]) * crypto_net_price[a] * after_cost;
+        general = general + free + (any ? share_pool(secured, claimant, claims, recovered, b) : secured);
+    }
+    for (int i = first_of(b); i < end_of(b); ++i) claimant[i] = true;
+    share_pool(general, claimant, claims, recovered, b);
+}
+
+}  // namespace gpusim
+#endif  // GPUSIM_HAS_CREDIT
