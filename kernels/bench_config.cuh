@@ -33,7 +33,6 @@ constexpr int SLOT_MARKET_SHOCKS = 8;
 constexpr int SLOT_REVENUE_SHOCK = 10;
 constexpr int N_BINS = 4096;
 constexpr int FAN_TOTAL_BINS = 196656;
-constexpr int SAVED_WIDTH = 16;
 constexpr int SAVE_COL_CRYPTO = 0;
 constexpr int SAVE_COL_RENTAL_RATE = 2;
 constexpr int SAVE_COL_UTILIZATION = 6;
@@ -152,19 +151,6 @@ constexpr int P_C_refi_step_up = 26135;
 constexpr int P_C_workout_cost = 26171;
 constexpr int P_F_offset = 26172;
 constexpr int P_F_inverse_width = 26220;
-#ifdef GPUSIM_SHARED_CONSTANTS
-constexpr int REASON_NONE = 0;
-constexpr int REASON_PAYMENT = 1;
-constexpr int REASON_COVENANT_DSCR = 2;
-constexpr int REASON_COVENANT_LTV = 3;
-constexpr int REASON_MATURITY = 4;
-constexpr int NO_DEFAULT = -1;
-constexpr double UNBOUNDED_RATIO = 1000000000.0;
-constexpr double DSCR_WITHOUT_DEBT_SERVICE = 1000000000.0;
-constexpr double HOURS_PER_YEAR = 8760.0;
-constexpr double DAYS_PER_YEAR = 365.0;
-constexpr int POISSON_CAP = 16;
-#endif  // GPUSIM_SHARED_CONSTANTS
 GPUSIM_TABLE int FIRST_INSTRUMENT[17] = {0, 4, 7, 9, 13, 15, 19, 20, 22, 23, 25, 27, 29, 31, 33, 34, 36};
 GPUSIM_TABLE int SENIORITY[36] = {1, 1, 2, 3, 1, 2, 3, 1, 2, 1, 1, 2, 2, 1, 2, 1, 1, 2, 3, 1, 1, 2, 1, 1, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1, 1, 2};
 constexpr int N_RANKS = 3;

@@ -212,7 +212,7 @@ tests/test_kernels_model_host.py compiles them as the cupy backend does, per con
 
 def test_standalone_constants_are_bench_yaml_in_float32() -> None:
     """kernels/bench_config.cuh is what kernel_config generates today for bench.yaml (float32):
-    regenerate it from `config_header` when the generator or bench.yaml changes."""
+    regenerate it with `python -m gpusim.backends.kernel_config` when the generator or bench.yaml changes."""
     from gpusim.backends.kernel_config import config_header
     from gpusim.scenario import load_scenario
     from gpusim.spec import build_spec
@@ -220,6 +220,14 @@ def test_standalone_constants_are_bench_yaml_in_float32() -> None:
     shipped = (KERNELS / "bench_config.cuh").read_text()
     generated = config_header(build_spec(load_scenario("bench"), "float32"))
     assert shipped.endswith(generated) and all(line.startswith("//") for line in shipped[: -len(generated)].splitlines())
+
+
+def test_shipped_constants_header_is_generated() -> None:
+    """kernels/constants.cuh is exactly what kernel_config generates from gpusim/model/constants.py
+    (regenerate both shipped headers with `python -m gpusim.backends.kernel_config`)."""
+    from gpusim.backends.kernel_config import constants_header
+
+    assert (KERNELS / "constants.cuh").read_text() == constants_header()
 
 
 @pytest.mark.parametrize("source", STANDALONE_SOURCES, ids=lambda p: p.name)
