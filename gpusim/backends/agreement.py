@@ -37,7 +37,7 @@ class Tolerance:
     money_rtol: float  # money on those paths: |x - y| <= money_rtol * max(|y|, money_floor)
     money_floor: float  # USD: a difference between smaller amounts is measured against this
     fan_moved_share: float  # largest share of fan-chart counts that fall in another bin
-    fan_bin_difference: int  # largest difference of one fan-chart bin's count
+    fan_bin_difference: int | None  # largest difference of one fan-chart bin's count (None: not held)
     el_se: float  # largest difference of portfolio expected loss, in the reference's standard errors
     generation_scale: bool = False  # compare SCALED_BY_GENERATION on their generation's scale
 
@@ -65,16 +65,37 @@ TOLERANCES: dict[DType, Tolerance] = {
         generation_scale=True,
     ),
 }
-"""The CPU backends (JAX under jit, JAX with the Pallas market kernel interpreted, the fused
-kernels compiled as host C++) against numpy: float64 to a few ulps compounded over the steps
-(measured: 1e-14 on factor paths, 1e-13 on money), float32 to its own rounding (measured: 3e-6
-on factor paths); default steps may flip on a covenant threshold, expected loss stays within
-half a Monte Carlo standard error."""
+"""What every backend is held to against numpy, the strictest of what the per-backend tests held
+before and every CPU backend (JAX under jit, JAX with the Pallas market kernel interpreted, the
+fused kernels compiled as host C++) meets; measured on those: 1e-14 on float64 factor paths and
+1e-13 on money, 3e-6 on float32 factor paths and about 1e-5 on money.
+
+- factor paths: 1e-12 in float64 (the JAX, Pallas, cupy-array and host tests; the bench held
+  1e-9), 1e-5 in float32 with income values and marks on their generation's scale (the JAX and
+  GPU tests; on the saved paths of the stressed scenario the host build differs by 1.4e-5 from
+  numpy near a scrap value);
+- regimes: all equal (the host and fused-kernel tests; JAX held 99.99 % and 99.9 %);
+- default steps: identical on 99.99 % / 99.9 % of paths (the host and fused-kernel tests; JAX
+  and the bench held a share of (path, borrower) pairs, which a path-wise share implies);
+  default reasons equal on those paths (the host test);
+- money on those paths (loss, exposure, risky annuity, nominal portfolio loss): 1e-9 relative
+  in float64 with differences below 1e6 USD measured against 1e6 (JAX and Pallas held 1e-9 and
+  1e-3 USD on losses, the host 1e-9 of the field's largest value), 1e-4 in float32 against at
+  least 1e8 USD (the host held 1e-4 of the field's largest value, 1.5e8 or more in its cases);
+- fan counts: identical in float64 (the host held that without borrowers, JAX two counts a bin),
+  in float32 at most 0.2 % moved to another bin (host, fused kernels) and five counts a bin
+  (JAX); paths counted tight at each step: equal (host, fused kernels, JAX in float64);
+- portfolio expected loss: within half a Monte Carlo standard error (the GPU tests)."""
 
 DECLARED: dict[tuple[str, DType], Tolerance] = {
     # the fused kernels on a GPU: nvcc contracts multiply-adds and the GPU has its own exp, log
-    # and pow, so float64 paths differ by up to 1e-10 (money by as much more as the table allows)
-    ("cupy", "float64"): replace(TOLERANCES["float64"], path_rtol=1e-10, money_rtol=1e-7, fan_moved_share=2e-3, generation_scale=True),
+    # and pow, so float64 paths differ by up to 1e-10, and a value near a fan bin's edge may
+    # fall in the next bin; money is held to 1e-6 for the cancellation in exposure minus
+    # recovery (not yet measured on a GPU: the kernels' old test held expected loss only)
+    ("cupy", "float64"): replace(
+        TOLERANCES["float64"], path_rtol=1e-10, money_rtol=1e-6, fan_moved_share=2e-3, fan_bin_difference=None, generation_scale=True
+    ),
+    ("cupy", "float32"): replace(TOLERANCES["float32"], fan_bin_difference=None),
     # the array model on a GPU (cupy, or XLA for CUDA): the GPU's exp and log flip a regime
     # draw on a threshold now and then in float32
     ("cupy-array", "float32"): replace(TOLERANCES["float32"], regime_share=0.999),
@@ -207,7 +228,7 @@ def _compare_fans(got: ChunkResult, ref: ChunkResult, tol: Tolerance, report: Ag
         report.fan_bin_difference[name] = int(difference.max(initial=0))
         if report.fan_moved_share[name] > tol.fan_moved_share:
             problems.append(f"fan {name}: {report.fan_moved_share[name]:.3g} of counts in another bin (> {tol.fan_moved_share:g})")
-        if report.fan_bin_difference[name] > tol.fan_bin_difference:
+        if tol.fan_bin_difference is not None and report.fan_bin_difference[name] > tol.fan_bin_difference:
             problems.append(f"fan {name}: a bin differs by {report.fan_bin_difference[name]} counts (> {tol.fan_bin_difference})")
 
 
@@ -291,7 +312,9 @@ def loosest(*tolerances: Tolerance) -> Tolerance:
             money_rtol=max(first.money_rtol, other.money_rtol),
             money_floor=max(first.money_floor, other.money_floor),
             fan_moved_share=max(first.fan_moved_share, other.fan_moved_share),
-            fan_bin_difference=max(first.fan_bin_difference, other.fan_bin_difference),
+            fan_bin_difference=None
+            if first.fan_bin_difference is None or other.fan_bin_difference is None
+            else max(first.fan_bin_difference, other.fan_bin_difference),
             el_se=max(first.el_se, other.el_se),
             generation_scale=first.generation_scale or other.generation_scale,
         )
