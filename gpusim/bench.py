@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from gpusim.backends import BACKENDS, Backend, BackendUnavailable, get_backend, gpu_unavailable_reason
+from gpusim.backends.agreement import TOLERANCES, Agreement, backend_key, compare_chunks, first_paths, first_paths_of, loosest, tolerance
 from gpusim.engine import RunResult, chunks, run
 from gpusim.scenario import Scenario
 from gpusim.spec import ChunkResult, DType, RunSpec, build_spec
@@ -36,14 +37,6 @@ from gpusim.version import __version__
 WORKLOADS = ("model+attribution", "model", "factors")
 """model+attribution: the default `gpusim run` (the paths rerun with the fire-sale chain off);
 model: one pass (`--no-contagion`); factors: the market factors alone (borrowers removed)."""
-
-PATH_RTOL: dict[str, float] = {"float64": 1e-9, "float32": 1e-4}
-"""Largest relative difference of a saved factor path between backends: a few ulps per
-operation, compounded over the steps, with room for a GPU's own exp and log."""
-
-OUTCOME_AGREEMENT: dict[str, float] = {"float64": 0.999, "float32": 0.99}
-"""Smallest share of (path, borrower) default steps and of regimes that must be equal: a
-default decided on a covenant threshold can flip with the last bit of a ratio."""
 
 
 def cpu_model() -> str:
@@ -173,85 +166,19 @@ def device_memory(backend: Backend) -> int | None:
 
 
 class FirstPaths:
-    """Engine sink that keeps the per-path credit outcomes of the first `n` paths (for the check)."""
+    """Engine sink that keeps the chunks holding the first `n` paths (for the agreement check)."""
 
     def __init__(self, n: int) -> None:
         self.n = n
-        self.default_step: dict[int, np.ndarray] = {}
+        self.chunks: list[ChunkResult] = []
 
     def write_chunk(self, chunk: ChunkResult) -> None:
-        if chunk.outcomes is not None and chunk.path_start < self.n:
-            self.default_step[chunk.path_start] = chunk.outcomes.default_step[: self.n - chunk.path_start]
+        if chunk.path_start < self.n:
+            self.chunks.append(first_paths_of(chunk, self.n - chunk.path_start))
 
-    def default_steps(self) -> np.ndarray | None:
-        if not self.default_step:
-            return None
-        return np.concatenate([self.default_step[k] for k in sorted(self.default_step)])
-
-
-@dataclass
-class Agreement:
-    """How one backend's first paths compare with the reference backend's."""
-
-    reference: str
-    ok: bool
-    max_relative_difference: dict[str, float]
-    regime_agreement: float
-    default_step_agreement: float | None
-    problems: list[str] = field(default_factory=list)
-
-
-def relative_difference(name: str, values: np.ndarray, reference: np.ndarray) -> float:
-    """Largest relative difference of a saved factor path. A GPU's income value just above its
-    scrap value is a small difference of large numbers, so values and marks are compared on
-    the scale of their generation's largest value; NaN where the reference has none is infinite."""
-    x, y = values.astype(np.float64), reference.astype(np.float64)
-    scale = np.abs(y)
-    if name in ("gpu_value", "gpu_mark"):
-        scale = np.maximum(scale, np.max(scale, axis=(0, 1)))
-    error = np.abs(x - y) / np.maximum(scale, np.finfo(np.float64).tiny)
-    error = np.where(np.isnan(x) & np.isnan(y), 0.0, error)
-    return float(np.max(np.where(np.isnan(error), np.inf, error), initial=0.0))
-
-
-def compare_first_paths(
-    reference: str,
-    saved: dict[str, np.ndarray],
-    saved_reference: dict[str, np.ndarray],
-    defaults: np.ndarray | None,
-    defaults_reference: np.ndarray | None,
-    dtype: str,
-) -> Agreement:
-    """Saved factor paths to PATH_RTOL, regimes and default steps to OUTCOME_AGREEMENT."""
-    problems: list[str] = []
-    differences: dict[str, float] = {}
-    for name, ref in saved_reference.items():
-        if name == "regime":
-            continue
-        mine = saved.get(name)
-        if mine is None or mine.shape != ref.shape:
-            problems.append(f"{name}: shape {None if mine is None else mine.shape} where {reference} has {ref.shape}")
-            continue
-        differences[name] = relative_difference(name, mine, ref)
-        if not differences[name] <= PATH_RTOL[dtype]:
-            problems.append(f"{name}: largest relative difference {differences[name]:.3g} > {PATH_RTOL[dtype]:g}")
-    regime = _share_equal(saved.get("regime"), saved_reference.get("regime"))
-    if regime < OUTCOME_AGREEMENT[dtype]:
-        problems.append(f"regime: {regime:.2%} of path-steps agree (< {OUTCOME_AGREEMENT[dtype]:.1%})")
-    default_share = None
-    if defaults_reference is not None:
-        default_share = _share_equal(defaults, defaults_reference)
-        if default_share < OUTCOME_AGREEMENT[dtype]:
-            problems.append(f"default steps: {default_share:.2%} of (path, borrower) pairs agree (< {OUTCOME_AGREEMENT[dtype]:.1%})")
-    return Agreement(reference, not problems, differences, regime, default_share, problems)
-
-
-def _share_equal(values: np.ndarray | None, reference: np.ndarray | None) -> float:
-    if reference is None or reference.size == 0:
-        return 1.0
-    if values is None or values.shape != reference.shape:
-        return 0.0
-    return float(np.mean(values == reference))
+    def first_paths(self, saved: dict[str, np.ndarray]) -> ChunkResult:
+        """The first `n` paths, with the run's saved factor paths (the first `n` of them)."""
+        return first_paths(self.chunks, self.n, saved)
 
 
 @dataclass
@@ -300,8 +227,8 @@ def time_chunks_alone(backend: Backend, spec: RunSpec, seed: int, n_paths: int, 
 @dataclass
 class _Reference:
     name: str
-    saved: dict[str, np.ndarray]
-    defaults: np.ndarray | None
+    key: str  # the name its tolerance is declared under (agreement.backend_key)
+    first: ChunkResult
 
 
 def bench_backend(
@@ -334,10 +261,10 @@ def bench_backend(
     report.warmup_s, report.workers, report.chunk_paths = warmup.runtime_s, warmup.workers, warmup.chunk_paths
     report.compile_s = _delta(backend, "compile_seconds", compiled)
     if reference is None:
-        reference = _Reference(name, warmup.saved, first.default_steps())
+        reference = _Reference(name, backend_key(backend), first.first_paths(warmup.saved))
     else:
-        defaults = first.default_steps()
-        report.agreement = compare_first_paths(reference.name, warmup.saved, reference.saved, defaults, reference.defaults, spec.dtype)
+        pair = loosest(tolerance(reference.key, spec.dtype), tolerance(backend_key(backend), spec.dtype))
+        report.agreement = compare_chunks(reference.name, first.first_paths(warmup.saved), reference.first, pair)
         if not report.agreement.ok:
             report.reason = f"disagrees with {reference.name} on the first {check_paths} paths: " + "; ".join(report.agreement.problems)
             return report, reference
@@ -423,8 +350,8 @@ def bench(
             "repeats": repeats,
             "reference_backend": None if reference is None else reference.name,
             "check_paths": min(check_paths, n_paths),
-            "path_rtol": PATH_RTOL[dtype],
-            "outcome_agreement": OUTCOME_AGREEMENT[dtype],
+            "path_rtol": TOLERANCES[dtype].path_rtol,
+            "outcome_agreement": TOLERANCES[dtype].default_path_share,
         },
         "backends": [asdict(r) for r in reports],
     }

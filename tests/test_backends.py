@@ -6,7 +6,7 @@ import h5py
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import small_mapping
+from helpers import small_mapping
 
 from gpusim.backends import BACKENDS, CHOICES, BackendUnavailable, get_backend, gpu_unavailable_reason
 from gpusim.cli import main
@@ -21,7 +21,7 @@ def _jax_sees_gpu() -> bool:
 
 
 def test_auto_is_the_fastest_available_backend():
-    """The fused kernels where cupy sees a GPU, else JAX on a GPU, else numpy (issue 5 point 4)."""
+    """The fused kernels where cupy sees a GPU, else JAX on a GPU, else numpy."""
     backend = get_backend("auto")
     if gpu_unavailable_reason() is None:
         assert backend.name == "cupy"

@@ -1,23 +1,21 @@
-"""The Pallas market-step kernel (issue 5 point 2), interpreted on the CPU, against the plain
-jit step and the numpy reference, path by path (MODEL.md section 3: same seed, same paths)."""
+"""The Pallas market-step kernel, interpreted on the CPU, against the shared functions it fuses,
+step by step; and when the backend uses it. A whole run with the kernel against numpy is in
+tests/test_backend_agreement.py."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import small_mapping
+from helpers import small_spec_for
 
 jax = pytest.importorskip("jax", reason="jax is not installed: the Pallas kernel tests need it (pip install 'gpusim[jax]')")
 
 import jax.numpy as jnp  # noqa: E402
 
-from gpusim.backends import get_backend  # noqa: E402
 from gpusim.backends.jax_backend import JaxBackend  # noqa: E402
 from gpusim.backends.pallas_market import fused_market_step  # noqa: E402
 from gpusim.model.market import advance_market, draw_step, initial_state, observe  # noqa: E402
 from gpusim.model.params import cast_params  # noqa: E402
-from gpusim.scenario import validate_mapping  # noqa: E402
-from gpusim.spec import build_spec  # noqa: E402
 
 SEED = 2**40 + 5
 
@@ -25,7 +23,7 @@ SEED = 2**40 + 5
 @pytest.fixture(scope="module")
 def spec():
     JaxBackend()  # switches JAX to 64-bit types, as the backend always runs
-    return build_spec(validate_mapping(small_mapping(), "small"), "float64")
+    return small_spec_for("float64")
 
 
 @pytest.mark.parametrize(("dtype", "rtol"), [("float64", 1e-13), ("float32", 1e-5)])
@@ -51,23 +49,6 @@ def test_fused_step_equals_the_shared_functions(spec, dtype, rtol):
         np.testing.assert_allclose(np.asarray(getattr(got_view, name)), np.asarray(getattr(expected_view, name)), rtol=rtol, err_msg=name)
     np.testing.assert_array_equal(np.asarray(got_draws.regime), np.asarray(draws.regime))
     np.testing.assert_array_equal(np.asarray(got_draws.revenue_shock), np.asarray(draws.revenue_shock))
-
-
-def test_backend_with_the_pallas_kernel_matches_numpy(spec):
-    """A whole run (credit, contagion, attribution) with the market step in the interpreted
-    Pallas kernel: the same factor paths, defaults and losses as the numpy reference."""
-    backend = JaxBackend(market_kernel="pallas")
-    assert backend.interpret  # no GPU: Pallas interprets
-    n = 300
-    got = backend.run_chunk(spec, SEED, 0, n, n)
-    want = get_backend("numpy").run_chunk(spec, SEED, 0, n, n)
-    for name in want.saved:
-        np.testing.assert_allclose(got.saved[name], want.saved[name], rtol=1e-12, err_msg=name)
-    np.testing.assert_array_equal(got.outcomes.default_step, want.outcomes.default_step)
-    np.testing.assert_allclose(got.outcomes.loss, want.outcomes.loss, rtol=1e-9, atol=1e-3)
-    np.testing.assert_allclose(got.outcomes_without_chain.loss, want.outcomes_without_chain.loss, rtol=1e-9, atol=1e-3)
-    for name in want.fan_counts:
-        assert np.abs(got.fan_counts[name] - want.fan_counts[name]).max() <= 2, name
 
 
 def test_auto_uses_plain_jit_on_a_cpu(spec):
