@@ -97,8 +97,8 @@ __host__ __device__ __forceinline__ real trailing_dscr(const CreditState& c, int
     return service > R(0.0) ? flow / service : R(DSCR_WITHOUT_DEBT_SERVICE);
 }
 
-// Debt of borrower b over its fleets at mark plus its treasury at market (the LTV of
-// credit.credit_ratios and of the refinancing test).
+// Debt of borrower b over its fleets at mark plus its treasury at market: the LTV of the fan
+// charts and of the refinancing test of unsecured debt.
 __host__ __device__ __forceinline__ real borrower_ltv(const MarketView& v, const real* units, const real* outstanding, const real* prm,
                                                       int b) {
     real fleets = R(0.0), treasury = R(0.0);
@@ -223,27 +223,27 @@ __host__ __device__ __forceinline__ void covenant_tests(CreditState& c, int step
     const bool liquidity_short = w.cash[b] < PRM(C_min_liquidity)[b];
     real excess[I];
     bool test[I];
-    real excess_b = R(0.0);
+    real excess_by_borrower = R(0.0);
     for (int i = first_of(b); i < end_of(b); ++i) {
         test[i] = PRM(C_covenant_test)[step * N_INSTRUMENTS + i] > R(0.0) && c.outstanding[i] > R(0.0);
         excess[i] = ltv_excess(w.outstanding[i], w.coll_mark[i], w.coll_book[i], test[i], prm, i);
-        excess_b = i == first_of(b) ? excess[i] : excess_b + excess[i];
+        excess_by_borrower = i == first_of(b) ? excess[i] : excess_by_borrower + excess[i];
     }
     real free_crypto = R(0.0);
     for (int a = 0; a < A; ++a) {
         const real part = (w.units[b][a] - w.pledged[b][a]) * w.net_price[a];
         free_crypto = a == 0 ? part : free_crypto + part;
     }
-    const bool cure = excess_b > R(0.0) && w.cash[b] + free_crypto >= excess_b;
-    const real prepay = cure ? excess_b : R(0.0);
-    const real from_cash = m_min(w.cash[b], prepay);
+    const bool cured_by_borrower = excess_by_borrower > R(0.0) && w.cash[b] + free_crypto >= excess_by_borrower;
+    const real prepayment_by_borrower = cured_by_borrower ? excess_by_borrower : R(0.0);
+    const real from_cash = m_min(w.cash[b], prepayment_by_borrower);
     w.cash[b] = w.cash[b] - from_cash;
-    sell_crypto(prepay - from_cash, w.units[b], w.pledged[b], w.net_price);
+    sell_crypto(prepayment_by_borrower - from_cash, w.units[b], w.pledged[b], w.net_price);
     w.covenant_dscr[b] = w.covenant_ltv[b] = false;
     for (int i = first_of(b); i < end_of(b); ++i) {
-        if (cure) w.outstanding[i] = w.outstanding[i] - excess[i];
+        if (cured_by_borrower) w.outstanding[i] = w.outstanding[i] - excess[i];
         const bool dscr_breach = test[i] && ((PRM(C_dscr_min)[i] > R(0.0) && c.dscr[b] < PRM(C_dscr_min)[i]) || liquidity_short);
-        const bool ltv_breach = excess[i] > R(0.0) && !cure;
+        const bool ltv_breach = excess[i] > R(0.0) && !cured_by_borrower;
         if (test[i]) {
             c.dscr_breaches[i] = dscr_breach ? c.dscr_breaches[i] + R(1.0) : R(0.0);
             c.ltv_breaches[i] = ltv_breach ? c.ltv_breaches[i] + R(1.0) : R(0.0);
@@ -279,9 +279,9 @@ __host__ __device__ __forceinline__ void refinance_or_repay(CreditState& c, cons
     const real from_cash = m_min(w.cash[b], owed);
     real units_after[A];
     for (int a = 0; a < A; ++a) units_after[a] = w.units[b][a];
-    real short_b = sell_crypto(owed - from_cash, units_after, w.pledged[b], w.net_price);
-    short_b = draw_facilities(short_b, w.headroom, w.drawn, b);
-    w.maturity_default[b] = short_b > R(0.0);
+    real short_by_borrower = sell_crypto(owed - from_cash, units_after, w.pledged[b], w.net_price);
+    short_by_borrower = draw_facilities(short_by_borrower, w.headroom, w.drawn, b);
+    w.maturity_default[b] = short_by_borrower > R(0.0);
     if (w.maturity_default[b]) return;
     w.cash[b] = w.cash[b] - from_cash;
     for (int a = 0; a < A; ++a) w.units[b][a] = units_after[a];

@@ -88,7 +88,7 @@ __host__ __device__ __forceinline__ real fire_sale_price(real mark, real dumped,
 }
 
 // Pay claimants (instruments of b flagged in `claimant`) from a pool by seniority, pro rata
-// within a rank; returns what is left of the pool (debt._share_pool).
+// within a rank; returns what is left of the pool (debt.share_pool).
 __host__ __device__ __forceinline__ real share_pool(real pool, const bool* claimant, real* claims, real* recovered, int b) {
     for (int k = 0; k < N_RANKS; ++k) {
         real total = R(0.0);

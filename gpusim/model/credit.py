@@ -56,6 +56,29 @@ class CreditView(NamedTuple):
     ltv: Any  # (B, n) debt outstanding / (fleets at mark + treasury at market)
 
 
+class CreditStepValues(NamedTuple):
+    """Working values of one credit step, handed from phase to phase (CreditStepValues in
+    kernels/credit.cuh); each phase fills its fields, the state at t_k stays as it was."""
+
+    net_price: Any  # (A, n) crypto price after the regime's slippage
+    pledged: Any  # (B, A, 1) units pledged, fixed while the borrower lives
+    interest: Any = None  # (I, n) coupon due this step
+    principal: Any = None  # (I, n) scheduled principal due this step
+    matures: Any = None  # (I, n) bool
+    outstanding: Any = None  # (I, n) after this step's payments, draws, cures and repayments
+    headroom: Any = None  # (I, n) facility headroom left after paying debt service
+    coll_mark: Any = None  # (I, n) collateral at marks
+    coll_book: Any = None  # (I, n) collateral at book
+    available: Any = None  # (B, n) cash + CFADS before paying
+    cash: Any = None  # (B, n)
+    units: Any = None  # (B, A, n)
+    payment_default: Any = None  # (B, n) bool
+    covenant_dscr: Any = None  # (B, n) bool
+    covenant_ltv: Any = None  # (B, n) bool
+    maturity_default: Any = None  # (B, n) bool
+    newly: Any = None  # (B, n) bool: defaults of this step
+
+
 def run_rate_windows(view: MarketView, m: MarketParams, c: CreditParams, layout: Layout, xp: Any) -> tuple[Any, Any]:
     """CFADS and debt service per step at t_0 run rates, (B, n) each.
 
@@ -79,27 +102,27 @@ def initial_credit_state(view: MarketView, m: MarketParams, c: CreditParams, lay
     dtype = c.cash0.dtype
     n_paths = view.utilization.shape[0]
     B, I, W = layout.n_borrowers, layout.n_instruments, layout.window_steps  # noqa: E741
-    zeros_b = xp.zeros((B, n_paths), dtype=dtype)
-    zeros_i = xp.zeros((I, n_paths), dtype=dtype)
+    zeros_per_borrower = xp.zeros((B, n_paths), dtype=dtype)
+    zeros_per_instrument = xp.zeros((I, n_paths), dtype=dtype)
     flow0, service0 = run_rate_windows(view, m, c, layout, xp)
     return CreditState(
         alive=xp.ones((B, n_paths), dtype=xp.bool),
         default_step=xp.full((B, n_paths), NO_DEFAULT, dtype=xp.int32),
         reason=xp.zeros((B, n_paths), dtype=xp.int32),
-        cash=c.cash0[:, None] + zeros_b,
-        eps=zeros_b,
+        cash=c.cash0[:, None] + zeros_per_borrower,
+        eps=zeros_per_borrower,
         units=c.treasury0[:, :, None] + xp.zeros((B, layout.n_assets, n_paths), dtype=dtype),
-        outstanding=c.principal0[:, None] + zeros_i,
-        maturity_step=c.maturity_step0[:, None] + zeros_i,
-        spread_add=zeros_i,
-        dscr_breaches=zeros_i,
-        ltv_breaches=zeros_i,
+        outstanding=c.principal0[:, None] + zeros_per_instrument,
+        maturity_step=c.maturity_step0[:, None] + zeros_per_instrument,
+        spread_add=zeros_per_instrument,
+        dscr_breaches=zeros_per_instrument,
+        ltv_breaches=zeros_per_instrument,
         cfads_window=flow0[:, None, :] + xp.zeros((B, W, n_paths), dtype=dtype),
         service_window=service0[:, None, :] + xp.zeros((B, W, n_paths), dtype=dtype),
-        loss=zeros_i,
-        loss_nominal=zeros_i,
-        exposure=zeros_i,
-        annuity=zeros_i,
+        loss=zeros_per_instrument,
+        loss_nominal=zeros_per_instrument,
+        exposure=zeros_per_instrument,
+        annuity=zeros_per_instrument,
     )
 
 
@@ -132,6 +155,168 @@ def draw_facilities(need: Any, headroom: Any, layout: Layout, xp: Any) -> tuple[
     drawn = xp.minimum(need, total)
     share = headroom / by_owner(xp.where(total > 0.0, total, 1.0), layout, xp)
     return need - drawn, by_owner(drawn, layout, xp) * share
+
+
+def trailing_dscr(cfads_window: Any, service_window: Any, xp: Any) -> Any:
+    """CFADS over debt service due in the trailing 12 months, (B, n); 1e9 with no debt service."""
+    service = sum_over(service_window, axis=1)
+    return xp.where(service > 0.0, sum_over(cfads_window, axis=1) / xp.where(service > 0.0, service, 1.0), DSCR_WITHOUT_DEBT_SERVICE)
+
+
+def borrower_ltv(view: MarketView, units: Any, outstanding: Any, c: CreditParams, layout: Layout, xp: Any) -> Any:
+    """Debt of each borrower over its fleets at mark plus its treasury (B, A, n) at market, (B, n):
+    the LTV of the fan charts and of the refinancing test of unsecured debt."""
+    fleets = sum_over(c.fleet_count[:, :, None] * view.gpu_mark[None, :, :], axis=1)
+    treasury = sum_over(units * view.crypto[None, :, :], axis=1)
+    return ratio(sum_by_owner(outstanding, layout, xp), fleets + treasury, xp)
+
+
+def credit_ratios(cs: CreditState, view: MarketView, c: CreditParams, layout: Layout, xp: Any) -> CreditView:
+    """Trailing DSCR and LTV on marks per borrower (NaN once defaulted), for the fan charts."""
+    dscr = trailing_dscr(cs.cfads_window, cs.service_window, xp)
+    ltv = borrower_ltv(view, cs.units, cs.outstanding, c, layout, xp)
+    return CreditView(dscr=xp.where(cs.alive, dscr, xp.nan), ltv=xp.where(cs.alive, ltv, xp.nan))
+
+
+def debt_service_due(
+    cs: CreditState, step: int, c: CreditParams, layout: Layout, xp: Any, w: CreditStepValues
+) -> tuple[Any, CreditStepValues]:
+    """5. Debt service due in (t_k, t_k+1] per borrower (B, n): coupons on payment dates,
+    scheduled principal before maturity; fills interest, principal and matures."""
+    rate = coupon_rate(step, cs.spread_add, c)
+    due_now = c.payment_due[step][:, None]
+    matures = cs.maturity_step == step
+    interest = cs.outstanding * rate / c.payments_per_year[:, None] * due_now
+    remaining = remaining_payments(cs.maturity_step, step, layout.dt, c, xp)
+    principal = xp.where(matures, 0.0, due_now * scheduled_principal(cs.outstanding, rate, remaining, c, xp))
+    principal = xp.minimum(principal, cs.outstanding)
+    service = sum_by_owner(interest + principal, layout, xp)
+    return service, w._replace(interest=interest, principal=principal, matures=matures)
+
+
+def pay_debt_service(
+    cs: CreditState, view: MarketView, flow: Any, service: Any, step: int, c: CreditParams, layout: Layout, xp: Any, w: CreditStepValues
+) -> CreditStepValues:
+    """6. Pay `service`: cash (with this step's CFADS `flow`) first, then unpledged crypto at the
+    slipped price, then facility headroom; a shortfall is a payment default."""
+    available = cs.cash + flow
+    need, units = sell_crypto(xp.maximum(service - available, 0.0), cs.units, w.pledged, w.net_price, xp)
+    coll_mark, coll_book = collateral_value(view.gpu_mark, step + 1, w.pledged, view.crypto, layout, c, xp)
+    headroom = facility_headroom(cs.outstanding, coll_mark, c, xp)
+    need, drawn = draw_facilities(need, headroom, layout, xp)
+    return w._replace(
+        available=available,
+        cash=xp.maximum(available - service, 0.0),
+        units=units,
+        coll_mark=coll_mark,
+        coll_book=coll_book,
+        outstanding=cs.outstanding - w.principal + drawn,
+        headroom=headroom - drawn,
+        payment_default=cs.alive & (need > 0.0),
+    )
+
+
+def ltv_excess(outstanding: Any, coll_mark: Any, coll_book: Any, test: Any, c: CreditParams, xp: Any) -> Any:
+    """Principal of each instrument above its LTV covenant (on marks, at book or a mix), 0 when not tested."""
+    on_mark = c.ltv_on_mark[:, None]
+    basis = on_mark * coll_mark + (1.0 - on_mark) * coll_book
+    return xp.where(test, xp.maximum(outstanding - c.ltv_max[:, None] * basis, 0.0), 0.0)
+
+
+def covenant_tests(
+    cs: CreditState, dscr: Any, step: int, c: CreditParams, layout: Layout, xp: Any, w: CreditStepValues
+) -> tuple[CreditState, CreditStepValues]:
+    """7. Covenant tests (while a loan is outstanding) against the trailing `dscr` (B, n).
+
+    LTV breaches are cured by prepaying from cash and unpledged crypto, all of a borrower's
+    breaches at once or none; a breach counter beyond its cure periods is a covenant default.
+    Returns the state with the new breach counters, and the values after the cures."""
+    test = (c.covenant_test[step][:, None] > 0.0) & (cs.outstanding > 0.0)
+    liquidity_short = by_owner(w.cash < c.min_liquidity[:, None], layout, xp)
+    dscr_breach = test & (((c.dscr_min[:, None] > 0.0) & (by_owner(dscr, layout, xp) < c.dscr_min[:, None])) | liquidity_short)
+    excess = ltv_excess(w.outstanding, w.coll_mark, w.coll_book, test, c, xp)
+    excess_by_borrower = sum_by_owner(excess, layout, xp)
+    free_crypto = sum_over((w.units - w.pledged) * w.net_price[None, :, :], axis=1)
+    cured_by_borrower = (excess_by_borrower > 0.0) & (w.cash + free_crypto >= excess_by_borrower)
+    prepayment_by_borrower = xp.where(cured_by_borrower, excess_by_borrower, 0.0)
+    from_cash = xp.minimum(w.cash, prepayment_by_borrower)
+    _, units = sell_crypto(prepayment_by_borrower - from_cash, w.units, w.pledged, w.net_price, xp)
+    cured = by_owner(cured_by_borrower, layout, xp)
+    ltv_breach = (excess > 0.0) & ~cured
+    dscr_breaches = xp.where(test, xp.where(dscr_breach, cs.dscr_breaches + 1.0, 0.0), cs.dscr_breaches)
+    ltv_breaches = xp.where(test, xp.where(ltv_breach, cs.ltv_breaches + 1.0, 0.0), cs.ltv_breaches)
+    cure_periods = c.cure_periods[:, None]
+    covenant_dscr = sum_by_owner(xp.astype(dscr_breaches > cure_periods, dscr_breaches.dtype), layout, xp) > 0.0
+    covenant_ltv = sum_by_owner(xp.astype(ltv_breaches > cure_periods, ltv_breaches.dtype), layout, xp) > 0.0
+    values = w._replace(
+        cash=w.cash - from_cash,
+        units=units,
+        outstanding=w.outstanding - xp.where(cured, excess, 0.0),
+        covenant_dscr=covenant_dscr,
+        covenant_ltv=covenant_ltv,
+    )
+    return cs._replace(dscr_breaches=dscr_breaches, ltv_breaches=ltv_breaches), values
+
+
+def refinance_or_repay(
+    cs: CreditState, view: MarketView, tight: Any, dscr: Any, step: int, c: CreditParams, layout: Layout, xp: Any, w: CreditStepValues
+) -> tuple[CreditState, CreditStepValues]:
+    """8. Maturities: refinance in the easy regime when LTV (the loan's own collateral's if
+    secured, else the borrower's) and DSCR meet the terms, else repay from cash, crypto and
+    the headroom of facilities not maturing now. A borrower that cannot repay in full repays
+    nothing (a maturity default): it enters the workout with the cash and crypto it had, owing
+    what it owed. Returns the state with refinanced maturities and spreads, and the values after repaying."""
+    ltv_refi = xp.where(
+        c.secured[:, None] > 0.0,
+        ratio(w.outstanding, w.coll_mark, xp),
+        by_owner(borrower_ltv(view, w.units, w.outstanding, c, layout, xp), layout, xp),
+    )
+    due = w.matures & by_owner(cs.alive, layout, xp)
+    refinance = (
+        due
+        & (c.refinanceable[:, None] > 0.0)
+        & ~tight
+        & (ltv_refi <= c.refi_max_ltv[:, None])
+        & (by_owner(dscr, layout, xp) >= c.refi_min_dscr[:, None])
+    )
+    repay = due & ~refinance
+    owed = sum_by_owner(xp.where(repay, w.outstanding, 0.0), layout, xp)
+    from_cash = xp.minimum(w.cash, owed)
+    short_by_borrower, units_after = sell_crypto(owed - from_cash, w.units, w.pledged, w.net_price, xp)
+    short_by_borrower, drawn = draw_facilities(short_by_borrower, xp.where(w.matures, 0.0, w.headroom), layout, xp)
+    maturity_default = short_by_borrower > 0.0
+    defaulted_by_instrument = by_owner(maturity_default, layout, xp)
+    repaid = repay & ~defaulted_by_instrument
+    values = w._replace(
+        cash=xp.where(maturity_default, w.cash, w.cash - from_cash),
+        units=xp.where(maturity_default[:, None, :], w.units, units_after),
+        outstanding=xp.where(repaid, 0.0, xp.where(defaulted_by_instrument, w.outstanding, w.outstanding + drawn)),
+        maturity_default=maturity_default,
+    )
+    refinanced = cs._replace(
+        maturity_step=xp.where(refinance, step + c.refi_tenor_steps[:, None], cs.maturity_step),
+        spread_add=xp.where(refinance, cs.spread_add + c.refi_step_up[:, None], cs.spread_add),
+    )
+    return refinanced, values
+
+
+def default_reason(payment_default: Any, covenant_dscr: Any, covenant_ltv: Any, xp: Any) -> Any:
+    """Why each borrower defaults, the first of the reasons that apply in DefaultReason's order, (B, n)."""
+    return xp.where(
+        payment_default,
+        DefaultReason.PAYMENT.value,
+        xp.where(
+            covenant_dscr,
+            DefaultReason.COVENANT_DSCR.value,
+            xp.where(covenant_ltv, DefaultReason.COVENANT_LTV.value, DefaultReason.MATURITY.value),
+        ),
+    )
+
+
+def gpus_dumped(newly: Any, c: CreditParams, xp: Any) -> Any:
+    """Q^g: GPUs of each generation that this step's defaults `newly` (B, n) put up for sale, (G, n)."""
+    newly_defaulted_weight = xp.astype(newly, c.fleet_count.dtype)
+    return sum_over(c.fleet_count[:, :, None] * newly_defaulted_weight[:, None, :], axis=0)
 
 
 def recoveries_where(
@@ -167,6 +352,60 @@ def recoveries_where(
     return xp.where(any_default, xp.take(recovered, position, axis=1), 0.0)
 
 
+def settle_defaults(
+    cs: CreditState,
+    view: MarketView,
+    tight: Any,
+    step: int,
+    m: MarketParams,
+    c: CreditParams,
+    layout: Layout,
+    xp: Any,
+    w: CreditStepValues,
+    recoveries: Callable[..., Any] = recoveries_where,
+) -> tuple[CreditState, CreditStepValues, Any]:
+    """9. Defaults of this step: GPUs dumped per generation (Q^g), fire-sale prices, the
+    recovery waterfall of each defaulting borrower, losses and exposures. A borrower whose debt
+    is all repaid has no lender left to default on. Returns the state with the defaults, losses
+    and exposures booked, the values with `newly`, and Q^g (G, n)."""
+    owes = sum_by_owner(cs.outstanding, layout, xp) > 0.0
+    newly = cs.alive & owes & (w.payment_default | w.covenant_dscr | w.covenant_ltv | w.maturity_default)
+    dumped = gpus_dumped(newly, c, xp)
+    fire = fire_sale_price(view.gpu_mark, dumped, tight, m, xp)
+    # a borrower that cannot pay in full goes into the workout with what it had before paying
+    paid_nothing = by_owner(w.payment_default, layout, xp)
+    exposure = xp.where(paid_nothing, cs.outstanding + w.interest, w.outstanding)
+    workout_cash = xp.where(w.payment_default, xp.maximum(w.available, 0.0), w.cash)
+    workout_units = xp.where(w.payment_default[:, None, :], cs.units, w.units)
+    any_default = sum_over(xp.astype(newly, dumped.dtype), axis=0) > 0.0
+    pledged = xp.broadcast_to(w.pledged, workout_units.shape)
+    recovered = recoveries(any_default, exposure, fire, workout_units, pledged, w.net_price, workout_cash, layout, c, xp)
+    newly_by_instrument = by_owner(newly, layout, xp)
+    loss_now = xp.where(newly_by_instrument, exposure - xp.minimum(recovered, exposure), 0.0)
+    settled = cs._replace(
+        default_step=xp.where(newly, step, cs.default_step),
+        reason=xp.where(newly, default_reason(w.payment_default, w.covenant_dscr, w.covenant_ltv, xp), cs.reason),
+        loss=cs.loss + loss_now * c.discount[step + 1],
+        loss_nominal=cs.loss_nominal + loss_now,
+        exposure=cs.exposure + xp.where(newly_by_instrument, exposure, 0.0) * c.discount[step + 1],
+    )
+    return settled, w._replace(newly=newly), dumped
+
+
+def next_credit_state(cs: CreditState, step: int, c: CreditParams, layout: Layout, xp: Any, w: CreditStepValues) -> CreditState:
+    """The state at t_{k+1}: survivors keep this step's cash, crypto and debt, defaulted
+    borrowers hold nothing; the risky annuity accrues DF x outstanding x dt while alive."""
+    still_alive = cs.alive & ~w.newly
+    alive_by_instrument = xp.astype(by_owner(cs.alive, layout, xp), cs.outstanding.dtype)
+    return cs._replace(
+        alive=still_alive,
+        cash=xp.where(still_alive, w.cash, 0.0),
+        units=xp.where(still_alive[:, None, :], w.units, 0.0),
+        outstanding=xp.where(by_owner(still_alive, layout, xp), w.outstanding, 0.0),
+        annuity=cs.annuity + c.discount[step] * cs.outstanding * layout.dt * alive_by_instrument,
+    )
+
+
 def credit_step(
     cs: CreditState,
     view: MarketView,
@@ -179,173 +418,25 @@ def credit_step(
     xp: Any,
     recoveries: Callable[..., Any] = recoveries_where,
 ) -> tuple[CreditState, Any, CreditView]:
-    """One step k -> k+1 of every borrower; returns the new state, the GPUs dumped per
-    generation by this step's defaults Q^g (G, n), and the ratios for fan charts.
+    """One step k -> k+1 of every borrower (steps 5-9 of MODEL.md 7); returns the new state, the
+    GPUs dumped per generation by this step's defaults Q^g (G, n), and the ratios for fan charts.
     `recoveries` has the signature of `recoveries_where` (a backend may bound its gather)."""
-    dt = layout.dt
-    alive = cs.alive
-    pledged = (c.treasury0 * c.pledged_share)[:, :, None]  # units pledged, fixed while the borrower lives
-    prices = view.crypto
-    net_price = prices * (1.0 - by_regime(m.crypto_slippage, tight, xp))
-
-    # 5. cash flows
+    w = CreditStepValues(
+        net_price=view.crypto * (1.0 - by_regime(m.crypto_slippage, tight, xp)),
+        pledged=(c.treasury0 * c.pledged_share)[:, :, None],
+    )
     eps = revenue_shock_step(cs.eps, z_eps, c)
-    flow = cfads(view.rental_rate, view.utilization, view.power_price, prices[layout.btc_index], eps, step, dt, m, c, xp)
-
-    # debt service due in (t_k, t_k+1]: coupons on payment dates, scheduled principal before maturity
-    rate = coupon_rate(step, cs.spread_add, c)
-    due_now = c.payment_due[step][:, None]
-    matures = cs.maturity_step == step
-    interest = cs.outstanding * rate / c.payments_per_year[:, None] * due_now
-    remaining = remaining_payments(cs.maturity_step, step, dt, c, xp)
-    principal = xp.where(matures, 0.0, due_now * scheduled_principal(cs.outstanding, rate, remaining, c, xp))
-    principal = xp.minimum(principal, cs.outstanding)
-    service = sum_by_owner(interest + principal, layout, xp)
-
-    # 6. pay: cash first, then treasury crypto at the slipped price, then facility headroom
-    available = cs.cash + flow
-    cash = xp.maximum(available - service, 0.0)
-    need, units = sell_crypto(xp.maximum(service - available, 0.0), cs.units, pledged, net_price, xp)
-    coll_mark, coll_book = collateral_value(view.gpu_mark, step + 1, pledged, prices, layout, c, xp)
-    headroom = facility_headroom(cs.outstanding, coll_mark, c, xp)
-    need, drawn = draw_facilities(need, headroom, layout, xp)
-    outstanding = cs.outstanding - principal + drawn
-    headroom = headroom - drawn
-    payment_default = alive & (need > 0.0)
-
-    cfads_window = xp.concat((cs.cfads_window[:, 1:, :], flow[:, None, :]), axis=1)
-    service_window = xp.concat((cs.service_window[:, 1:, :], service[:, None, :]), axis=1)
-    dscr = trailing_dscr(cfads_window, service_window, xp)
-
-    # 7. covenant tests (while the loan is outstanding). LTV breaches are cured by prepaying
-    # from cash and unpledged crypto, all of a borrower's breaches at once or none.
-    test = (c.covenant_test[step][:, None] > 0.0) & (cs.outstanding > 0.0)
-    on_mark = c.ltv_on_mark[:, None]
-    basis = on_mark * coll_mark + (1.0 - on_mark) * coll_book
-    liquidity_short = by_owner(cash < c.min_liquidity[:, None], layout, xp)
-    dscr_breach = test & (((c.dscr_min[:, None] > 0.0) & (by_owner(dscr, layout, xp) < c.dscr_min[:, None])) | liquidity_short)
-    excess = xp.where(test, xp.maximum(outstanding - c.ltv_max[:, None] * basis, 0.0), 0.0)
-    excess_b = sum_by_owner(excess, layout, xp)
-    free_crypto = sum_over((units - pledged) * net_price[None, :, :], axis=1)
-    cure_b = (excess_b > 0.0) & (cash + free_crypto >= excess_b)
-    prepay_b = xp.where(cure_b, excess_b, 0.0)
-    from_cash = xp.minimum(cash, prepay_b)
-    cash = cash - from_cash
-    _, units = sell_crypto(prepay_b - from_cash, units, pledged, net_price, xp)
-    cured = by_owner(cure_b, layout, xp)
-    outstanding = outstanding - xp.where(cured, excess, 0.0)
-    ltv_breach = (excess > 0.0) & ~cured
-    dscr_breaches = xp.where(test, xp.where(dscr_breach, cs.dscr_breaches + 1.0, 0.0), cs.dscr_breaches)
-    ltv_breaches = xp.where(test, xp.where(ltv_breach, cs.ltv_breaches + 1.0, 0.0), cs.ltv_breaches)
-    cure_periods = c.cure_periods[:, None]
-    covenant_dscr = sum_by_owner(xp.astype(dscr_breaches > cure_periods, flow.dtype), layout, xp) > 0.0
-    covenant_ltv = sum_by_owner(xp.astype(ltv_breaches > cure_periods, flow.dtype), layout, xp) > 0.0
-
-    # 8. maturities: refinance in the easy regime when LTV and DSCR meet the terms, else repay
-    # from cash, crypto and the headroom of facilities not maturing now; short = maturity default
-    treasury_value = sum_over(units * prices[None, :, :], axis=1)
-    assets_at_mark = sum_over(c.fleet_count[:, :, None] * view.gpu_mark[None, :, :], axis=1) + treasury_value
-    debt = sum_by_owner(outstanding, layout, xp)
-    own_ltv = ratio(outstanding, coll_mark, xp)
-    borrower_ltv = by_owner(ratio(debt, assets_at_mark, xp), layout, xp)
-    ltv_refi = xp.where(c.secured[:, None] > 0.0, own_ltv, borrower_ltv)
-    due = matures & by_owner(alive, layout, xp)
-    refinance = (
-        due
-        & (c.refinanceable[:, None] > 0.0)
-        & ~tight
-        & (ltv_refi <= c.refi_max_ltv[:, None])
-        & (by_owner(dscr, layout, xp) >= c.refi_min_dscr[:, None])
-    )
-    maturity_step = xp.where(refinance, step + c.refi_tenor_steps[:, None], cs.maturity_step)
-    spread_add = xp.where(refinance, cs.spread_add + c.refi_step_up[:, None], cs.spread_add)
-    repay = due & ~refinance
-    owed = sum_by_owner(xp.where(repay, outstanding, 0.0), layout, xp)
-    from_cash = xp.minimum(cash, owed)
-    short, units_after = sell_crypto(owed - from_cash, units, pledged, net_price, xp)
-    short, drawn = draw_facilities(short, xp.where(matures, 0.0, headroom), layout, xp)
-    maturity_default = short > 0.0
-    # a borrower that cannot repay in full repays nothing: it enters the workout with the
-    # cash and crypto it had, owing what it owed
-    cash = xp.where(maturity_default, cash, cash - from_cash)
-    units = xp.where(maturity_default[:, None, :], units, units_after)
-    repaid = repay & ~by_owner(maturity_default, layout, xp)
-    outstanding = xp.where(repaid, 0.0, xp.where(by_owner(maturity_default, layout, xp), outstanding, outstanding + drawn))
-
-    # 9. defaults of this step: fire sales, recovery waterfall, losses
-    # a borrower whose debt is all repaid has no lender left to default on
-    owes = sum_by_owner(cs.outstanding, layout, xp) > 0.0
-    newly = alive & owes & (payment_default | covenant_dscr | covenant_ltv | maturity_default)
-    # the first test that failed, in DefaultReason's order
-    reason = xp.where(
-        payment_default,
-        DefaultReason.PAYMENT.value,
-        xp.where(
-            covenant_dscr,
-            DefaultReason.COVENANT_DSCR.value,
-            xp.where(covenant_ltv, DefaultReason.COVENANT_LTV.value, DefaultReason.MATURITY.value),
-        ),
-    )
-    newly_f = xp.astype(newly, flow.dtype)
-    dumped = sum_over(c.fleet_count[:, :, None] * newly_f[:, None, :], axis=0)
-    fire = fire_sale_price(view.gpu_mark, dumped, tight, m, xp)
-    # a borrower that cannot pay in full goes into the workout with what it had before paying
-    paid_nothing = by_owner(payment_default, layout, xp)
-    exposure = xp.where(paid_nothing, cs.outstanding + interest, outstanding)
-    workout_cash = xp.where(payment_default, xp.maximum(available, 0.0), cash)
-    workout_units = xp.where(payment_default[:, None, :], cs.units, units)
-    newly_i = by_owner(newly, layout, xp)
-    recovery = xp.minimum(
-        recoveries(
-            sum_over(newly_f, axis=0) > 0.0,
-            exposure,
-            fire,
-            workout_units,
-            xp.broadcast_to(pledged, workout_units.shape),
-            net_price,
-            workout_cash,
-            layout,
-            c,
-            xp,
-        ),
-        exposure,
-    )
-    loss_now = xp.where(newly_i, exposure - recovery, 0.0)
-    alive_i = xp.astype(by_owner(alive, layout, xp), flow.dtype)
-
-    still_alive = alive & ~newly
-    still_i = by_owner(still_alive, layout, xp)
-    new_state = CreditState(
-        alive=still_alive,
-        default_step=xp.where(newly, step, cs.default_step),
-        reason=xp.where(newly, reason, cs.reason),
-        cash=xp.where(still_alive, cash, 0.0),
+    flow = cfads(view.rental_rate, view.utilization, view.power_price, view.crypto[layout.btc_index], eps, step, layout.dt, m, c, xp)
+    service, w = debt_service_due(cs, step, c, layout, xp, w)
+    w = pay_debt_service(cs, view, flow, service, step, c, layout, xp, w)
+    cs = cs._replace(
         eps=eps,
-        units=xp.where(still_alive[:, None, :], units, 0.0),
-        outstanding=xp.where(still_i, outstanding, 0.0),
-        maturity_step=maturity_step,
-        spread_add=spread_add,
-        dscr_breaches=dscr_breaches,
-        ltv_breaches=ltv_breaches,
-        cfads_window=cfads_window,
-        service_window=service_window,
-        loss=cs.loss + loss_now * c.discount[step + 1],
-        loss_nominal=cs.loss_nominal + loss_now,
-        exposure=cs.exposure + xp.where(newly_i, exposure, 0.0) * c.discount[step + 1],
-        annuity=cs.annuity + c.discount[step] * cs.outstanding * dt * alive_i,
+        cfads_window=xp.concat((cs.cfads_window[:, 1:, :], flow[:, None, :]), axis=1),  # the oldest step drops out
+        service_window=xp.concat((cs.service_window[:, 1:, :], service[:, None, :]), axis=1),
     )
-    return new_state, dumped, credit_ratios(new_state, view, c, layout, xp)
-
-
-def trailing_dscr(cfads_window: Any, service_window: Any, xp: Any) -> Any:
-    """CFADS over debt service due in the trailing 12 months, (B, n); 1e9 with no debt service."""
-    service = sum_over(service_window, axis=1)
-    return xp.where(service > 0.0, sum_over(cfads_window, axis=1) / xp.where(service > 0.0, service, 1.0), DSCR_WITHOUT_DEBT_SERVICE)
-
-
-def credit_ratios(cs: CreditState, view: MarketView, c: CreditParams, layout: Layout, xp: Any) -> CreditView:
-    """Trailing DSCR and LTV on marks per borrower (NaN once defaulted), for the fan charts."""
     dscr = trailing_dscr(cs.cfads_window, cs.service_window, xp)
-    assets = sum_over(c.fleet_count[:, :, None] * view.gpu_mark[None, :, :], axis=1) + sum_over(cs.units * view.crypto[None, :, :], axis=1)
-    ltv = ratio(sum_by_owner(cs.outstanding, layout, xp), assets, xp)
-    return CreditView(dscr=xp.where(cs.alive, dscr, xp.nan), ltv=xp.where(cs.alive, ltv, xp.nan))
+    cs, w = covenant_tests(cs, dscr, step, c, layout, xp, w)
+    cs, w = refinance_or_repay(cs, view, tight, dscr, step, c, layout, xp, w)
+    cs, w, dumped = settle_defaults(cs, view, tight, step, m, c, layout, xp, w, recoveries)
+    new_state = next_credit_state(cs, step, c, layout, xp, w)
+    return new_state, dumped, credit_ratios(new_state, view, c, layout, xp)

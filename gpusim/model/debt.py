@@ -88,7 +88,7 @@ def fire_sale_price(marks: Any, dumped: Any, tight: Any, m: MarketParams, xp: An
     return marks * (1.0 - m.integration_discount) * xp.exp(-impact)
 
 
-def _share_pool(pool: Any, claimants: list[int], claims: list[Any], recovered: list[Any], layout: Layout, xp: Any) -> Any:
+def share_pool(pool: Any, claimants: list[int], claims: list[Any], recovered: list[Any], layout: Layout, xp: Any) -> Any:
     """Pay claimants from a pool by seniority, pro rata within a rank; return what is left of the pool."""
     for rank in sorted({layout.seniority[i] for i in claimants}):
         group = [i for i in claimants if layout.seniority[i] == rank]
@@ -144,11 +144,11 @@ def recovery_waterfall(
         for g, value in fleets:
             claimants = [i for i in members if g in layout.collateral_fleets[i]]
             pool = value * after_cost
-            general = general + (_share_pool(pool, claimants, claims, recovered, layout, xp) if claimants else pool)
+            general = general + (share_pool(pool, claimants, claims, recovered, layout, xp) if claimants else pool)
         for a in range(layout.n_assets):
             claimants = [i for i in members if a in layout.collateral_assets[i]]
             secured = pledged[b, a] * crypto_net_price[a] * after_cost
             free = (units[b, a] - pledged[b, a]) * crypto_net_price[a] * after_cost
-            general = general + free + (_share_pool(secured, claimants, claims, recovered, layout, xp) if claimants else secured)
-        _share_pool(general, list(members), claims, recovered, layout, xp)
+            general = general + free + (share_pool(secured, claimants, claims, recovered, layout, xp) if claimants else secured)
+        share_pool(general, list(members), claims, recovered, layout, xp)
     return xp.stack(recovered, axis=0)
