@@ -122,7 +122,7 @@ def test_validate_bad_config_lists_problems_and_exits_2(tmp_path):
         (["run", "missing.yaml", "--out", "{tmp}/o.h5"], "no such config file"),
         (["run", "{cfg}", "--out", "{tmp}/afile/o.h5", "--paths", "10"], "cannot write output"),
         (["run", "{cfg}", "--out", "{tmp}", "--paths", "10"], "is a directory"),
-        (["run", "{cfg}", "--out", "{tmp}/o.h5", "--paths", "0"], "--paths must be at least 1"),
+        (["run", "{cfg}", "--out", "{tmp}/o.h5", "--paths", "0"], "0 is not in the range x>=1"),
         (["run", "{cfg}", "--out", "{tmp}/o.h5", "--set", "time.n_steps=0"], "time.n_steps"),
     ],
 )
