@@ -10,7 +10,6 @@ only when complete.
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -25,12 +24,9 @@ from gpusim.output.write import (
     BATCH_KIND,
     FORMAT_VERSION,
     OutputError,
-    check_output_path,
+    PartialFile,
     create_dataset,
     describe_failure,
-    fsync_dir,
-    fsync_file,
-    partial_path,
 )
 from gpusim.version import __version__
 
@@ -165,33 +161,35 @@ def write_batch_file(
 ) -> None:
     """Assemble the output from the journal's scenario files; rename it into place only when complete
     (and not when `cancelled` was set meanwhile: the journal then stays for `--resume`)."""
-    tmp = partial_path(out)
+    kept = f"Every finished scenario is kept in {journal.root}: free space and rerun with --resume"
     try:
-        with h5py.File(tmp, "w") as f:
-            scenarios = f.create_group("scenarios")
-            backends: set[str] = set()
-            for s, b in enumerate(batch.scenarios):
-                if cancelled is not None and cancelled.is_set():
-                    raise KeyboardInterrupt
-                with h5py.File(journal.scenario_path(s), "r") as source:
-                    group = copy_run(source, scenarios, b.name)
-                for key in EXECUTION_ATTRS:
-                    del group.attrs[key]
-                group.attrs["batch_overrides"] = "; ".join(b.overrides)
-                backends.update(str(group.attrs["backend"]).split(", "))
-            _write_table(f, batch)
-            f.attrs.update(_root_attrs(batch, created_utc, sorted(backends)))
-        fsync_file(tmp)
-        if cancelled is not None and cancelled.is_set():
-            raise KeyboardInterrupt
-        check_output_path(out, overwrite)
-        os.replace(tmp, out)
-        fsync_dir(out.parent)
-    except (OSError, RuntimeError) as exc:  # h5py reports some write failures (a full disk on close) as RuntimeError
-        tmp.unlink(missing_ok=True)
-        raise OutputError(
-            f"{describe_failure(out, exc)}. Every finished scenario is kept in {journal.root}: free space and rerun with --resume"
-        ) from None
+        partial = PartialFile(out)
+    except OutputError as exc:
+        raise OutputError(f"{exc}. {kept}") from None
+    try:
+        assert partial.h5 is not None
+        f = partial.h5
+        scenarios = f.create_group("scenarios")
+        backends: set[str] = set()
+        for s, b in enumerate(batch.scenarios):
+            if cancelled is not None and cancelled.is_set():
+                raise KeyboardInterrupt
+            with h5py.File(journal.scenario_path(s), "r") as source:
+                group = copy_run(source, scenarios, b.name)
+            for key in EXECUTION_ATTRS:
+                del group.attrs[key]
+            group.attrs["batch_overrides"] = "; ".join(b.overrides)
+            backends.update(str(group.attrs["backend"]).split(", "))
+            partial.check()
+        _write_table(f, batch)
+        f.attrs.update(_root_attrs(batch, created_utc, sorted(backends)))
+        partial.commit(overwrite, cancelled)
+    except (OSError, RuntimeError) as exc:  # h5py reports some write failures as RuntimeError
+        partial.discard()
+        raise OutputError(f"{describe_failure(out, exc)}. {kept}") from None
+    except OutputError as exc:
+        partial.discard()
+        raise OutputError(f"{exc}. {kept}") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        partial.discard()
         raise

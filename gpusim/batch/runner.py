@@ -374,7 +374,11 @@ class ScenarioFileWriter:
         settings = self.batch.settings()
         spec = build_spec(self.batch.scenarios[s].scenario, settings["dtype"], contagion=settings["contagion"])
         writer = ResultWriter(self.journal.staged_scenario_path(s), overwrite=True).__enter__()
-        writer.begin(spec, settings["save_paths"], settings["paths"])
+        try:
+            writer.begin(spec, settings["save_paths"], settings["paths"])
+        except BaseException:
+            writer.__exit__(None, None, None)  # an open HDF5 file must not outlive the interpreter
+            raise
         self._current = (s, spec, ChunkTotals(spec, settings["paths"], settings["save_paths"]), writer, set(), set())
 
     def _finish(self) -> None:

@@ -9,12 +9,17 @@ finished.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import errno
 import glob
+import io
 import os
 import re
 import stat
 import threading
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -243,6 +248,127 @@ def describe_failure(path: Path, exc: BaseException) -> str:
     return f"{path}: cannot write output: {reason}"
 
 
+class _DiskFile(io.RawIOBase):
+    """The bytes under a partial HDF5 file (h5py's file-object driver). A failed write (a full
+    disk, a file-size limit) is recorded and not raised: HDF5 never meets an I/O error it cannot
+    recover from (it would print one from every object's finalizer and may crash at exit), and
+    `PartialFile.check` fails the run cleanly instead. Unbuffered, so a failure shows at once."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.disk = io.FileIO(path, "w+")
+        self.error: OSError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self.disk.readinto(buffer) or 0
+
+    def write(self, data: Any) -> int:
+        size = memoryview(data).nbytes
+        if self.error is None:
+            try:
+                written = self.disk.write(data) or 0
+                if written < size:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            except OSError as exc:
+                self.error = exc
+        return size
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.disk.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.disk.tell()
+
+    def truncate(self, size: int | None = None) -> int:
+        try:
+            return self.disk.truncate(size)
+        except OSError as exc:
+            self.error = self.error or exc
+            return self.disk.tell() if size is None else size
+
+    def sync(self) -> None:
+        try:
+            os.fsync(self.disk.fileno())
+        except OSError as exc:
+            self.error = self.error or exc
+
+    def close(self) -> None:
+        self.disk.close()
+        super().close()
+
+
+def guarded(path: Path, action: Callable[[], Any]) -> Any:
+    """Run a write; an I/O error (h5py raises some as RuntimeError) becomes an OutputError naming `path`."""
+    try:
+        return action()
+    except (OSError, RuntimeError) as exc:
+        raise OutputError(describe_failure(path, exc)) from None
+
+
+_open_partials: weakref.WeakSet[PartialFile] = weakref.WeakSet()
+
+
+@atexit.register
+def _discard_open_partials() -> None:
+    """At exit, before h5py's own cleanup (registered earlier, so run later): an HDF5 file left
+    open over a Python file object would crash the interpreter's shutdown."""
+    for partial in list(_open_partials):
+        partial.discard()
+
+
+class PartialFile:
+    """An HDF5 file written under a hidden partial name beside `path`, renamed onto it only when complete.
+
+    `h5` is the open h5py File. `check` raises OutputError once a write has failed; `commit`
+    closes, syncs and renames; `discard` deletes the partial (and so frees its space) whatever
+    state a failure left it in.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.tmp = partial_path(path)
+        self._disk = guarded(path, lambda: _DiskFile(self.tmp))
+        self.h5: h5py.File | None = guarded(path, lambda: h5py.File(self._disk, "w"))
+        _open_partials.add(self)
+
+    def check(self) -> None:
+        if self._disk.error is not None:
+            raise OutputError(describe_failure(self.path, self._disk.error))
+
+    def commit(self, overwrite: bool, cancelled: threading.Event | None = None) -> None:
+        """Close and sync the file, then rename it onto `path` (not if `cancelled` was set: KeyboardInterrupt)."""
+        if self.h5 is not None:
+            guarded(self.path, self.h5.close)
+            self.h5 = None
+        self._disk.sync()
+        self.check()
+        self._disk.close()
+        if cancelled is not None and cancelled.is_set():
+            raise KeyboardInterrupt  # interrupted while the file was completed: it never appears
+        check_output_path(self.path, overwrite)  # nothing was put there while the work went on
+        guarded(self.path, lambda: (os.replace(self.tmp, self.path), fsync_dir(self.path.parent)))
+        _open_partials.discard(self)
+
+    def discard(self) -> None:
+        _open_partials.discard(self)
+        h5, self.h5 = self.h5, None
+        with contextlib.suppress(Exception):  # closing after a failure may fail too; the file is deleted next
+            if h5 is not None:
+                h5.close()
+        with contextlib.suppress(OSError):
+            self._disk.close()
+        self.tmp.unlink(missing_ok=True)
+
+
 def _coordinates(group: h5py.Group, spec: RunSpec, n_paths: int | None = None, quantiles: bool = False, levels: bool = False) -> None:
     """Dimension scales (and the `time` auxiliary coordinate) a group's datasets refer to."""
     layout = spec.layout
@@ -305,39 +431,29 @@ class ResultWriter:
 
     def __init__(self, path: str | os.PathLike[str], overwrite: bool = False, cancelled: threading.Event | None = None):
         self.path = Path(path)
-        self.tmp = partial_path(self.path)
         self.overwrite = overwrite
         self.cancelled = cancelled
-        self.file: h5py.File | None = None
+        self.partial: PartialFile | None = None
 
     def __enter__(self) -> ResultWriter:
         check_output_path(self.path, self.overwrite)
         parent = self.path.parent
         if not parent.exists():
-            try:
-                parent.mkdir(parents=True)
-            except OSError as exc:
-                raise OutputError(describe_failure(self.path, exc)) from None
+            guarded(self.path, lambda: parent.mkdir(parents=True))
         remove_stale_partials(self.path)
-        try:
-            self.file = h5py.File(self.tmp, "w")
-        except OSError as exc:
-            raise OutputError(describe_failure(self.path, exc)) from None
+        self.partial = PartialFile(self.path)
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.discard()
-
-    def discard(self) -> None:
-        """Close and delete the partial file, whatever state a failure left it in."""
-        if self.file is not None:
-            file, self.file = self.file, None
-            with contextlib.suppress(Exception):  # a full disk fails the flush on close; the file is deleted next anyway
-                file.close()
-        self.tmp.unlink(missing_ok=True)
+        if self.partial is not None:
+            self.partial.discard()
+            self.partial = None
 
     def begin(self, spec: RunSpec, save_paths: int, n_paths: int) -> None:
         """Create the layout: coordinates, the saved-path datasets and the per-path outcomes."""
+        self._guard(lambda: self._begin(spec, save_paths, n_paths))
+
+    def _begin(self, spec: RunSpec, save_paths: int, n_paths: int) -> None:
         f = self._file()
         _coordinates(f, spec)
         if spec.has_credit:
@@ -436,29 +552,19 @@ class ResultWriter:
                 _write_credit_summary(summary, result)
                 attrs["contagion"] = result.risk_without_chain is not None
             f.attrs.update(attrs)
-            f.flush()
 
         self._guard(write)
-
-        def close_and_sync() -> None:
-            f.close()
-            self.file = None
-            fsync_file(self.tmp)
-
-        self._guard(close_and_sync)
-        if self.cancelled is not None and self.cancelled.is_set():
-            raise KeyboardInterrupt  # interrupted while the summary was written: the file never appears
-        check_output_path(self.path, self.overwrite)  # nothing was put there while the run went on
-        self._guard(lambda: (os.replace(self.tmp, self.path), fsync_dir(self.path.parent)))
+        assert self.partial is not None
+        self.partial.commit(self.overwrite, self.cancelled)
+        self.partial = None
 
     def _file(self) -> h5py.File:
-        if self.file is None:
+        if self.partial is None or self.partial.h5 is None:
             raise RuntimeError("ResultWriter used outside its context")
-        return self.file
+        return self.partial.h5
 
-    def _guard(self, action: Any) -> None:
-        """Run a write; a full disk or I/O error (h5py raises some as RuntimeError) becomes an OutputError naming the file."""
-        try:
-            action()
-        except (OSError, RuntimeError) as exc:
-            raise OutputError(describe_failure(self.path, exc)) from None
+    def _guard(self, action: Callable[[], None]) -> None:
+        """Run a write; stop with an OutputError naming the file at the first failed write."""
+        assert self.partial is not None
+        guarded(self.path, action)
+        self.partial.check()
