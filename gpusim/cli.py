@@ -31,7 +31,7 @@ from gpusim.version import __version__
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # log lines stay whole in a log file
 
 WIDEST_TABLE = 1000
 """Columns a table may take when measured for printing uncut."""

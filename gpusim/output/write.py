@@ -272,15 +272,18 @@ class _DiskFile(io.RawIOBase):
         return self.disk.readinto(buffer) or 0
 
     def write(self, data: Any) -> int:
-        size = memoryview(data).nbytes
+        view = memoryview(data).cast("B")
         if self.error is None:
             try:
-                written = self.disk.write(data) or 0
-                if written < size:
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                done = 0
+                while done < len(view):  # after a short write the next one says why (ENOSPC, EFBIG)
+                    written = self.disk.write(view[done:])
+                    if not written:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    done += written
             except OSError as exc:
                 self.error = exc
-        return size
+        return len(view)
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         return self.disk.seek(offset, whence)
