@@ -105,8 +105,7 @@ def estimate_run(
     chunk_paths: int | None = None,
     interrupted: threading.Event | None = None,
 ) -> RunEstimate:
-    """Check the output fits on the disk, then time a calibration chunk and scale it to the run."""
-    need, free = check_fits(spec, out, n_paths, save_paths)
+    """Time a calibration chunk on the backend and scale it to the run; size its memory and output."""
     workers, size = plan_chunks(backend, spec, n_paths, workers, chunk_paths)
     paths = min(size, CALIBRATION_PATHS)
     timings = []
@@ -121,7 +120,8 @@ def estimate_run(
     parallel = min(workers, cpu_count()) if backend.device.startswith("cpu") else 1
     seconds = min(timings) / paths * n_paths / parallel
     in_flight = 2 * workers * (size * backend.bytes_per_path(spec) + histogram_bytes(spec))
-    return RunEstimate(seconds, in_flight + output_bytes(spec, save_paths, save_paths), need, free, paths)
+    memory = in_flight + output_bytes(spec, save_paths, save_paths)
+    return RunEstimate(seconds, memory, output_bytes(spec, n_paths, save_paths), free_bytes(out), paths)
 
 
 def run_to_file(
@@ -147,11 +147,11 @@ def run_to_file(
         raise ValueError(f"--save-paths must be 0 or more, got {save_paths}")
     with deferred_interrupts() as interrupted, ResultWriter(out, overwrite, cancelled=interrupted) as writer:
         if n_paths >= LARGE_RUN_PATHS:
-            options = {key: engine_options.get(key) for key in ("workers", "chunk_paths")}
-            seed = engine_options.get("seed", 1)
-            estimate = estimate_run(spec, backend, writer.path, n_paths, save_paths, seed, **options, interrupted=interrupted)
+            check_fits(spec, writer.path, n_paths, save_paths)
             if announce is not None:
-                announce(estimate.line())
+                options = {key: engine_options.get(key) for key in ("workers", "chunk_paths")}
+                seed = engine_options.get("seed", 1)
+                announce(estimate_run(spec, backend, writer.path, n_paths, save_paths, seed, **options, interrupted=interrupted).line())
         writer.begin(spec, min(save_paths, n_paths), n_paths)
         result = run(spec, backend, n_paths=n_paths, save_paths=save_paths, sink=writer, **engine_options)
         writer.finish(result)

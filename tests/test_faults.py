@@ -462,11 +462,13 @@ print(json.dumps({"duration": duration, "codes": codes}))
 """
 
 
-def test_batch_interrupts_are_never_lost(small_batch, tmp_path):
+def test_batch_interrupts_are_never_lost(small_yaml, tmp_path):
     """20 batches each interrupted at a random moment by a real SIGINT: every one exits 130."""
-    done = subprocess.run(
-        [sys.executable, "-c", BATCH_TRIALS, str(small_batch), str(tmp_path), "20"], capture_output=True, text=True, timeout=600
+    tiny = tmp_path / "tiny.yaml"  # one scenario of four units: each trial takes well under a second
+    tiny.write_text(
+        yaml.safe_dump({"base": str(small_yaml), "paths": 400, "chunk_paths": 100, "save_paths": 10, "scenarios": [{"name": "a"}]})
     )
+    done = subprocess.run([sys.executable, "-c", BATCH_TRIALS, str(tiny), str(tmp_path), "20"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"batch of {report['duration']:.2f} s: exit codes {report['codes']}")
