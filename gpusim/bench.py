@@ -451,3 +451,19 @@ def to_json(report: dict[str, Any]) -> str:
         return x
 
     return json.dumps(clean(report), indent=2, allow_nan=False)
+
+
+def check_json_path(path: str) -> None:
+    """Refuse a --json path that cannot be written before the benchmark spends minutes: open it for
+    appending (nothing existing is changed) and remove it again if this created it."""
+    target = Path(path)
+    if not target.name or target.is_dir():
+        raise ValueError(f"{path!r}: not a file name for the JSON report; give one such as bench.json")
+    existed = target.exists()
+    try:
+        with open(target, "a"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{target}: cannot write the JSON report ({exc.strerror or exc})") from None
+    if not existed:
+        target.unlink(missing_ok=True)

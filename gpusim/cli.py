@@ -1,8 +1,9 @@
-"""Command line: `gpusim run | validate | schema | inspect | report | bench`. Thin: parse, call the engine, report.
+"""Command line: `gpusim run | validate | schema | inspect | report | bench | batch`. Thin: parse, call the engine, report.
 
-Errors a user can cause (bad config, missing file, unwritable output) print one line per
-problem to stderr and exit with code 2, without a traceback. Ctrl-C exits with 130 and
-leaves no output file.
+Errors a user can cause (bad config, missing file, unwritable or existing output) print one
+line per problem to stderr and exit with code 2, without a traceback. Ctrl-C exits with 130
+and leaves no output file. Tables and JSON go to stdout, at their full width whatever the
+terminal; progress, estimates and logs go to stderr.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from functools import wraps
 from typing import Any, NoReturn
 
 import click
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.measure import Measurement
 from rich.table import Table
 
 from gpusim.api import file_headline
 from gpusim.backends import CHOICES, BackendUnavailable
-from gpusim.engine import RunResult, SimulationError
-from gpusim.output.read import ResultsError, open_results
+from gpusim.engine import RunResult, SimulationError, deferred_interrupts
+from gpusim.output.read import BatchResults, ResultsError, batch_headline, open_results
 from gpusim.output.write import OutputError
 from gpusim.runs import prepare_run, run_to_file
 from gpusim.scenario import ConfigError, Scenario, load_scenario, to_yaml
@@ -29,7 +31,48 @@ from gpusim.version import __version__
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # log lines stay whole in a log file
+
+WIDEST_TABLE = 1000
+"""Columns a table may take when measured for printing uncut."""
+
+
+def show(renderable: RenderableType) -> None:
+    """Print a table (or text) to stdout at its full width: never cut or squeezed to the terminal,
+    so a pipe, a log file and a narrow window all get every column whole."""
+    console = Console()
+    needed = Measurement.get(console, console.options.update_width(WIDEST_TABLE), renderable).maximum
+    if needed > console.width or not console.is_terminal:
+        console = Console(width=max(needed, console.width))
+    console.print(renderable)
+
+
+class Count(click.IntRange):
+    """A whole number in a range, also written as 1e6 or 1_000_000."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str):
+            text = value.strip().replace("_", "")
+            try:
+                number = float(text)
+            except ValueError:
+                number = None
+            if number is not None and number.is_integer() and "e" in text.lower():
+                value = int(number)
+        return super().convert(value, param, ctx)
+
+
+def _output_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An --out that names a file (an empty string would mean the current folder)."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("is empty; give a file name such as run.h5")
+    return value
+
+
+overwrite_option = click.option("--overwrite", is_flag=True, help="Replace an existing output file (never a link, FIFO or device).")
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print the headline results as JSON to stdout (plain numbers, NaN as null)."
+)
 
 
 def _fail(lines: list[str], code: int = EXIT_USAGE) -> NoReturn:
@@ -91,9 +134,12 @@ def schema() -> None:
 
 @main.command("run")
 @click.argument("config")
-@click.option("--paths", "n_paths", type=int, default=100_000, show_default=True, help="Number of Monte Carlo paths.")
+@click.option(
+    "--paths", "n_paths", type=Count(min=1), default=100_000, show_default=True, help="Number of Monte Carlo paths (e.g. 100000 or 1e6)."
+)
 @click.option("--seed", type=int, default=1, show_default=True, help="Random seed (64-bit); same seed, same paths on every backend.")
-@click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="HDF5 file to write.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), callback=_output_file, required=True, help="HDF5 file to write.")
+@overwrite_option
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
 @click.option(
     "--backend",
@@ -102,15 +148,18 @@ def schema() -> None:
     show_default=True,
     help="auto: the fused CUDA kernels on a GPU, else JAX on a GPU, else numpy.",
 )
-@click.option("--chunk-paths", type=int, default=None, help="Paths per chunk (default: from free memory and the backend).")
-@click.option("--save-paths", type=int, default=1000, show_default=True, help="Store full factor paths for the first K paths.")
-@click.option("--workers", type=int, default=None, help="Chunks in flight at once (default: CPU count on a CPU, 2 on a GPU).")
+@click.option("--chunk-paths", type=Count(min=1), default=None, help="Paths per chunk (default: from free memory and the backend).")
+@click.option("--save-paths", type=Count(min=0), default=1000, show_default=True, help="Store full factor paths for the first K paths.")
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None, help="Chunks in flight at once (default: CPU count on a CPU, 2 on a GPU)."
+)
 @click.option(
     "--no-contagion",
     is_flag=True,
     help="Switch the fire-sale chain off (alpha = alpha_mark = 0) and skip the attribution pass that reruns the paths without it.",
 )
-@click.option("--quiet", is_flag=True, help="No progress bar or summary table.")
+@click.option("--quiet", is_flag=True, help="No progress bar, estimate or summary table (--json still prints).")
+@json_option
 @override_option
 @user_errors
 def run_command(
@@ -118,6 +167,7 @@ def run_command(
     n_paths: int,
     seed: int,
     out: str,
+    overwrite: bool,
     dtype: str,
     backend: str,
     chunk_paths: int | None,
@@ -125,54 +175,65 @@ def run_command(
     workers: int | None,
     no_contagion: bool,
     quiet: bool,
+    as_json: bool,
     overrides: tuple[str, ...],
 ) -> None:
-    """Simulate CONFIG and write the results to --out."""
+    """Simulate CONFIG and write the results to --out (an existing file only with --overwrite).
+
+    A run of a million paths or more first prints an estimate of its time, memory and output
+    size, and is refused when the output cannot fit on the disk.
+    """
     spec, engine_backend = prepare_run(load_scenario(config, list(overrides)), dtype, not no_contagion, backend)
     if not quiet:
         chosen = " (chosen by --backend auto)" if backend == "auto" else ""
         err_console.print(f"backend {engine_backend.name} on {engine_backend.device}{chosen}")
-    result = run_to_file(
-        spec,
-        engine_backend,
-        out,
-        n_paths,
-        save_paths,
-        seed=seed,
-        chunk_paths=chunk_paths,
-        workers=workers,
-        console=err_console,
-        show_progress=not quiet,
-    )
-    if not quiet:
-        _print_summary(result, out)
+    with deferred_interrupts() as interrupted:
+        result = run_to_file(
+            spec,
+            engine_backend,
+            out,
+            n_paths,
+            save_paths,
+            overwrite=overwrite,
+            announce=None if quiet else err_console.print,
+            seed=seed,
+            chunk_paths=chunk_paths,
+            workers=workers,
+            console=err_console,
+            show_progress=not quiet,
+        )
+        if as_json:
+            click.echo(json.dumps(file_headline(out), indent=2, allow_nan=False))
+        elif not quiet:
+            _print_inspect(file_headline(out))
+        if not quiet:
+            _print_rate(result, out)
+    _exit_if_interrupted_at_the_end(interrupted, out)
 
 
-def _print_summary(result: RunResult, out: str) -> None:
-    """After a run: the same headline tables as `gpusim inspect` on the file just written."""
-    _print_headline(out, err_console)
+def _exit_if_interrupted_at_the_end(interrupted: Any, out: str) -> None:
+    """Ctrl-C pressed as the work completed is still an interrupt (exit 130), though the output is whole."""
+    if interrupted.is_set():
+        click.echo(f"interrupted as it finished: {out} is complete", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _print_rate(result: RunResult, out: str) -> None:
     err_console.print(
         f"{result.path_steps_per_second:,.0f} path-steps/s ({result.workers} threads, chunks of {result.chunk_paths:,}); wrote {out}"
     )
 
 
-def _print_headline(file: str, console: Console) -> None:
-    _print_inspect(file_headline(file), console)
-
-
 @main.command()
 @click.argument("file", type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Print the same content as JSON (plain numbers, NaN as null).")
+@json_option
 @user_errors
 def inspect(file: str, as_json: bool) -> None:
     """Show the run stored in FILE and its headline results (PD, EL, LGD, VaR/ES, spreads)."""
     if as_json:
         click.echo(json.dumps(file_headline(file), indent=2, allow_nan=False))
         return
-    console = Console()
-    if not console.is_terminal:  # piped or captured: wide enough that no name is cut
-        console = Console(width=max(console.width, 160))
-    _print_headline(file, console)
+    _print_inspect(file_headline(file))
 
 
 def _money(x: float | None) -> str:
@@ -183,7 +244,7 @@ def _share(x: float | None) -> str:
     return "-" if x is None else f"{x:.1%}"
 
 
-def _print_inspect(numbers: dict[str, Any], console: Console) -> None:
+def _print_inspect(numbers: dict[str, Any]) -> None:
     """`inspect`'s tables: the same content as its JSON, formatted for a reader."""
     facts = numbers["run"]
     run_table = Table(title=f"run: {facts['file']}", show_header=False)
@@ -203,7 +264,7 @@ def _print_inspect(numbers: dict[str, Any], console: Console) -> None:
     }
     for key, value in rows.items():
         run_table.add_row(key, str(value))
-    console.print(run_table)
+    show(run_table)
     if "factors" in numbers:
         factors = Table(title="market factors at the horizon (no borrowers in this run)")
         for column in ("factor", "component", "units", "5 %", "median", "95 %"):
@@ -211,7 +272,7 @@ def _print_inspect(numbers: dict[str, Any], console: Console) -> None:
         for f in numbers["factors"]:
             cells = ("-" if f[q] is None else f"{f[q]:,.4g}" for q in ("p05", "median", "p95"))
             factors.add_row(f["factor"], f["component"] or "", f["units"] or "", *cells)
-        console.print(factors)
+        show(factors)
         return
 
     horizon = facts["horizon_years"]
@@ -225,7 +286,7 @@ def _print_inspect(numbers: dict[str, Any], console: Console) -> None:
     for b in numbers["borrowers"]:
         horizon_cell = f"{_share(b['pd_horizon'])} ± {_share(b['pd_horizon_se'])}"
         borrowers.add_row(b["name"], b["type"], *(_share(b["pd"][key]) for key in years), horizon_cell)
-    console.print(borrowers)
+    show(borrowers)
 
     instruments = Table(title="instruments: expected loss (USD m, discounted) and spreads (bps a year)")
     for column in ("instrument", "borrower", "EL $m", "LGD", "break-even bps", "market bps", "gap bps"):
@@ -241,7 +302,7 @@ def _print_inspect(numbers: dict[str, Any], console: Console) -> None:
             f"{i['market_spread_bps']:,.0f}",
             "-" if gap is None else f"[{'red' if gap < 0 else 'green'}]{gap:+,.0f}[/]",
         )
-    console.print(instruments)
+    show(instruments)
 
     portfolio = numbers["portfolio"]
     risk = Table(
@@ -255,12 +316,12 @@ def _print_inspect(numbers: dict[str, Any], console: Console) -> None:
             f"{_money(row['var'])} ± {_money(row['var_se'])}",
             f"{_money(row['es'])} ± {_money(row['es_se'])}",
         )
-    console.print(risk)
+    show(risk)
     contagion = numbers["contagion"]
     if contagion is None:
-        console.print("fire-sale chain: no attribution in this run (run with --no-contagion or without borrowers)")
+        show("fire-sale chain: no attribution in this run (run with --no-contagion or without borrowers)")
     else:
-        console.print(
+        show(
             f"fire-sale chain: {_share(contagion['share_of_el'])} of EL "
             f"(EL without the chain: USD {_money(contagion['portfolio_el_without_chain'])} m)"
         )
@@ -268,13 +329,23 @@ def _print_inspect(numbers: dict[str, Any], console: Console) -> None:
 
 @main.command()
 @click.argument("file", type=click.Path())
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder for index.html and the PNG charts.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    callback=_output_file,
+    required=True,
+    help="Folder for index.html and the PNG charts.",
+)
+@click.option("--overwrite", is_flag=True, help="Write into a folder that already holds files (replacing an earlier report).")
 @user_errors
-def report(file: str, out_dir: str) -> None:
-    """Charts (PNG) and an index.html with the summary tables of the run stored in FILE."""
+def report(file: str, out_dir: str, overwrite: bool) -> None:
+    """Charts (PNG) and an index.html with the summary tables of the run stored in FILE (a new or empty folder, or --overwrite)."""
     from gpusim.report import write_report  # matplotlib loads only for this command
+    from gpusim.report.figures import check_report_folder
 
-    index = write_report(open_results(file), out_dir)
+    check_report_folder(out_dir, overwrite)  # refused before the file is read
+    index = write_report(open_results(file), out_dir, overwrite)
     click.echo(f"wrote {index}")
 
 
@@ -290,8 +361,14 @@ EXIT_BACKENDS_DISAGREE = 1
     show_default=True,
     help="Comma-separated backends; the first that runs is the reference the others are checked against.",
 )
-@click.option("--paths", "n_paths", type=int, default=16384, show_default=True, help="Paths per run.")
-@click.option("--repeats", type=int, default=3, show_default=True, help="Timed runs per backend after the warm-up (medians are shown).")
+@click.option("--paths", "n_paths", type=Count(min=1), default=16384, show_default=True, help="Paths per run.")
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Timed runs per backend after the warm-up (medians are shown).",
+)
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
 @click.option(
     "--workload",
@@ -301,8 +378,8 @@ EXIT_BACKENDS_DISAGREE = 1
     help="model+attribution: as `gpusim run`; model: --no-contagion; factors: the market alone.",
 )
 @click.option("--seed", type=int, default=1, show_default=True)
-@click.option("--check-paths", type=int, default=64, show_default=True, help="First paths compared between backends.")
-@click.option("--workers", type=int, default=None, help="Chunks in flight (default: each backend's own).")
+@click.option("--check-paths", type=Count(min=1), default=64, show_default=True, help="First paths compared between backends.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Chunks in flight (default: each backend's own).")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False), default=None, help="Also write the report as JSON to this file.")
 @override_option
 @user_errors
@@ -327,13 +404,15 @@ def bench_command(
 
     scenario = load_scenario(config, list(overrides))
     names = bench.parse_backends(backend_list)
+    if json_file is not None:
+        bench.check_json_path(json_file)  # before the benchmark spends its minutes
     report = bench.bench(scenario, names, n_paths, repeats, dtype, workload, seed, check_paths, workers)  # type: ignore[arg-type]
     console = Console()
     if not console.is_terminal:  # piped or captured: wide enough for every column
         console = Console(width=200)
     for line in bench.report_lines(report):
         console.print(line, highlight=False, markup=False)
-    console.print(bench.report_table(report))
+    show(bench.report_table(report))
     for line in bench.untimed_lines(report):
         console.print(line, highlight=False, markup=False)
     if json_file is not None:
@@ -349,7 +428,15 @@ def bench_command(
 
 @main.command("batch")
 @click.argument("batch_file", type=click.Path(dir_okay=False))
-@click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="HDF5 file to write (every scenario plus /batch).")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False),
+    callback=_output_file,
+    required=True,
+    help="HDF5 file to write (every scenario plus /batch).",
+)
+@overwrite_option
 @click.option(
     "--backend",
     type=click.Choice(list(CHOICES)),
@@ -358,27 +445,54 @@ def bench_command(
     help="auto: the best backend where each unit runs (a Dask worker picks its own).",
 )
 @click.option("--resume", is_flag=True, help="Finish a batch an earlier start left unfinished (safe to pass always).")
-@click.option("--workers", type=int, default=None, help="Start a local Dask cluster of N worker processes (127.0.0.1 only).")
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None, help="Start a local Dask cluster of N worker processes (127.0.0.1 only)."
+)
 @click.option("--scheduler", default=None, metavar="ADDRESS", help="Use an existing Dask cluster, e.g. tcp://10.0.0.5:8786.")
-@click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+@click.option("--quiet", is_flag=True, help="No progress bar or summary (--json still prints).")
+@json_option
 @user_errors
-def batch_command(batch_file: str, out: str, backend: str, resume: bool, workers: int | None, scheduler: str | None, quiet: bool) -> None:
+def batch_command(
+    batch_file: str,
+    out: str,
+    overwrite: bool,
+    backend: str,
+    resume: bool,
+    workers: int | None,
+    scheduler: str | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
     """Run every scenario of BATCH_FILE (a grid and/or named stresses) into one file; resumable after a crash."""
     from gpusim.batch import journal_folder, load_batch, run_batch
 
     batch = load_batch(batch_file)
-    try:
-        done = run_batch(
-            batch, out, backend=backend, resume=resume, workers=workers, scheduler=scheduler, console=err_console, show_progress=not quiet
-        )
-    except KeyboardInterrupt:
-        click.echo(f"interrupted: finished work units are kept in {journal_folder(out)}; rerun with --resume to finish", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    if not quiet and done.already_complete:
-        err_console.print(f"{out} already holds this batch, complete ({done.n_scenarios} scenarios); nothing to do")
-    elif not quiet:
-        resumed = f", {done.units_resumed} recorded by an earlier start" if done.units_resumed else ""
-        err_console.print(
-            f"{done.n_scenarios} scenarios, {done.units_computed} of {done.n_units} work units computed now{resumed} "
-            f"on {done.where} ({', '.join(sorted(done.backends)) or 'no new units'}) in {done.runtime_s:,.1f} s; wrote {out}"
-        )
+    with deferred_interrupts() as interrupted:
+        try:
+            done = run_batch(
+                batch,
+                out,
+                backend=backend,
+                resume=resume,
+                overwrite=overwrite,
+                workers=workers,
+                scheduler=scheduler,
+                console=err_console,
+                show_progress=not quiet,
+            )
+        except KeyboardInterrupt:
+            click.echo(f"interrupted: finished work units are kept in {journal_folder(out)}; rerun with --resume to finish", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        if as_json:
+            opened = open_results(out)
+            assert isinstance(opened, BatchResults)
+            click.echo(json.dumps(batch_headline(opened), indent=2, allow_nan=False))
+        if not quiet and done.already_complete:
+            err_console.print(f"{out} already holds this batch, complete ({done.n_scenarios} scenarios); nothing to do")
+        elif not quiet:
+            resumed = f", {done.units_resumed} recorded by an earlier start" if done.units_resumed else ""
+            err_console.print(
+                f"{done.n_scenarios} scenarios, {done.units_computed} of {done.n_units} work units computed now{resumed} "
+                f"on {done.where} ({', '.join(sorted(done.backends)) or 'no new units'}) in {done.runtime_s:,.1f} s; wrote {out}"
+            )
+    _exit_if_interrupted_at_the_end(interrupted, out)

@@ -8,18 +8,23 @@ the result is the same for any chunk size, thread count and completion order.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from gpusim.backends import Backend
+from gpusim.backends.array_model import cancel_on
 from gpusim.risk import RiskAccumulator
 from gpusim.spec import FAN_FACTORS, ChunkResult, CreditOutcomes, RunSpec
 from gpusim.statistics import FAN_QUANTILES, proportion_with_se, quantiles_from_counts
@@ -31,6 +36,56 @@ MEMORY_SHARE = 0.25
 
 class SimulationError(Exception):
     """The model produced something unusable (NaN) for this scenario."""
+
+
+T = TypeVar("T")
+
+_INTERRUPTED: ContextVar[threading.Event | None] = ContextVar("gpusim_interrupted", default=None)
+
+
+@contextmanager
+def deferred_interrupts() -> Iterator[threading.Event]:
+    """Within this context Ctrl-C sets the event returned instead of raising wherever Python is.
+
+    A KeyboardInterrupt raised inside a finalizer or a library callback is printed as
+    "Exception ignored" and lost, and the run goes on; an event cannot be lost: the loops that
+    wait for chunks check it and stop where stopping is clean. A second Ctrl-C raises at once.
+    Nested contexts share the outer event. Only the main thread receives signals, so elsewhere
+    (or under a host that installed its own handler) Ctrl-C keeps raising as usual.
+    """
+    outer = _INTERRUPTED.get()
+    if outer is not None:
+        yield outer
+        return
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield interrupted
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    token = _INTERRUPTED.set(interrupted)
+    try:
+        yield interrupted
+    finally:
+        _INTERRUPTED.reset(token)
+        signal.signal(signal.SIGINT, previous)
+
+
+def cancellable(cancel: threading.Event, compute: Callable[..., T], *args: Any) -> T:
+    """`compute(*args)` in a worker thread, stopping between model steps once `cancel` is set."""
+    with cancel_on(cancel):
+        return compute(*args)
+
+
+def stop_if(interrupted: threading.Event) -> None:
+    """Turn a Ctrl-C recorded by `deferred_interrupts` into a KeyboardInterrupt here, at a clean point."""
+    if interrupted.is_set():
+        raise KeyboardInterrupt
 
 
 class ChunkSink(Protocol):
@@ -75,6 +130,14 @@ def fit_workers(backend: Backend, spec: RunSpec, workers: int) -> int:
     memory share (each chunk carries `histogram_bytes` besides its paths)."""
     per_chunk = histogram_bytes(spec) + MIN_CHUNK * backend.bytes_per_path(spec)
     return max(1, min(workers, int(MEMORY_SHARE * backend.memory_bytes() / (2 * per_chunk))))
+
+
+def plan_chunks(backend: Backend, spec: RunSpec, n_paths: int, workers: int | None, chunk_paths: int | None) -> tuple[int, int]:
+    """(workers, paths per chunk) of a run: as asked, else what the backend and free memory allow."""
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    workers = workers or fit_workers(backend, spec, backend.default_workers())
+    return workers, choose_chunk_paths(backend, spec, n_paths, workers, chunk_paths)
 
 
 def choose_chunk_paths(backend: Backend, spec: RunSpec, n_paths: int, workers: int, requested: int | None = None) -> int:
@@ -185,16 +248,16 @@ def run(
     """Simulate n_paths paths of the spec with the given seed.
 
     Chunks run on `workers` threads (default: the backend's `default_workers()`); `sink` receives
-    each chunk as it completes (for streaming output). A KeyboardInterrupt stops submitting,
-    lets running chunks finish, and propagates: nothing partial is returned.
+    each chunk as it completes (for streaming output). Ctrl-C or an error stops submitting and
+    cancels running chunks at their next step (array backends), and propagates: nothing
+    partial is returned.
     """
     if n_paths < 1:
         raise ValueError(f"--paths must be at least 1, got {n_paths}")
     if not 0 <= seed < 2**64:
         raise ValueError(f"--seed must be in [0, 2**64), got {seed}")
     save_paths = max(0, min(save_paths, n_paths))
-    workers = max(1, workers) if workers else fit_workers(backend, spec, backend.default_workers())
-    size = choose_chunk_paths(backend, spec, n_paths, workers, chunk_paths)
+    workers, size = plan_chunks(backend, spec, n_paths, workers, chunk_paths)
     totals = ChunkTotals(spec, n_paths, save_paths)
     started = time.perf_counter()
     created = datetime.now(UTC).isoformat(timespec="seconds")
@@ -217,17 +280,20 @@ def run(
         elapsed = time.perf_counter() - started
         progress.update(task, completed=done_paths, rate=f"{done_paths / max(elapsed, 1e-9):,.0f} paths/s")
 
-    with progress, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gpusim-chunk") as pool:
+    cancel = threading.Event()
+    with deferred_interrupts() as interrupted, progress, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gpusim-chunk") as pool:
         try:
             for start, count in work:
                 if len(pending) >= 2 * workers:
-                    finished, pending = _wait_interruptibly(pending)
+                    finished, pending = _wait_interruptibly(pending, interrupted)
                     collect(finished)
-                pending.add(pool.submit(backend.run_chunk, spec, seed, start, count, save_paths))
+                pending.add(pool.submit(cancellable, cancel, backend.run_chunk, spec, seed, start, count, save_paths))
             while pending:
-                finished, pending = _wait_interruptibly(pending)
+                finished, pending = _wait_interruptibly(pending, interrupted)
                 collect(finished)
+            stop_if(interrupted)
         except BaseException:
+            cancel.set()  # running chunks stop at their next step; the pool's exit waits only for that
             for future in pending:
                 future.cancel()
             raise
@@ -250,12 +316,15 @@ def run(
     return result
 
 
-def _wait_interruptibly(pending: set[Future[ChunkResult]]) -> tuple[set[Future[ChunkResult]], set[Future[ChunkResult]]]:
-    """Wait for the next chunk in short slices: a SIGINT delivered to a worker thread only
-    raises KeyboardInterrupt once the main thread runs Python code again."""
+def _wait_interruptibly(
+    pending: set[Future[ChunkResult]], interrupted: threading.Event
+) -> tuple[set[Future[ChunkResult]], set[Future[ChunkResult]]]:
+    """Wait for the next chunk in short slices, stopping when Ctrl-C was pressed meanwhile."""
     while True:
-        finished, still = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+        stop_if(interrupted)
+        finished, still = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
         if finished:
+            stop_if(interrupted)  # a chunk cancelled by Ctrl-C is not a result
             return finished, still
 
 

@@ -7,6 +7,10 @@ arithmetic.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -17,6 +21,23 @@ from gpusim.model.params import MarketParams, cast_params, without_contagion
 from gpusim.model.step import ChunkInputs, StepCarry, StepObservables, host_outcomes, initial_carry, model_step, outcome_arrays
 from gpusim.spec import ChunkResult, RunSpec
 from gpusim.statistics import bin_index, bin_offset, bincount_parts
+
+_CANCEL: ContextVar[threading.Event | None] = ContextVar("gpusim_chunk_cancel", default=None)
+
+
+class ChunkCancelled(Exception):
+    """A chunk stopped between two steps because its run was cancelled (Ctrl-C, or an error elsewhere)."""
+
+
+@contextmanager
+def cancel_on(event: threading.Event) -> Iterator[None]:
+    """Chunks computed in this context (this thread) stop at their next step once `event` is set,
+    so a cancelled run does not wait for whole chunks; the steps that do run are unchanged."""
+    token = _CANCEL.set(event)
+    try:
+        yield
+    finally:
+        _CANCEL.reset(token)
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -97,10 +118,13 @@ def _run_paths(
         records.append({name: getattr(seen.view, name)[..., :n_saved] for name in MarketView._fields})
         regimes.append(carry.market.tight[:n_saved])
 
+    cancel = _CANCEL.get()
     carry, seen = initial_carry(inputs, n_paths)
     if record:
         keep(carry, seen)
     for k in range(spec.layout.n_steps):
+        if cancel is not None and cancel.is_set():
+            raise ChunkCancelled(f"paths from {path_start} stopped at step {k}")
         carry, seen = model_step(carry, k, inputs)
         if record:
             keep(carry, seen)

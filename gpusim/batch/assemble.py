@@ -10,7 +10,7 @@ only when complete.
 
 from __future__ import annotations
 
-import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,16 @@ import h5py
 import numpy as np
 import yaml
 
-from gpusim.batch.journal import Journal, fsync_dir, fsync_file
+from gpusim.batch.journal import Journal
 from gpusim.batch.schema import ResolvedBatch
-from gpusim.output.write import BATCH_KIND, FORMAT_VERSION, OutputError
+from gpusim.output.write import (
+    BATCH_KIND,
+    FORMAT_VERSION,
+    OutputError,
+    PartialFile,
+    create_dataset,
+    describe_failure,
+)
 from gpusim.version import __version__
 
 TABLE_LEVEL = 0.999
@@ -71,9 +78,9 @@ def _write_table(f: h5py.File, batch: ResolvedBatch) -> None:
     borrowers = list(dict.fromkeys(name for _, pds in rows for name in pds))
     table = f.create_group("batch")
     text = h5py.string_dtype()
-    table.create_dataset("scenario", data=np.array([b.name for b in batch.scenarios], dtype=object), dtype=text)
+    create_dataset(table, "scenario", np.array([b.name for b in batch.scenarios], dtype=object), dtype=text)
     table["scenario"].make_scale("scenario")
-    table.create_dataset("borrower", data=np.array(borrowers, dtype=object), dtype=text)
+    create_dataset(table, "borrower", np.array(borrowers, dtype=object), dtype=text)
     table["borrower"].make_scale("borrower")
     columns: dict[str, tuple[Any, tuple[str, ...], str]] = {
         "source": (np.array([b.source for b in batch.scenarios], dtype=object), ("scenario",), "config the scenario starts from"),
@@ -91,7 +98,7 @@ def _write_table(f: h5py.File, batch: ResolvedBatch) -> None:
     columns["pd_horizon"] = (pd[..., 0], ("scenario", "borrower"), "probability of default by the horizon")
     columns["pd_horizon_se"] = (pd[..., 1], ("scenario", "borrower"), "Monte Carlo standard error")
     for name, (data, dims, units) in columns.items():
-        ds = table.create_dataset(name, data=data, dtype=text if data.dtype == object else data.dtype)
+        ds = create_dataset(table, name, data, dtype=text if data.dtype == object else data.dtype)
         ds.attrs["units"] = units
         for axis, dim in enumerate(dims):
             ds.dims[axis].attach_scale(table[dim])
@@ -149,31 +156,40 @@ def copy_run(source: h5py.File, parent: h5py.Group, name: str) -> h5py.Group:
     return group
 
 
-def write_batch_file(batch: ResolvedBatch, journal: Journal, out: Path, created_utc: str) -> None:
-    """Assemble the output from the journal's scenario files; rename it into place only when complete."""
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+def write_batch_file(
+    batch: ResolvedBatch, journal: Journal, out: Path, created_utc: str, overwrite: bool = False, cancelled: threading.Event | None = None
+) -> None:
+    """Assemble the output from the journal's scenario files; rename it into place only when complete
+    (and not when `cancelled` was set meanwhile: the journal then stays for `--resume`)."""
+    kept = f"Every finished scenario is kept in {journal.root}: free space and rerun with --resume"
     try:
-        with h5py.File(tmp, "w") as f:
-            scenarios = f.create_group("scenarios")
-            backends: set[str] = set()
-            for s, b in enumerate(batch.scenarios):
-                with h5py.File(journal.scenario_path(s), "r") as source:
-                    group = copy_run(source, scenarios, b.name)
-                for key in EXECUTION_ATTRS:
-                    del group.attrs[key]
-                group.attrs["batch_overrides"] = "; ".join(b.overrides)
-                backends.update(str(group.attrs["backend"]).split(", "))
-            _write_table(f, batch)
-            f.attrs.update(_root_attrs(batch, created_utc, sorted(backends)))
-        fsync_file(tmp)
-        os.replace(tmp, out)
-        fsync_dir(out.parent)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(
-            f"{out}: cannot write output: {exc.strerror or exc}. Every finished scenario is kept in {journal.root}: "
-            "free space and rerun with --resume"
-        ) from None
+        partial = PartialFile(out)
+    except OutputError as exc:
+        raise OutputError(f"{exc}. {kept}") from None
+    try:
+        assert partial.h5 is not None
+        f = partial.h5
+        scenarios = f.create_group("scenarios")
+        backends: set[str] = set()
+        for s, b in enumerate(batch.scenarios):
+            if cancelled is not None and cancelled.is_set():
+                raise KeyboardInterrupt
+            with h5py.File(journal.scenario_path(s), "r") as source:
+                group = copy_run(source, scenarios, b.name)
+            for key in EXECUTION_ATTRS:
+                del group.attrs[key]
+            group.attrs["batch_overrides"] = "; ".join(b.overrides)
+            backends.update(str(group.attrs["backend"]).split(", "))
+            partial.check()
+        _write_table(f, batch)
+        f.attrs.update(_root_attrs(batch, created_utc, sorted(backends)))
+        partial.commit(overwrite, cancelled)
+    except (OSError, RuntimeError) as exc:  # h5py reports some write failures as RuntimeError
+        partial.discard()
+        raise OutputError(f"{describe_failure(out, exc)}. {kept}") from None
+    except OutputError as exc:
+        partial.discard()
+        raise OutputError(f"{exc}. {kept}") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        partial.discard()
         raise

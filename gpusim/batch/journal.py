@@ -27,7 +27,7 @@ from typing import IO, Any, NamedTuple
 
 import numpy as np
 
-from gpusim.output.write import OutputError
+from gpusim.output.write import OutputError, fsync_dir, fsync_file
 
 try:
     import fcntl
@@ -46,22 +46,6 @@ class UnitResult(NamedTuple):
     chunk: ChunkResult
     backend: str
     device: str
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or unlink in `folder` durable (POSIX; Windows cannot open a folder to sync it)."""
-    if os.name == "nt":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_file(path: Path) -> None:
-    with open(path, "rb+") as fh:
-        os.fsync(fh.fileno())
 
 
 def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:

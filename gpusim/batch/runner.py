@@ -31,9 +31,9 @@ from gpusim.backends import Backend, get_backend
 from gpusim.batch.assemble import write_batch_file
 from gpusim.batch.journal import Journal, JournalError, UnitResult
 from gpusim.batch.schema import ResolvedBatch
-from gpusim.engine import ChunkTotals, RunResult, chunks, progress_bar
+from gpusim.engine import ChunkTotals, RunResult, cancellable, chunks, deferred_interrupts, progress_bar, stop_if
 from gpusim.output.read import is_batch_file
-from gpusim.output.write import OutputError, ResultWriter
+from gpusim.output.write import OutputError, ResultWriter, check_output_path, remove_stale_partials
 from gpusim.scenario import ConfigError, validate_mapping
 from gpusim.spec import DType, RunSpec, build_spec
 from gpusim.version import __version__
@@ -226,22 +226,24 @@ def run_batch(
     scheduler: str | None = None,
     console: Console | None = None,
     show_progress: bool = True,
+    overwrite: bool = False,
 ) -> BatchRun:
     """Run every scenario of `batch` into one HDF5 file at `out` (layout: docs/batches.md).
 
     Finished units are journaled beside `out` as they arrive; with `resume`, a journal left by
     an earlier start of the same batch is continued (a different batch is refused), and the
-    file is bitwise identical to an uninterrupted run's. The file appears only when complete.
+    file is bitwise identical to an uninterrupted run's. The file appears only when complete;
+    an existing `out` is replaced only with `overwrite` (or left alone when `resume` finds it
+    is this batch, complete). Ctrl-C stops within a model step; finished units stay journaled.
     """
     out_path = Path(out)
-    if out_path.is_dir():
-        raise ValueError(f"{out_path}: is a directory; give a file name such as {out_path / 'batch.h5'}")
     journal = Journal(out_path)
     if journal.exists() and not resume:
         raise ConfigError(
             [f"{out_path}: an earlier start of a batch left its journal at {journal.root}; pass --resume to finish it or delete the folder"]
         )
     started = time.perf_counter()
+    check_output_path(out_path, overwrite=True, example="batch.h5")  # a name, not a folder, link or FIFO
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -250,6 +252,8 @@ def run_batch(
     if resume and not resuming and _finished(out_path, batch):
         n_units = len(batch.scenarios) * len(list(chunks(batch.spec.paths, batch.spec.chunk_paths)))
         return BatchRun(out_path, len(batch.scenarios), n_units, 0, n_units, time.perf_counter() - started, "", already_complete=True)
+    check_output_path(out_path, overwrite, example="batch.h5")
+    remove_stale_partials(out_path)
     manifest = _check_same_batch(journal, batch, out_path) if resuming else _manifest(batch)
 
     settings = batch.settings()
@@ -270,8 +274,21 @@ def run_batch(
     progress = progress_bar(console, show_progress, field="scenarios")
     scenario_files = ScenarioFileWriter(batch, journal, manifest["created_utc"], len(plan))
     computed = 0
+    cancel = threading.Event()  # stops units computing in this process's threads at their next step
     # the journal is created only once the workers are up: a cluster that fails to start leaves nothing to resume
-    with unit_executor(backend, workers, scheduler) as (executor, slots, where), journal.held(manifest, resuming), progress:
+    with (
+        deferred_interrupts() as interrupted,
+        unit_executor(backend, workers, scheduler) as (executor, slots, where),
+        journal.held(manifest, resuming),
+        progress,
+    ):
+        local = isinstance(executor, ThreadPoolExecutor)
+
+        def submit(unit: tuple[int, int]) -> Future[UnitResult]:
+            if local:
+                return executor.submit(cancellable, cancel, compute_unit, task(unit))
+            return executor.submit(compute_unit, task(unit))  # a Dask worker cannot see this process's event
+
         done_scenarios = {s for s in range(len(batch.scenarios)) if journal.scenario_done(s)}
         recorded = {u for u in journal.recorded_units() if u[0] not in done_scenarios}
         order = [(s, c) for s in range(len(batch.scenarios)) if s not in done_scenarios for c in range(len(plan))]
@@ -283,8 +300,9 @@ def run_batch(
         position = 0  # next unit of `order` to fold into its scenario
         try:
             while position < len(order):
+                stop_if(interrupted)
                 while len(pending) < 2 * slots() and (unit := next(todo, None)) is not None:
-                    pending[executor.submit(compute_unit, task(unit))] = unit
+                    pending[submit(unit)] = unit
                 s, c = order[position]
                 if (s, c) in recorded:
                     scenario_files.add(s, c, journal.load_unit(s, c))
@@ -292,7 +310,8 @@ def run_batch(
                     progress.update(bar, scenarios=f"{len(done_scenarios) + len(scenario_files.finished)}/{len(batch.scenarios)} scenarios")
                     continue
                 assert pending, "a unit is neither recorded nor computing"
-                finished, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                finished, _ = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+                stop_if(interrupted)  # a unit cancelled by Ctrl-C is not a result
                 for future in finished:
                     unit = pending.pop(future)
                     result = future.result()
@@ -301,12 +320,13 @@ def run_batch(
                     computed += 1
                     progress.advance(bar, result.chunk.n_paths)
         except BaseException:
+            cancel.set()
             for future in pending:
                 future.cancel()
             raise
         finally:
             scenario_files.close()
-        write_batch_file(batch, journal, out_path, manifest["created_utc"])
+        write_batch_file(batch, journal, out_path, manifest["created_utc"], overwrite=overwrite, cancelled=interrupted)
         journal.remove()
     return BatchRun(
         out=out_path,
@@ -353,8 +373,12 @@ class ScenarioFileWriter:
     def _open(self, s: int) -> None:
         settings = self.batch.settings()
         spec = build_spec(self.batch.scenarios[s].scenario, settings["dtype"], contagion=settings["contagion"])
-        writer = ResultWriter(self.journal.staged_scenario_path(s)).__enter__()
-        writer.begin(spec, settings["save_paths"], settings["paths"])
+        writer = ResultWriter(self.journal.staged_scenario_path(s), overwrite=True).__enter__()
+        try:
+            writer.begin(spec, settings["save_paths"], settings["paths"])
+        except BaseException:
+            writer.__exit__(None, None, None)  # an open HDF5 file must not outlive the interpreter
+            raise
         self._current = (s, spec, ChunkTotals(spec, settings["paths"], settings["save_paths"]), writer, set(), set())
 
     def _finish(self) -> None:

@@ -63,8 +63,9 @@ def check_result_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         with h5py.File(p, "r") as f:
             attrs = {key: _plain(value) for key, value in f.attrs.items()}
-    except OSError as exc:
-        raise ResultsError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    except (OSError, RuntimeError, KeyError) as exc:
+        reason = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ResultsError(f"{p}: cannot read: {reason}") from None
     version = attrs.get("format_version")
     if not isinstance(version, int) or "gpusim_version" not in attrs:
         raise ResultsError(f"{p}: not a gpusim result (an HDF5 file without the format_version and gpusim_version attributes)")
@@ -127,6 +128,30 @@ def open_results(path: str | os.PathLike[str], *, lazy_outcomes: bool = False, s
     """
     p = Path(path)
     attrs = check_result_file(p)
+    try:
+        return _open_checked(p, attrs, lazy_outcomes, scenario)
+    except (OSError, RuntimeError) as exc:  # HDF5 refuses a chunk whose Fletcher-32 checksum fails
+        raise ResultsError(damage_report(p, exc)) from None
+
+
+def damage_report(path: Path, exc: BaseException) -> str:
+    """One line for a file HDF5 cannot read: the first dataset whose data fails its checksum, if any."""
+    try:
+        with h5py.File(path, "r") as f:
+            names: list[str] = []
+            f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+            for name in names:
+                try:
+                    f[name][()]
+                except (OSError, RuntimeError):
+                    return f"{path}: dataset /{name} fails its checksum: the file is damaged (copy it again or rerun the simulation)"
+    except (OSError, RuntimeError, KeyError):
+        pass  # damaged beyond listing its datasets: report HDF5's own first line
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"{path}: the file is damaged: {first}"
+
+
+def _open_checked(p: Path, attrs: dict[str, Any], lazy_outcomes: bool, scenario: str | None) -> Results | BatchResults:
     root = ""  # the group holding the run: the file, or one scenario of a batch
     if is_batch_file(attrs):
         if scenario is None:
@@ -323,6 +348,25 @@ class BatchResults:
         return (
             f"BatchResults(batch={a.get('batch')!r}, scenarios={len(self.scenarios)}, n_paths={a.get('n_paths')}, source={self.source!r})"
         )
+
+
+def batch_headline(batch: BatchResults) -> dict[str, Any]:
+    """A batch file's facts and its /batch table, one entry per scenario, as plain JSON-ready Python (None for NaN)."""
+    a, t = batch.attrs, batch.table
+    facts = {key: a.get(key) for key in ("batch", "n_scenarios", "n_paths", "seed", "dtype", "contagion", "backend", "created_utc")}
+    facts |= {"file": batch.source, "level": _number(t.attrs.get("level", math.nan)), "gpusim_version": a.get("gpusim_version")}
+    columns = [name for name, column in t.data_vars.items() if column.dims == ("scenario",)]
+    borrowers = [str(b) for b in t["borrower"].values] if "borrower" in t.coords else []
+    rows = []
+    for k, name in enumerate(batch.scenarios):
+        row: dict[str, Any] = {"name": name}
+        for column in columns:
+            value = t[column].values[k]
+            row[column] = _number(value) if np.issubdtype(np.asarray(value).dtype, np.floating) else _plain(value)
+        if "pd_horizon" in t:
+            row["pd_horizon"] = {b: _number(t["pd_horizon"].values[k, j]) for j, b in enumerate(borrowers)}
+        rows.append(row)
+    return {"batch": facts, "scenarios": rows}
 
 
 def open_batch(path: str | os.PathLike[str], attrs: dict[str, Any]) -> BatchResults:

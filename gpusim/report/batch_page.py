@@ -27,9 +27,9 @@ BATCH_ATTRIBUTES = (
 )
 
 
-def write_batch_report(batch: BatchResults, out_dir: str | Path) -> Path:
+def write_batch_report(batch: BatchResults, out_dir: str | Path, overwrite: bool = False) -> Path:
     """The comparison page of a batch file: EL and ES 99.9 % by scenario, the scenario table, PDs by scenario."""
-    folder = ReportFolder.create(out_dir)
+    folder = ReportFolder.create(out_dir, overwrite)
     chart = batch_loss_chart(folder, batch)
     t = batch.table
     facts = html_table(("attribute", "value"), [(label, batch.attrs[key]) for key, label in BATCH_ATTRIBUTES if key in batch.attrs])

@@ -52,9 +52,10 @@ class ReportFolder:
     used: set[str] = field(default_factory=set)
 
     @classmethod
-    def create(cls, out_dir: str | Path) -> ReportFolder:
-        """Make the folder (and its parents); ReportError when it cannot be a folder we write to."""
-        out = Path(out_dir)
+    def create(cls, out_dir: str | Path, overwrite: bool = False) -> ReportFolder:
+        """Make the folder (and its parents); ReportError when it cannot be a folder we write to,
+        or when it already holds files and `overwrite` is off (an earlier report is never replaced silently)."""
+        out = check_report_folder(out_dir, overwrite)
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -62,6 +63,12 @@ class ReportFolder:
         if not out.is_dir():
             raise ReportError(f"{out}: cannot write report: not a directory")
         return cls(out)
+
+    def _replaceable(self, path: Path) -> Path:
+        """`path` if it is absent or a regular file: a link, FIFO or device there is never written through."""
+        if (path.exists() or path.is_symlink()) and (path.is_symlink() or not path.is_file()):
+            raise ReportError(f"{path}: cannot write report: exists and is not a regular file, which gpusim never replaces")
+        return path
 
     def figure(self) -> Figure:
         """A blank figure of the report's size on the Agg canvas (no pyplot, no global state)."""
@@ -76,7 +83,7 @@ class ReportFolder:
         while name in self.used:
             name, n = f"{base}-{n}", n + 1
         self.used.add(name)
-        path = self.out_dir / f"{name}.png"
+        path = self._replaceable(self.out_dir / f"{name}.png")
         try:
             fig.savefig(path, dpi=DPI, format="png")
         except OSError as exc:
@@ -87,12 +94,27 @@ class ReportFolder:
 
     def write_page(self, html: str) -> Path:
         """Write index.html; return its path."""
-        index = self.out_dir / "index.html"
+        index = self._replaceable(self.out_dir / "index.html")
         try:
             index.write_text(html, encoding="utf-8")
         except OSError as exc:
             raise ReportError(cannot_write_message(index, exc)) from exc
         return index
+
+
+def check_report_folder(out_dir: str | Path, overwrite: bool) -> Path:
+    """The report folder, refused (ReportError) before anything is read or written when it is a
+    link, a file, or a folder that holds files while `overwrite` is off."""
+    out = Path(out_dir)
+    if not str(out_dir):
+        raise ReportError("'': cannot write report: not a folder name; give one such as report/")
+    if out.is_symlink():
+        raise ReportError(f"{out}: cannot write report: a symbolic link, which gpusim never writes through; give a real folder")
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"{out}: cannot write report: not a directory")
+    if out.is_dir() and not overwrite and any(out.iterdir()):
+        raise ReportError(f"{out}: cannot write report: the folder is not empty; pass --overwrite to replace the report in it")
+    return out
 
 
 def file_stem(name: str) -> str:

@@ -41,13 +41,14 @@ SECTIONS = (
 )
 
 
-def write_report(results: Any, out_dir: str | Path) -> Path:
+def write_report(results: Any, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Write the charts and index.html of `results` (from open_results) to out_dir; return index.html's path.
 
-    A batch file (BatchResults) gets its scenario comparison page instead (`write_batch_report`)."""
+    A batch file (BatchResults) gets its scenario comparison page instead (`write_batch_report`).
+    A folder that already holds files is refused unless `overwrite`."""
     if isinstance(results, BatchResults):
-        return write_batch_report(results, out_dir)
-    folder = ReportFolder.create(out_dir)
+        return write_batch_report(results, out_dir, overwrite)
+    folder = ReportFolder.create(out_dir, overwrite)
     credit = has_credit(results)
     if credit:
         loss_distribution_chart(folder, results)

@@ -10,6 +10,8 @@ field path.
 from __future__ import annotations
 
 import copy
+import re
+import reprlib
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from os import PathLike
@@ -37,6 +39,37 @@ SHIPPED_BATCH_SUFFIX = "_batch.yaml"
 """configs/*_batch.yaml are batch files (gpusim.batch), not scenarios."""
 
 
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading every float spelling YAML 1.2 allows (`5e-1`, `1E6`, `1.5e3`):
+    PyYAML alone follows YAML 1.1, which reads `5e-1` as a string."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text as Python data, numbers read as YAML 1.2 reads them."""
+    return yaml.load(text, Loader=YamlLoader)
+
+
+SHOWN_CHARS = 80
+"""At most this much of an offending value is echoed in a message (a YAML alias bomb expands to gigabytes)."""
+
+_brief = reprlib.Repr()
+_brief.maxlevel, _brief.maxdict, _brief.maxlist, _brief.maxtuple = 2, 4, 4, 4
+_brief.maxstring = _brief.maxother = _brief.maxlong = SHOWN_CHARS
+
+
+def shown(value: Any) -> str:
+    """`repr(value)` cut to about SHOWN_CHARS characters, without building the whole of a huge value."""
+    text = _brief.repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
+
+
 def shipped_scenarios() -> list[str]:
     """Names of the scenarios shipped with the package (configs/*.yaml, except the batch files)."""
     root = resources.files(SHIPPED_PACKAGE)
@@ -61,15 +94,20 @@ def resolve_path(ref: str | Path, relative_to: Path | None = None) -> Path:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not a YAML text file (byte {exc.start} is not UTF-8 text)"]) from None
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)
+    except yaml.reader.ReaderError as exc:
+        raise ConfigError([f"{path}: not a YAML text file ({exc.reason} at character {exc.position})"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ConfigError([f"{where}: YAML syntax error: {getattr(exc, 'problem', exc)}"]) from None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError([f"{where}: YAML syntax error: {problem}"]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -106,8 +144,12 @@ def load_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     if parent is None:
         return data
     if not isinstance(parent, str):
-        raise ConfigError([f"{path}: extends: must be a file name or shipped scenario name, got {parent!r}"])
-    base = load_raw(resolve_path(parent, path), (*_chain, resolved))
+        raise ConfigError([f"{path}: extends: must be a file name or shipped scenario name, got {shown(parent)}"])
+    try:
+        parent_path = resolve_path(parent, path)
+    except ConfigError as exc:
+        raise ConfigError([f"{path}: extends: {exc.problems[0]}"]) from None
+    base = load_raw(parent_path, (*_chain, resolved))
     base.pop("name", None)
     base.pop("description", None)
     return deep_merge(base, data)
@@ -117,12 +159,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     """Apply `dotted.path=value` overrides (value parsed as YAML); list items by index or name."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError([f"--set {item}: expected FIELD.PATH=VALUE"])
+            raise ConfigError([f"--set {shown(item)}: expected FIELD.PATH=VALUE"])
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
+            value = parse_yaml(raw)
         except yaml.YAMLError:
-            raise ConfigError([f"--set {item}: value is not valid YAML"]) from None
+            raise ConfigError([f"--set {shown(item)}: value is not valid YAML"]) from None
         parts = key.strip().split(".")
         node: Any = data
         for depth, part in enumerate(parts[:-1]):
@@ -170,20 +212,35 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
+MAX_PROBLEMS = 30
+"""Validation problems listed at most; the rest are counted (one mistake in a generated file can repeat thousands of times)."""
+
+
+def _message(err: Any) -> str:
+    """pydantic's message in the terms of the YAML file: no internal type names."""
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown field (check the spelling; `gpusim schema` lists the allowed fields)"
+    if kind == "missing":
+        return "required field is missing"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        if str(err.get("ctx", {}).get("class_name", "")).startswith("ByRegime"):
+            return "expected a number (for both regimes) or a mapping with `easy` and `tight`"
+        return "expected a mapping of fields"
+    return err["msg"]
+
+
 def format_validation_errors(source: str, exc: ValidationError) -> list[str]:
     """One line per pydantic error: `source: field.path: message (got value)`, in the terms of the YAML file."""
     lines = []
-    for err in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    for err in errors[:MAX_PROBLEMS]:
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
-        field = _format_loc(loc)
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; `gpusim schema` lists the allowed fields)"
-        elif err["type"] == "missing":
-            msg = "required field is missing"
         value = err.get("input")
-        shown = "" if err["type"] == "missing" or isinstance(value, dict) else f" (got {value!r})"
-        lines.append(f"{source}: {field}: {msg}{shown}")
+        got = "" if err["type"] == "missing" or isinstance(value, dict) else f" (got {shown(value)})"
+        lines.append(f"{source}: {_format_loc(loc)}: {_message(err)}{got}")
+    if len(errors) > MAX_PROBLEMS:
+        lines.append(f"{source}: ... and {len(errors) - MAX_PROBLEMS} more problems")
     return lines
 
 

@@ -12,20 +12,55 @@ from datetime import date as Date
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 T = TypeVar("T")
 
+# Every number is finite (Strict sets allow_inf_nan=False) and lies in one of these documented
+# ranges (docs/configuration.md): wide enough for any stress a user means, narrow enough that an
+# absurd value (1e308, a volatility of 1e6) is refused with its field named instead of
+# overflowing inside the model.
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
-NonNegative = Annotated[float, Field(ge=0.0)]
-Positive = Annotated[float, Field(gt=0.0)]
 Correlation = Annotated[float, Field(ge=-1.0, le=1.0)]
+AnnualRate = Annotated[float, Field(ge=-5.0, le=5.0)]
+"""A drift, growth, deflation, interest rate or coupon, per year (-500 % to +500 %)."""
+NonNegativeRate = Annotated[float, Field(ge=0.0, le=5.0)]
+Yield = Annotated[float, Field(gt=0.0, le=5.0)]
+Volatility = Annotated[float, Field(ge=0.0, le=10.0)]
+"""A volatility per sqrt(year) (0 to 1000 %)."""
+Speed = Annotated[float, Field(gt=0.0, le=1000.0)]
+"""A mean-reversion speed, per year."""
+Intensity = Annotated[float, Field(ge=0.0, le=1000.0)]
+"""Events per year (jumps, unscheduled launches)."""
+LogSize = Annotated[float, Field(ge=-10.0, le=10.0)]
+"""A log-size (jump mean): exp(10) is a factor of 22,000."""
+NonNegativeLogSize = Annotated[float, Field(ge=0.0, le=10.0)]
+Exponent = Annotated[float, Field(gt=0.0, le=10.0)]
+Years = Annotated[float, Field(gt=0.0, le=100.0)]
+TimePoint = Annotated[float, Field(ge=0.0, le=100.0)]
+Ratio = Annotated[float, Field(gt=0.0, le=100.0)]
+"""A positive ratio (DSCR, LTV, power ratio, kW per GPU)."""
+NonNegativeRatio = Annotated[float, Field(ge=0.0, le=100.0)]
+Efficiency = Annotated[float, Field(ge=1.0, le=10.0)]
+"""Power usage effectiveness (PUE)."""
+UnitPrice = Annotated[float, Field(gt=0.0, le=1e9)]
+"""A price per unit (a coin, a GPU, a GPU-hour, a kWh, a share, a PH/s-day), USD."""
+NonNegativeUnitPrice = Annotated[float, Field(ge=0.0, le=1e9)]
+Amount = Annotated[float, Field(ge=0.0, le=1e13)]
+"""A balance-sheet amount (cash, principal, opex), USD: up to 10 trillion."""
+Quantity = Annotated[float, Field(ge=0.0, le=1e12)]
+"""A count of physical units (GPUs, coins, PH/s)."""
+PositiveQuantity = Annotated[float, Field(gt=0.0, le=1e12)]
+LogitLevel = Annotated[float, Field(ge=-50.0, le=50.0)]
+Bps = Annotated[float, Field(ge=-10_000.0, le=100_000.0)]
 
 
 class Strict(BaseModel):
     """Base for every config section: unknown keys are errors (they are usually typos)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ByRegime(Strict, Generic[T]):
@@ -43,6 +78,17 @@ class ByRegime(Strict, Generic[T]):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return {"easy": value, "tight": value}
         return value
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """The schema says what the validator accepts: one number for both regimes, or easy and tight."""
+        schema = handler(core_schema)
+        one = dict(handler.resolve_ref_schema(schema)["properties"]["easy"])
+        if one.get("type") not in ("number", "integer"):
+            return schema  # a matrix or other structure has no single-number shorthand
+        one.pop("title", None)
+        one["description"] = "one value for both regimes"
+        return {"anyOf": [one, schema]}
 
     def pair(self) -> tuple[T, T]:
         return (self.easy, self.tight)
@@ -78,12 +124,12 @@ class Regime(Strict):
 
 class CryptoAsset(Strict):
     name: str = Field(description="ticker, e.g. BTC; BTC is required (hashprice follows it)")
-    spot: Positive = Field(description="price at t_0, USD per unit")
-    drift: ByRegime[float] = Field(description="expected total return mu_R, per year")
-    vol: ByRegime[NonNegative] = Field(description="diffusion volatility sigma_R, per sqrt(year)")
-    jump_rate: ByRegime[NonNegative] = Field(description="jump intensity lambda_R, jumps per year")
-    jump_mean: ByRegime[float] = Field(description="mean log jump size mu_J")
-    jump_std: ByRegime[NonNegative] = Field(description="standard deviation of the log jump size sigma_J")
+    spot: UnitPrice = Field(description="price at t_0, USD per unit")
+    drift: ByRegime[AnnualRate] = Field(description="expected total return mu_R, per year")
+    vol: ByRegime[Volatility] = Field(description="diffusion volatility sigma_R, per sqrt(year)")
+    jump_rate: ByRegime[Intensity] = Field(description="jump intensity lambda_R, jumps per year")
+    jump_mean: ByRegime[LogSize] = Field(description="mean log jump size mu_J")
+    jump_std: ByRegime[Volatility] = Field(description="standard deviation of the log jump size sigma_J")
     sale_slippage: ByRegime[Probability] = Field(description="fraction of price lost when a borrower or lender sells the asset in a month")
 
 
@@ -102,45 +148,45 @@ class Launch(Strict):
 class Generation(Strict):
     name: str = Field(description="GPU generation, e.g. H100")
     release: Date = Field(description="date the generation reached the market; orders generations oldest to newest")
-    rental_rate: Positive = Field(description="spot rental rate r^g_0 at t_0, USD per GPU-hour")
-    kw_per_gpu: Positive = Field(description="power draw per GPU including its share of the server, kW")
-    economic_life_years: Positive = Field(description="economic life from release; the income approach values rent up to its end, years")
-    scrap_value: Positive = Field(description="floor value of one GPU (parts, scrap), USD")
-    new_price: Positive = Field(description="purchase price of a new GPU incl. its server share, USD (book value basis)")
-    market_depth: ByRegime[Positive] = Field(description="D^g_R: GPUs the secondary market absorbs in a month at the mark")
-    exogenous_distressed_supply: ByRegime[NonNegative] = Field(
+    rental_rate: UnitPrice = Field(description="spot rental rate r^g_0 at t_0, USD per GPU-hour")
+    kw_per_gpu: Ratio = Field(description="power draw per GPU including its share of the server, kW")
+    economic_life_years: Years = Field(description="economic life from release; the income approach values rent up to its end, years")
+    scrap_value: UnitPrice = Field(description="floor value of one GPU (parts, scrap), USD")
+    new_price: UnitPrice = Field(description="purchase price of a new GPU incl. its server share, USD (book value basis)")
+    market_depth: ByRegime[PositiveQuantity] = Field(description="D^g_R: GPUs the secondary market absorbs in a month at the mark")
+    exogenous_distressed_supply: ByRegime[Quantity] = Field(
         description="q_exo,R: distressed GPUs a month sold by owners outside the portfolio"
     )
 
 
 class Obsolescence(Strict):
-    drop: NonNegative = Field(description="theta: log-drop of an older generation's rent at a launch, for one generation behind")
-    curvature: Positive = Field(description="eta: the drop is theta * (generations behind the newest)^eta; eta > 1 is non-linear")
-    random_launch_rate: NonNegative = Field(0.0, description="lambda_gen: unscheduled launches per year (at most one per step)")
+    drop: NonNegativeLogSize = Field(description="theta: log-drop of an older generation's rent at a launch, for one generation behind")
+    curvature: Exponent = Field(description="eta: the drop is theta * (generations behind the newest)^eta; eta > 1 is non-linear")
+    random_launch_rate: Intensity = Field(0.0, description="lambda_gen: unscheduled launches per year (at most one per step)")
     launches: list[Launch] = Field(default_factory=list, description="scheduled launches of generations newer than every simulated one")
 
 
 class CompoundShock(Strict):
-    mean_reversion: Positive = Field(description="kappa of the common OU shock X of rental rates, per year")
-    vol: NonNegative = Field(description="sigma_X, per sqrt(year)")
+    mean_reversion: Speed = Field(description="kappa of the common OU shock X of rental rates, per year")
+    vol: Volatility = Field(description="sigma_X, per sqrt(year)")
     corr_btc: ByRegime[Correlation] = Field(description="rho_R = corr(Z_X, Z_S of BTC); higher in tight: the correlated failure")
 
 
 class Utilization(Strict):
     max: Probability = Field(description="u_max: ceiling of market utilization")
-    level: ByRegime[float] = Field(description="a_R: logit level; u = u_max / (1 + exp(-(a_R + b X)))")
-    sensitivity: float = Field(description="b: response of utilization to the compute shock X")
+    level: ByRegime[LogitLevel] = Field(description="a_R: logit level; u = u_max / (1 + exp(-(a_R + b X)))")
+    sensitivity: Annotated[float, Field(ge=-100.0, le=100.0)] = Field(description="b: response of utilization to the compute shock X")
 
 
 class Valuation(Strict):
-    expected_deflation: NonNegative = Field(description="dbar: the valuer's expected rent deflation, per year")
-    discount_yield: ByRegime[Positive] = Field(description="y_R: yield a buyer of used GPUs discounts at, per year")
-    pue: Annotated[float, Field(ge=1.0)] = Field(description="power usage effectiveness the valuer assumes")
+    expected_deflation: NonNegativeRate = Field(description="dbar: the valuer's expected rent deflation, per year")
+    discount_yield: ByRegime[Yield] = Field(description="y_R: yield a buyer of used GPUs discounts at, per year")
+    pue: Efficiency = Field(description="power usage effectiveness the valuer assumes")
 
 
 class Compute(Strict):
     generations: list[Generation] = Field(min_length=1, description="GPU generations with a rental market")
-    deflation: ByRegime[float] = Field(description="delta_R: drift of log rental rates downward, per year")
+    deflation: ByRegime[AnnualRate] = Field(description="delta_R: drift of log rental rates downward, per year")
     shock: CompoundShock
     utilization: Utilization
     obsolescence: Obsolescence
@@ -148,28 +194,28 @@ class Compute(Strict):
 
 
 class Power(Strict):
-    price: Positive = Field(description="industrial electricity price at t_0, USD per kWh")
-    long_run: Positive = Field(description="long-run level of the log-OU power price, USD per kWh")
-    mean_reversion: Positive = Field(description="speed of reversion of the log price, per year")
-    vol: NonNegative = Field(description="volatility of the log price, per sqrt(year)")
+    price: UnitPrice = Field(description="industrial electricity price at t_0, USD per kWh")
+    long_run: UnitPrice = Field(description="long-run level of the log-OU power price, USD per kWh")
+    mean_reversion: Speed = Field(description="speed of reversion of the log price, per year")
+    vol: Volatility = Field(description="volatility of the log price, per sqrt(year)")
 
 
 class SecondaryMarket(Strict):
     integration_discount: Probability = Field(description="h_int: share of value lost when GPUs leave their data center")
-    price_impact: ByRegime[NonNegative] = Field(description="alpha_R: fire-sale impact per unit of Q/D in the liquidation month")
-    mark_impact: NonNegative = Field(description="alpha_mark: how much remembered distressed supply L depresses marks")
-    memory_years: Positive = Field(description="tau: e-folding time of the distressed-supply memory L, years")
+    price_impact: ByRegime[NonNegativeRatio] = Field(description="alpha_R: fire-sale impact per unit of Q/D in the liquidation month")
+    mark_impact: NonNegativeRatio = Field(description="alpha_mark: how much remembered distressed supply L depresses marks")
+    memory_years: Years = Field(description="tau: e-folding time of the distressed-supply memory L, years")
 
 
 class Mining(Strict):
-    hashprice: Positive = Field(description="hp_0: USD per PH/s per day at t_0 (scales with BTC price)")
-    difficulty_growth: float = Field(description="g_d: continuous decline of hashprice per unit BTC from network growth, per year")
+    hashprice: UnitPrice = Field(description="hp_0: USD per PH/s per day at t_0 (scales with BTC price)")
+    difficulty_growth: AnnualRate = Field(description="g_d: continuous decline of hashprice per unit BTC from network growth, per year")
     halvings: list[Date] = Field(default_factory=list, description="dates the block subsidy halves (hashprice halves)")
 
 
 class RatePoint(Strict):
-    years: NonNegative = Field(description="time from t_0, years")
-    rate: float = Field(description="base rate (e.g. SOFR), per year, continuous interpolation between points")
+    years: TimePoint = Field(description="time from t_0, years")
+    rate: AnnualRate = Field(description="base rate (e.g. SOFR), per year, continuous interpolation between points")
 
 
 class Rates(Strict):
@@ -182,48 +228,48 @@ class Rates(Strict):
 
 class Fleet(Strict):
     generation: str = Field(description="name of a generation in compute.generations")
-    count: Annotated[int, Field(ge=0)] = Field(description="GPUs owned")
+    count: Annotated[int, Field(ge=0, le=10**12)] = Field(description="GPUs owned")
     purchase_date: Date = Field(description="when the fleet was bought (book depreciation starts)")
-    purchase_price: Positive = Field(description="price paid per GPU incl. server share, USD")
+    purchase_price: UnitPrice = Field(description="price paid per GPU incl. server share, USD")
     contracted_share: Probability = Field(0.0, description="s_g: share of the fleet on take-or-pay contracts")
-    contract_rate: NonNegative = Field(0.0, description="rc_g: contract rate, USD per GPU-hour")
+    contract_rate: NonNegativeUnitPrice = Field(0.0, description="rc_g: contract rate, USD per GPU-hour")
     contract_expiry: Date | None = Field(None, description="after this date the contracted share earns spot")
-    book_life_years: Positive = Field(
+    book_life_years: Years = Field(
         6.0, description="straight-line depreciation life for book value, years (CoreWeave, Alphabet, Microsoft: 6; Nebius: 4)"
     )
 
 
 class MiningOperation(Strict):
-    hashrate: Positive = Field(description="PH/s of installed miners")
-    efficiency: Positive = Field(description="J/TH of the fleet (= kW per PH/s)")
+    hashrate: PositiveQuantity = Field(description="PH/s of installed miners")
+    efficiency: Annotated[float, Field(gt=0.0, le=10_000.0)] = Field(description="J/TH of the fleet (= kW per PH/s)")
 
 
 class Holding(Strict):
     asset: str = Field(description="name of a crypto asset")
-    units: NonNegative = Field(description="units held in treasury")
+    units: Quantity = Field(description="units held in treasury")
     pledged_share: Probability = Field(0.0, description="share of the holding pledged to lenders")
 
 
 class RevenueShock(Strict):
-    vol: NonNegative = Field(description="volatility of the borrower's log-OU revenue shock eps, per sqrt(year)")
-    mean_reversion: Positive = Field(description="speed of reversion of eps, per year")
+    vol: Volatility = Field(description="volatility of the borrower's log-OU revenue shock eps, per sqrt(year)")
+    mean_reversion: Speed = Field(description="speed of reversion of eps, per year")
 
 
 class Covenants(Strict):
-    dscr_min: Positive | None = Field(None, description="minimum DSCR on trailing 12 months (CFADS / debt service)")
-    ltv_max: Positive | None = Field(None, description="maximum loan-to-value of the collateral")
+    dscr_min: Ratio | None = Field(None, description="minimum DSCR on trailing 12 months (CFADS / debt service)")
+    ltv_max: Ratio | None = Field(None, description="maximum loan-to-value of the collateral")
     ltv_basis: Literal["book", "mark"] = Field(
         "mark", description="value the LTV test uses: straight-line book value or the secondary-market mark"
     )
-    test_every_months: Annotated[int, Field(ge=1)] = Field(3, description="covenant test frequency, months")
-    cure_periods: Annotated[int, Field(ge=0)] = Field(1, description="consecutive failed tests tolerated before a covenant default")
+    test_every_months: Annotated[int, Field(ge=1, le=120)] = Field(3, description="covenant test frequency, months")
+    cure_periods: Annotated[int, Field(ge=0, le=120)] = Field(1, description="consecutive failed tests tolerated before a covenant default")
 
 
 class Refinancing(Strict):
-    max_ltv: Positive = Field(description="LTV at maturity at or below which lenders refinance (easy regime only)")
-    min_dscr: Positive = Field(description="trailing DSCR at or above which lenders refinance")
-    tenor_years: Positive = Field(description="tenor of the refinanced loan, years")
-    spread_step_up: NonNegative = Field(0.0, description="added to the coupon of the refinanced loan, per year")
+    max_ltv: Ratio = Field(description="LTV at maturity at or below which lenders refinance (easy regime only)")
+    min_dscr: Ratio = Field(description="trailing DSCR at or above which lenders refinance")
+    tenor_years: Years = Field(description="tenor of the refinanced loan, years")
+    spread_step_up: NonNegativeRate = Field(0.0, description="added to the coupon of the refinanced loan, per year")
 
 
 class Collateral(Strict):
@@ -236,21 +282,21 @@ class Instrument(Strict):
     kind: Literal["term_loan", "facility", "bond", "convertible"] = Field(
         description="amortizing term loan, delayed-draw/ABL facility, bullet bond, or convertible note (bullet, unsecured)"
     )
-    principal: NonNegative = Field(description="outstanding (drawn) principal at t_0, USD")
-    commitment: NonNegative | None = Field(None, description="facility limit, USD (facilities only)")
+    principal: Amount = Field(description="outstanding (drawn) principal at t_0, USD")
+    commitment: Amount | None = Field(None, description="facility limit, USD (facilities only)")
     advance_rate: Probability | None = Field(None, description="borrowing base = advance_rate x collateral mark (facilities only)")
     amortization: Literal["level_principal", "annuity", "bullet"] = Field("bullet", description="repayment profile")
     rate_type: Literal["fixed", "floating"] = Field(description="fixed coupon, or base rate plus spread")
-    coupon: float = Field(description="fixed coupon, or spread over the base curve if floating, per year")
+    coupon: AnnualRate = Field(description="fixed coupon, or spread over the base curve if floating, per year")
     payments_per_year: Literal[1, 2, 4, 12] = Field(4, description="payment frequency")
     issue_date: Date = Field(description="date the instrument was issued")
     maturity_date: Date = Field(description="final maturity")
-    seniority: Annotated[int, Field(ge=1)] = Field(1, description="rank in the recovery waterfall, 1 = most senior")
+    seniority: Annotated[int, Field(ge=1, le=100)] = Field(1, description="rank in the recovery waterfall, 1 = most senior")
     collateral: Collateral = Field(default_factory=Collateral, description="assets pledged; empty = unsecured")
     covenants: Covenants | None = Field(None, description="maintenance covenants")
     refinancing: Refinancing | None = Field(None, description="terms on which maturity is refinanced; none = must repay")
-    market_spread_bps: float = Field(description="spread actually charged over the base curve, bps (compared with break-even)")
-    conversion_price: Positive | None = Field(
+    market_spread_bps: Bps = Field(description="spread actually charged over the base curve, bps (compared with break-even)")
+    conversion_price: UnitPrice | None = Field(
         None, description="convertible: conversion price USD per share (conversion not modelled in v1)"
     )
 
@@ -275,13 +321,13 @@ class Instrument(Strict):
 class Borrower(Strict):
     name: str = Field(description="unique borrower name")
     type: Literal["neocloud", "miner", "project_spv"] = Field(description="label used in reports; the model is common")
-    cash: NonNegative = Field(description="cash balance at t_0, USD")
-    min_liquidity: NonNegative | None = Field(
+    cash: Amount = Field(description="cash balance at t_0, USD")
+    min_liquidity: Amount | None = Field(
         None, description="minimum-liquidity covenant, USD: tested with the DSCR covenant dates; a breach counts on the DSCR cure clock"
     )
-    fixed_opex_per_month: NonNegative = Field(description="fixed operating cost, USD per month")
-    pue: Annotated[float, Field(ge=1.0)] = Field(description="power usage effectiveness of the borrower's sites")
-    power_price_ratio: Positive = Field(1.0, description="borrower's power price / market power price")
+    fixed_opex_per_month: Amount = Field(description="fixed operating cost, USD per month")
+    pue: Efficiency = Field(description="power usage effectiveness of the borrower's sites")
+    power_price_ratio: Ratio = Field(1.0, description="borrower's power price / market power price")
     revenue_shock: RevenueShock
     fleets: list[Fleet] = Field(default_factory=list, description="GPU fleets by generation")
     mining: MiningOperation | None = Field(None, description="bitcoin mining operation")
@@ -293,7 +339,16 @@ class Recovery(Strict):
     workout_cost: Probability = Field(description="workout and legal cost, fraction of exposure")
 
 
+def _name_may_be_omitted(schema: dict[str, Any]) -> None:
+    """A scenario file may leave out `name`: loading gives it the file's name."""
+    schema["required"] = [key for key in schema.get("required", []) if key != "name"]
+
+
 class Scenario(Strict):
+    """A scenario as `gpusim validate` resolves it (after `extends:`)."""
+
+    model_config = ConfigDict(json_schema_extra=_name_may_be_omitted)
+
     name: str = Field(description="scenario name (defaults to the file name)")
     description: str = Field("", description="what the scenario represents")
     time: TimeGrid = Field(default_factory=TimeGrid)
