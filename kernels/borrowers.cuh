@@ -35,15 +35,29 @@ __host__ __device__ __forceinline__ real fleet_revenue(const real* rental_rate, 
     return R(HOURS_PER_YEAR * DT) * fleet;
 }
 
-// Hashrate x hashprice x days, with hashprice_k = hp_0 (S_k / S_0) e^{-g_d t_k} halved at halvings.
-__host__ __device__ __forceinline__ real mining_revenue(real btc_price, int step, const real* prm, int b) {
-    const real hashprice = PRM(C_hashprice_per_btc)[step] * btc_price;
-    return PRM(C_hashrate)[b] * hashprice * R(DAYS_PER_YEAR * DT);
+// hp_k = hp_0 (S / S_0) (H_0 / H) 0.5^halvings: the calendar of step k times BTC and the network
+// hashrate observed at t_{levels_step}; without a hashrate process trend / H = 1 exactly.
+__host__ __device__ __forceinline__ real hashprice(real btc_price, real network_hashrate, int step, int levels_step, const real* prm) {
+    return PRM(C_hashprice_per_btc)[step] * btc_price * (network_hashrate_trend(levels_step, prm) / network_hashrate);
+}
+
+// 1 while borrower b's miners run, 0 in a step they are curtailed: hashprice per kWh, hp / (24 e),
+// below the borrower's power price (only for borrowers that curtail).
+__host__ __device__ __forceinline__ real miners_running(real price, real power_price, const real* prm, int b) {
+    const bool loses_money = price < PRM(C_breakeven_kwh_per_day)[b] * (power_price * PRM(C_power_price_ratio)[b]);
+    return R(1.0) - PRM(C_curtails)[b] * (loses_money ? R(1.0) : R(0.0));
+}
+
+// Hashrate x hashprice x days while the miners run.
+__host__ __device__ __forceinline__ real mining_revenue(real price, real running, const real* prm, int b) {
+    return PRM(C_hashrate)[b] * price * R(DAYS_PER_YEAR * DT) * running;
 }
 
 // Power for running GPUs and miners plus fixed opex. Contracted GPUs run all the time, spot GPUs
 // at the market utilization; idle GPUs draw no power. GPU power carries the borrower's PUE.
-__host__ __device__ __forceinline__ real operating_cost(real utilization, real power_price, int step, const real* prm, int b) {
+// Curtailed miners (running = 0) pay only the take-or-pay share of their power.
+__host__ __device__ __forceinline__ real operating_cost(real utilization, real power_price, real running, int step, const real* prm,
+                                                        int b) {
     real gpu_kw = R(0.0);
     for (int g = 0; g < G; ++g) {
         const real share = contracted_share(step, prm, b, g);
@@ -52,14 +66,17 @@ __host__ __device__ __forceinline__ real operating_cost(real utilization, real p
         gpu_kw = g == 0 ? kw : gpu_kw + kw;
     }
     const real price = power_price * PRM(C_power_price_ratio)[b];
-    return R(HOURS_PER_YEAR * DT) * price * (gpu_kw * PRM(C_pue)[b] + PRM(C_mining_kw)[b]) + PRM(C_fixed_opex_step)[b];
+    const real mining_kw = PRM(C_mining_kw)[b] * (running + (R(1.0) - running) * PRM(C_power_take_or_pay)[b]);
+    return R(HOURS_PER_YEAR * DT) * price * (gpu_kw * PRM(C_pue)[b] + mining_kw) + PRM(C_fixed_opex_step)[b];
 }
 
-// Cash flow available for debt service of borrower b in the step: revenue - opex.
-__host__ __device__ __forceinline__ real cfads(const real* rental_rate, real utilization, real power_price, real btc_price, real eps,
-                                               int step, const real* prm, int b) {
-    const real revenue = fleet_revenue(rental_rate, utilization, eps, step, prm, b) + mining_revenue(btc_price, step, prm, b);
-    return revenue - operating_cost(utilization, power_price, step, prm, b);
+// Cash flow available for debt service of borrower b in step k (calendars of `step`), paid out of
+// the market levels observed at t_{levels_step} (k + 1; 0 for the run rates): revenue - opex.
+__host__ __device__ __forceinline__ real cfads(const MarketView& v, real eps, int step, int levels_step, const real* prm, int b) {
+    const real price = hashprice(v.crypto[BTC], v.network_hashrate, step, levels_step, prm);
+    const real running = miners_running(price, v.power_price, prm, b);
+    const real revenue = fleet_revenue(v.rental_rate, v.utilization, eps, step, prm, b) + mining_revenue(price, running, prm, b);
+    return revenue - operating_cost(v.utilization, v.power_price, running, step, prm, b);
 }
 
 }  // namespace gpusim

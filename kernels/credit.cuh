@@ -116,7 +116,7 @@ __host__ __device__ __forceinline__ real borrower_ltv(const MarketView& v, const
 // CFADS and debt service per step of borrower b at t_0 run rates: they fill the DSCR windows at
 // the start, so the first tests see a year of history at today's levels.
 __host__ __device__ __forceinline__ void run_rate_windows(const MarketView& v, const real* prm, int b, real& flow, real& service) {
-    flow = cfads(v.rental_rate, v.utilization, v.power_price, v.crypto[BTC], R(0.0), 0, prm, b);
+    flow = cfads(v, R(0.0), 0, 0, prm, b);
     service = R(0.0);
     for (int i = first_of(b); i < end_of(b); ++i) {
         const real outstanding = PRM(C_principal0)[i] + R(0.0);
@@ -369,7 +369,7 @@ __host__ __device__ __forceinline__ void credit_step(CreditState& c, const Marke
 
     for (int b = 0; b < N_BORROWERS; ++b) {
         c.eps[b] = revenue_shock_step(c.eps[b], z_eps[b], prm, b);
-        const real flow = cfads(v.rental_rate, v.utilization, v.power_price, v.crypto[BTC], c.eps[b], step, prm, b);
+        const real flow = cfads(v, c.eps[b], step, step + 1, prm, b);
         const real service = debt_service_due(c, step, prm, b, w);
         pay_debt_service(c, v, flow, service, step, prm, b, w);
         c.cfads_window[b][c.head] = flow;  // the oldest slot of the window drops out

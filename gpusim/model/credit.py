@@ -88,7 +88,7 @@ def run_rate_windows(view: MarketView, m: MarketParams, c: CreditParams, layout:
     dt = layout.dt
     n = view.utilization.shape[0]
     eps = xp.zeros((layout.n_borrowers, n), dtype=view.utilization.dtype)
-    flow = cfads(view.rental_rate, view.utilization, view.power_price, view.crypto[layout.btc_index], eps, 0, dt, m, c, xp)
+    flow = cfads(view, eps, 0, 0, m, c, layout, xp)
     outstanding = c.principal0[:, None] + xp.zeros_like(eps[:1])
     rate = coupon_rate(0, 0.0, c)
     maturity = c.maturity_step0[:, None] + xp.zeros_like(eps[:1])
@@ -426,7 +426,7 @@ def credit_step(
         pledged=(c.treasury0 * c.pledged_share)[:, :, None],
     )
     eps = revenue_shock_step(cs.eps, z_eps, c)
-    flow = cfads(view.rental_rate, view.utilization, view.power_price, view.crypto[layout.btc_index], eps, step, layout.dt, m, c, xp)
+    flow = cfads(view, eps, step, step + 1, m, c, layout, xp)
     service, w = debt_service_due(cs, step, c, layout, xp, w)
     w = pay_debt_service(cs, view, flow, service, step, c, layout, xp, w)
     cs = cs._replace(

@@ -116,6 +116,12 @@ class MarketParams(NamedTuple):
     integration_discount: Any  # () h_int
     price_impact: Any  # (2,) alpha_R
     crypto_slippage: Any  # (2, A) share of price lost selling crypto in a month
+    # network hashrate H_k = exp(ln H_0 + trend_step k) exp(y_k), y the random deviation (docs/model.md 4.12)
+    log_hashrate0: Any  # () ln H_0, H_0 in EH/s
+    hashrate_trend_step: Any  # () g_d dt without a hashrate process, else 0
+    hashrate_drift_step: Any  # (2,) m_R dt with a hashrate process, else 0
+    hashrate_vol_step: Any  # () sigma_H sqrt(dt)
+    hashrate_btc_elasticity: Any  # () e: response of ln H to the step's log BTC return
 
 
 def _pair(by_regime: Any) -> list[float]:
@@ -247,7 +253,22 @@ def build_market_params(s: Scenario) -> MarketParams:
         integration_discount=np.float64(s.secondary_market.integration_discount),
         price_impact=np.array(_pair(s.secondary_market.price_impact)),
         crypto_slippage=np.array([_pair(a.sale_slippage) for a in assets]).T,
+        **hashrate_params(s),
     )
+
+
+def hashrate_params(s: Scenario) -> dict[str, Any]:
+    """MarketParams of the network hashrate: a deterministic exp(g_d t) path without a hashrate
+    process (the hashprice of configs without one is unchanged), else the process's drift and vol."""
+    dt = s.time.dt
+    process = s.mining.hashrate_process
+    return {
+        "log_hashrate0": np.float64(math.log(s.mining.network_hashrate)),
+        "hashrate_trend_step": np.float64(s.mining.difficulty_growth * dt if process is None else 0.0),
+        "hashrate_drift_step": np.zeros(2) if process is None else np.array(_pair(process.drift)) * dt,
+        "hashrate_vol_step": np.float64(0.0 if process is None else process.vol * math.sqrt(dt)),
+        "hashrate_btc_elasticity": np.float64(0.0 if process is None else process.btc_elasticity),
+    }
 
 
 def without_contagion(p: MarketParams) -> MarketParams:
@@ -311,6 +332,10 @@ class CreditParams(NamedTuple):
     refi_tenor_steps: Any  # (I,) tenor of a refinanced loan in steps
     refi_step_up: Any  # (I,) added to the coupon at refinancing
     workout_cost: Any  # () fraction of exposure
+    # miners' curtailment (docs/model.md 5.4)
+    curtails: Any  # (B,) 1 if the miners switch off when hashprice per kWh is below the power price
+    breakeven_kwh_per_day: Any  # (B,) 24 e_b: kWh a day per PH/s; hashprice below this times the power price is a loss
+    power_take_or_pay: Any  # (B,) share of the miners' power paid when curtailed
 
 
 NO_COVENANT_LTV = 1e12
@@ -364,7 +389,9 @@ def build_credit_params(s: Scenario) -> CreditParams:
     btc = s.crypto.assets[assets.index("BTC")]
     halvings = np.array([year_fraction(grid.start, d) for d in mining.halvings])
     halved = (halvings[None, :] <= times[:, None] + 1e-12).sum(axis=1) if len(halvings) else np.zeros(K + 1)
-    hashprice = mining.hashprice * np.exp(-mining.difficulty_growth * times) * 0.5**halved / btc.spot
+    # with a hashrate process the network hashrate carries the growth (MarketParams.hashrate_*)
+    growth = mining.difficulty_growth if mining.hashrate_process is None else 0.0
+    hashprice = mining.hashprice * np.exp(-growth * times) * 0.5**halved / btc.spot
 
     treasury = np.zeros((B, A))
     pledged = np.zeros((B, A))
@@ -460,4 +487,7 @@ def build_credit_params(s: Scenario) -> CreditParams:
         refi_tenor_steps=per_instrument(lambda bi, i: round(refi(i, "tenor_years") * grid.steps_per_year)),
         refi_step_up=per_instrument(lambda bi, i: refi(i, "spread_step_up")),
         workout_cost=np.float64(s.recovery.workout_cost),
+        curtails=np.array([float(b.mining is not None and b.mining.curtail) for b in s.borrowers]),
+        breakeven_kwh_per_day=np.array([24.0 * b.mining.efficiency if b.mining else 0.0 for b in s.borrowers]),
+        power_take_or_pay=np.array([b.mining.power_take_or_pay if b.mining else 0.0 for b in s.borrowers]),
     )

@@ -38,6 +38,7 @@ SLOT_ENTRIES: tuple[SlotEntry, ...] = (
     SlotEntry("jump_size", "normal", "assets", "Z_J of each asset: jump sum = N mu_J + sqrt(N) sigma_J Z_J"),
     SlotEntry("market_shocks", "normal", "two", "row 0: own part of Z_X (OU shock of rental rates); row 1: Z_P (power price)"),
     SlotEntry("revenue_shock", "normal", "borrowers", "eps^b: each borrower's log-OU revenue shock"),
+    SlotEntry("hashrate_shock", "normal", "one", "Z_H: shock of the log network hashrate"),
 )
 
 

@@ -161,10 +161,28 @@ class SecondaryMarket(Strict):
     memory_years: Positive = Field(description="tau: e-folding time of the distressed-supply memory L, years")
 
 
+class HashrateProcess(Strict):
+    """The network hashrate as a random factor: ln H_{k+1} = ln H_k + m_R dt + sigma_H sqrt(dt) Z_H + e (ln S_{k+1} - ln S_k)."""
+
+    drift: ByRegime[float] = Field(description="m_R: drift of the log network hashrate, per year (replaces difficulty_growth)")
+    vol: NonNegative = Field(description="sigma_H: volatility of the log network hashrate, per sqrt(year)")
+    btc_elasticity: float = Field(
+        0.0, description="e: log hashrate change per unit log BTC return in the same step (miners add machines when BTC rises)"
+    )
+
+
 class Mining(Strict):
     hashprice: Positive = Field(description="hp_0: USD per PH/s per day at t_0 (scales with BTC price)")
-    difficulty_growth: float = Field(description="g_d: continuous decline of hashprice per unit BTC from network growth, per year")
+    difficulty_growth: float = Field(
+        description="g_d: growth of the network hashrate, which lowers hashprice per unit BTC, per year (unused with hashrate_process)"
+    )
     halvings: list[Date] = Field(default_factory=list, description="dates the block subsidy halves (hashprice halves)")
+    network_hashrate: Positive = Field(
+        1000.0, description="H_0: network hashrate at t_0, EH/s; hashprice = hp_0 (S/S_0) (H_0/H) 0.5^halvings"
+    )
+    hashrate_process: HashrateProcess | None = Field(
+        None, description="stochastic network hashrate; without it H_k = H_0 exp(g_d t_k) (a deterministic path)"
+    )
 
 
 class RatePoint(Strict):
@@ -196,6 +214,12 @@ class Fleet(Strict):
 class MiningOperation(Strict):
     hashrate: Positive = Field(description="PH/s of installed miners")
     efficiency: Positive = Field(description="J/TH of the fleet (= kW per PH/s)")
+    curtail: bool = Field(
+        False, description="switch the miners off for a step when hashprice per kWh (hp / (24 e)) is below the borrower's power price"
+    )
+    power_take_or_pay: Probability = Field(
+        0.0, description="share of the miners' contracted power paid even when curtailed (take-or-pay minimum of the power contract)"
+    )
 
 
 class Holding(Strict):
