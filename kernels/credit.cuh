@@ -34,6 +34,7 @@ struct CreditState {
     real loss_nominal[I];
     real exposure[I];
     real annuity[I];
+    real tenant_default_step[TN];  // step each tenant defaulted in, NO_DEFAULT while it performs
 };
 
 // Working values of one credit step (the locals of credit.credit_step), passed between its
@@ -116,7 +117,9 @@ __host__ __device__ __forceinline__ real borrower_ltv(const MarketView& v, const
 // CFADS and debt service per step of borrower b at t_0 run rates: they fill the DSCR windows at
 // the start, so the first tests see a year of history at today's levels.
 __host__ __device__ __forceinline__ void run_rate_windows(const MarketView& v, const real* prm, int b, real& flow, real& service) {
-    flow = cfads(v.rental_rate, v.utilization, v.power_price, v.crypto[BTC], R(0.0), 0, prm, b);
+    real performing[TN];  // every tenant performs at t_0
+    for (int t = 0; t < TN; ++t) performing[t] = R(NO_DEFAULT);
+    flow = cfads(v, performing, R(0.0), 0, 0, prm, b);
     service = R(0.0);
     for (int i = first_of(b); i < end_of(b); ++i) {
         const real outstanding = PRM(C_principal0)[i] + R(0.0);
@@ -152,6 +155,7 @@ __host__ __device__ __forceinline__ void initial_credit_state(const MarketView& 
         c.spread_add[i] = c.dscr_breaches[i] = c.ltv_breaches[i] = R(0.0);
         c.loss[i] = c.loss_nominal[i] = c.exposure[i] = c.annuity[i] = R(0.0);
     }
+    for (int t = 0; t < TN; ++t) c.tenant_default_step[t] = R(NO_DEFAULT);
 }
 
 // Trailing DSCR and LTV on marks of borrower b, NaN once defaulted, for the fan charts.
@@ -358,18 +362,19 @@ __host__ __device__ __forceinline__ void next_credit_state(int step, const real*
 }
 
 // One step k -> k+1 of every borrower (steps 5-9 of MODEL.md 7) under the regime R_k (`tight`),
-// with the borrowers' revenue-shock draws `z_eps`; writes the GPUs dumped by this step's
+// with the borrowers' revenue-shock draws `z_eps` and the tenants' default draws `u_tenant`; writes the GPUs dumped by this step's
 // defaults per generation (Q^g) into `dumped`.
-__host__ __device__ __forceinline__ void credit_step(CreditState& c, const MarketView& v, bool tight, const real* z_eps, int step,
-                                                     const real* prm, real* dumped) {
+__host__ __device__ __forceinline__ void credit_step(CreditState& c, const MarketView& v, bool tight, const real* z_eps,
+                                                     const real* u_tenant, int step, const real* prm, real* dumped) {
     CreditStepValues w;
     for (int a = 0; a < A; ++a) w.net_price[a] = v.crypto[a] * (R(1.0) - by_regime(PRM(M_crypto_slippage), tight, A)[a]);
     for (int b = 0; b < N_BORROWERS; ++b)
         for (int a = 0; a < A; ++a) w.pledged[b][a] = PRM(C_treasury0)[b * A + a] * PRM(C_pledged_share)[b * A + a];
 
+    for (int t = 0; t < N_TENANTS; ++t) c.tenant_default_step[t] = tenant_defaults(c.tenant_default_step[t], u_tenant[t], tight, step, prm, t);
     for (int b = 0; b < N_BORROWERS; ++b) {
         c.eps[b] = revenue_shock_step(c.eps[b], z_eps[b], prm, b);
-        const real flow = cfads(v.rental_rate, v.utilization, v.power_price, v.crypto[BTC], c.eps[b], step, prm, b);
+        const real flow = cfads(v, c.tenant_default_step, c.eps[b], step, step + 1, prm, b);
         const real service = debt_service_due(c, step, prm, b, w);
         pay_debt_service(c, v, flow, service, step, prm, b, w);
         c.cfads_window[b][c.head] = flow;  // the oldest slot of the window drops out

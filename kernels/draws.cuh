@@ -15,6 +15,7 @@ struct Draws {
     real jump_size[A];
     real market_shocks[2];    // own part of Z_X, Z_P
     real revenue_shock[B];    // each borrower's eps^b shock
+    real hashrate_shock[1];   // Z_H of the log network hashrate
 };
 
 // Normals of a slot entry: pair i from slots (start + 2i, start + 2i + 1), cosine draw first.
@@ -42,6 +43,7 @@ __host__ __device__ __forceinline__ void draw_step(unsigned long long seed, unsi
     entry_normals<A>(d.u, SLOT_JUMP_SIZE, d.jump_size);
     entry_normals<2>(d.u, SLOT_MARKET_SHOCKS, d.market_shocks);
     entry_normals<N_BORROWERS>(d.u, SLOT_REVENUE_SHOCK, d.revenue_shock);
+    entry_normals<1>(d.u, SLOT_HASHRATE_SHOCK, d.hashrate_shock);
 }
 
 }  // namespace gpusim

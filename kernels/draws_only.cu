@@ -22,6 +22,7 @@ extern "C" __global__ void sum_draws(unsigned long long seed, unsigned long long
             for (int a = 0; a < A; ++a) total += d.u[SLOT_JUMP_COUNT + a] + d.crypto_diffusion[a] + d.jump_size[a];
             total += d.market_shocks[0] + d.market_shocks[1];
             for (int b = 0; b < N_BORROWERS; ++b) total += d.revenue_shock[b];
+            total += d.hashrate_shock[0];
         }
         sums[j] = total;
     }

@@ -20,6 +20,7 @@ struct MarketState {
     real launches;           // launches so far
     real log_power;          // ln power price
     real distress_memory[G]; // L^g_k
+    real hashrate_deviation; // y_k: the random part of the log network hashrate
 };
 
 // Observable factors at t_k (market.MarketView).
@@ -30,6 +31,7 @@ struct MarketView {
     real power_price;
     real gpu_value[G];
     real gpu_mark[G];
+    real network_hashrate;
 };
 
 // What the fan-chart histograms bin (market.fan_coordinates): the MarketView fields, as log
@@ -41,6 +43,7 @@ struct FanCoordinates {
     real power_price;
     real gpu_value[G];
     real gpu_mark[G];
+    real network_hashrate;
 };
 
 // The regime-R_k part of a regime-indexed parameter (leading axis 2, `size` values per regime).
@@ -151,6 +154,22 @@ __host__ __device__ __forceinline__ real distress_memory_step(real memory, real 
     return memory * PRM(M_memory_decay)[0] + inflow;
 }
 
+// y_{k+1} = y_k + m_R dt + sigma_H sqrt(dt) Z_H + e (ln S_{k+1} - ln S_k): the random part of ln H.
+__host__ __device__ __forceinline__ real log_hashrate_step(real deviation, real z, real log_btc_return, bool tight, const real* prm) {
+    return deviation + by_regime(PRM(M_hashrate_drift_step), tight)[0] + PRM(M_hashrate_vol_step)[0] * z +
+           PRM(M_hashrate_btc_elasticity)[0] * log_btc_return;
+}
+
+// H_0 exp(g_d t_k): the network hashrate without its random part.
+__host__ __device__ __forceinline__ real network_hashrate_trend(int step, const real* prm) {
+    return m_exp(PRM(M_log_hashrate0)[0] + PRM(M_hashrate_trend_step)[0] * R(step));
+}
+
+// H_k = trend_k exp(y_k), EH/s; exactly the trend where y = 0, so that trend / H = 1 keeps hashprice unchanged.
+__host__ __device__ __forceinline__ real network_hashrate(real deviation, int step, const real* prm) {
+    return network_hashrate_trend(step, prm) * m_exp(deviation);
+}
+
 // ---------------------------------------------------------------------------------------------
 // State transitions
 // ---------------------------------------------------------------------------------------------
@@ -163,6 +182,7 @@ __host__ __device__ __forceinline__ void initial_state(const real* prm, MarketSt
     s.launches = R(0.0);
     s.log_power = PRM(M_log_power0)[0] + R(0.0);
     for (int g = 0; g < G; ++g) s.obsolescence[g] = s.distress_memory[g] = R(0.0);
+    s.hashrate_deviation = R(0.0);
 }
 
 // Step 4 of MODEL.md 7: factor levels at t_step. Called after advance_market, the state still
@@ -176,6 +196,7 @@ __host__ __device__ __forceinline__ void observe(const MarketState& s, int step,
         v.gpu_value[g] = income_value(v.rental_rate[g], v.utilization, v.power_price, remaining_life_steps(step, prm, g), s.tight, prm, g);
         v.gpu_mark[g] = gpu_mark(v.gpu_value[g], s.distress_memory[g], prm);
     }
+    v.network_hashrate = network_hashrate(s.hashrate_deviation, step, prm);
 }
 
 // The log levels are taken from the state where it already holds them, to save a log per component.
@@ -188,6 +209,7 @@ __host__ __device__ __forceinline__ void fan_coordinates(const MarketState& s, c
         f.gpu_value[g] = m_log(v.gpu_value[g]);
         f.gpu_mark[g] = f.gpu_value[g] - PRM(M_mark_impact)[0] * s.distress_memory[g];
     }
+    f.network_hashrate = m_log(v.network_hashrate);
 }
 
 // Steps 2-3 of MODEL.md 7 for k -> k+1: launches, then crypto, X, rates, power under R_k. The
@@ -204,10 +226,12 @@ __host__ __device__ __forceinline__ void advance_market(MarketState& s, const Dr
     real z_s[A], n_jumps[A];
     correlated_crypto_shocks(d.crypto_diffusion, tight, PRM(M_crypto_cholesky), z_s);
     jump_counts(d.u + SLOT_JUMP_COUNT, tight, PRM(M_jump_cdf), n_jumps);
+    const real log_btc_before = s.log_crypto[BTC];
     for (int a = 0; a < A; ++a) s.log_crypto[a] = log_crypto_step(s.log_crypto[a], z_s[a], n_jumps[a], d.jump_size[a], tight, prm, a);
     s.cum_deflation = s.cum_deflation + by_regime(PRM(M_deflation_step), tight)[0];
     s.compute_shock = compute_shock_step(s.compute_shock, z_s[BTC], d.market_shocks[0], tight, prm);
     s.log_power = log_power_step(s.log_power, d.market_shocks[1], prm);
+    s.hashrate_deviation = log_hashrate_step(s.hashrate_deviation, d.hashrate_shock[0], s.log_crypto[BTC] - log_btc_before, tight, prm);
 }
 
 // Step 10 of MODEL.md 7: update L with this step's fire sales Q^g (`dumped`), then draw R_{k+1}.

@@ -60,6 +60,7 @@ __host__ __device__ __forceinline__ void count_fans(const real* prm, const Marke
         GPUSIM_COUNT_FAN(GPU_VALUE, g, f.gpu_value[g]);
         GPUSIM_COUNT_FAN(GPU_MARK, g, f.gpu_mark[g]);
     }
+    GPUSIM_COUNT_FAN(NETWORK_HASHRATE, 0, f.network_hashrate);
 #if GPUSIM_HAS_CREDIT
     const CreditState& c = *static_cast<const CreditState*>(credit);
     for (int b = 0; b < N_BORROWERS; ++b) {
@@ -88,6 +89,7 @@ __host__ __device__ __forceinline__ void save_view(const MarketView& v, bool tig
     row[SAVE_COL_POWER_PRICE] = v.power_price;
     for (int g = 0; g < G; ++g) row[SAVE_COL_GPU_VALUE + g] = v.gpu_value[g];
     for (int g = 0; g < G; ++g) row[SAVE_COL_GPU_MARK + g] = v.gpu_mark[g];
+    row[SAVE_COL_NETWORK_HASHRATE] = v.network_hashrate;
     saved_regime[at] = tight ? 1 : 0;
 }
 
@@ -181,7 +183,7 @@ extern "C" __global__ void simulate_paths(unsigned long long seed, unsigned long
             observe(s, k + 1, prm, v);
             for (int g = 0; g < G; ++g) dumped[g] = R(0.0);
 #if GPUSIM_HAS_CREDIT
-            credit_step(c, v, s.tight, d.revenue_shock, k, prm, dumped);
+            credit_step(c, v, s.tight, d.revenue_shock, d.u + SLOT_TENANT_DEFAULT, k, prm, dumped);
 #endif
             if (record) {
                 unsigned int* defaulted = DEFAULTED_IN_SHARED ? block_defaulted + (k + 1) * N_BORROWERS : nullptr;

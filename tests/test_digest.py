@@ -20,18 +20,19 @@ from gpusim.spec import ChunkResult, build_spec
 SEED = 20261201
 N_PATHS = 48
 
-# sha256 of the outputs below, taken before the code was reorganised into packages, with
+# sha256 of the outputs below (re-pinned when the network hashrate became an observed factor:
+# its saved path and fan are new datasets, every earlier array is bit for bit unchanged), with
 # numpy 2.4 dispatching to the SIMD targets in PINNED_ON (numpy's float64 exp/log/sin kernels
 # differ in the last bit between targets, so the pin is only checked on the same dispatch)
 PINNED_ON = ("2.4", ("AVX512_ICL", "X86_V3", "X86_V4"))
 DIGESTS: dict[str, str] = {
-    "baseline": "d462551d98cb1e4cb9e98f83a29d5e832f9561c4aa1792a2513cb3118c74d373",
-    "bench": "8fd8a7e81b4a340f8d07bfde5d3688a6d12f8326c9fec2105dd8e6e43ae3c146",
-    "crypto_winter": "6e8f46e4637076a68ba3ed79ae49c7c5b51a0e5087cd6f8813c9beb08104b709",
-    "deflation_shock": "397bacc6fd38416d7b96cf8a2174a77be84435d122cf36dd4b50653facde2aa7",
-    "market_freeze": "df348299cdce8d03c517987a1b75aa4c58725596ddfb06d8cbb56cf6fd60e7da",
-    "perfect_storm": "078b7c2d82b4517a27be4af03af7ba79fb7cd6c5417f05a381460a4e3e9086e9",
-    "rubin_early": "537d2514317d35cda75a6f374cba01b18a66e14202a51852ed3c9a54bc926270",
+    "baseline": "5871341cb8ff998e1413cff2719cb05fd052471f27eb5e46a78853aec6be384a",
+    "bench": "cadaa1706852c09da33f508dd0eb622b71afa8d5858fe8178475f73fb6573878",
+    "crypto_winter": "d7cf810c8dd67ceb747a449c987673a77e6a93731fb32fc9d415f1158d4812de",
+    "deflation_shock": "50dd79862bd4e74eaa376a759c35a75d700d7542285c20b1a6aedf05580089dd",
+    "market_freeze": "acf8b602b88e361f9e040dbed932cc5bef0770d828ddc06850716e726bf2ddfe",
+    "perfect_storm": "10e3112a22c39ac2737f48ad98ce9191422c46138250b5cadbb7cac767364a15",
+    "rubin_early": "610e3df61113db38662a02d8de33a1f511451bca70c06e41cfbfe0f2d399a301",
 }
 
 

@@ -205,6 +205,9 @@ def config_header(spec: RunSpec) -> str:
             _int_array("RANKS", ranks),
             _int_array("COLLATERAL_FLEET", [int(g in layout.collateral_fleets[i]) for i in range(I) for g in range(G)]),
             _int_array("COLLATERAL_ASSET", [int(a in layout.collateral_assets[i]) for i in range(I) for a in range(A)]),
+            f"constexpr int N_TENANTS = {layout.n_tenants};",
+            _int_array("FIRST_TENANT", [len([t for t in layout.tenant_owner if t < b]) for b in range(B + 1)]),
+            _int_array("TENANT_GENERATION", list(layout.tenant_generation)),
         ]
     lines.append("}}  // namespace gpusim::cfg")
     return "\n".join(lines) + "\n"

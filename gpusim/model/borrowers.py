@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from gpusim.model.constants import DAYS_PER_YEAR, HOURS_PER_YEAR
-from gpusim.model.params import CreditParams, MarketParams
+from gpusim.model.market import MarketView, by_regime, network_hashrate_trend
+from gpusim.model.params import CreditParams, Layout, MarketParams
 
 
 def sum_over(x: Any, axis: int) -> Any:
@@ -39,44 +40,127 @@ def contracted_share(step: int, c: CreditParams) -> Any:
 
 
 def fleet_revenue(rental_rate: Any, utilization: Any, eps: Any, step: int, dt: float, c: CreditParams, xp: Any) -> Any:
-    """sum_g n_g h [s_g e_g rc_g + (1 - s_g e_g) u r^g e^eps]: contract plus spot rent, (B, n)."""
+    """sum_g n_g h [s_g e_g rc_g + (1 - s_g e_g) u r^g e^eps]: contract plus spot rent of the GPUs
+    not leased to tenants, (B, n)."""
     share = contracted_share(step, c)
     contract = share * c.contract_rate[:, :, None]
     spot = (1.0 - share) * utilization * rental_rate[None, :, :] * xp.exp(eps)[:, None, :]
-    return (HOURS_PER_YEAR * dt) * sum_over(c.fleet_count[:, :, None] * (contract + spot), axis=1)
+    return (HOURS_PER_YEAR * dt) * sum_over(c.free_fleet_count[:, :, None] * (contract + spot), axis=1)
 
 
-def mining_revenue(btc_price: Any, step: int, dt: float, c: CreditParams) -> Any:
-    """Hashrate x hashprice x days, with hashprice_k = hp_0 (S_k / S_0) e^{-g_d t_k} halved at halvings, (B, n)."""
-    hashprice = c.hashprice_per_btc[step] * btc_price
-    return c.hashrate[:, None] * hashprice[None, :] * (DAYS_PER_YEAR * dt)
+def hashprice(btc_price: Any, network_hashrate: Any, step: int, levels_step: int, m: MarketParams, c: CreditParams, xp: Any) -> Any:
+    """hp_k = hp_0 (S / S_0) (H_0 / H) 0.5^halvings, USD per PH/s per day, (n,): the calendar of step k
+    times BTC and the network hashrate observed at t_{levels_step}. Without a hashrate process H is
+    its trend, trend / H = 1 exactly, and hp_k = hp_0 (S / S_0) e^{-g_d t_k} 0.5^halvings."""
+    return c.hashprice_per_btc[step] * btc_price * (network_hashrate_trend(levels_step, m, xp) / network_hashrate)
 
 
-def operating_cost(utilization: Any, power_price: Any, step: int, dt: float, m: MarketParams, c: CreditParams) -> Any:
+def miners_running(price: Any, power_price: Any, c: CreditParams) -> Any:
+    """1 while the miners run, 0 in a step they are curtailed: hashprice per kWh, hp / (24 e),
+    below the borrower's power price P rho (only for borrowers that curtail), (B, n)."""
+    loses_money = price[None, :] < c.breakeven_kwh_per_day[:, None] * (power_price * c.power_price_ratio[:, None])
+    return 1.0 - c.curtails[:, None] * loses_money
+
+
+def mining_revenue(price: Any, running: Any, dt: float, c: CreditParams) -> Any:
+    """Hashrate x hashprice x days while the miners run, (B, n)."""
+    return c.hashrate[:, None] * price[None, :] * (DAYS_PER_YEAR * dt) * running
+
+
+def operating_cost(utilization: Any, power_price: Any, running: Any, step: int, dt: float, m: MarketParams, c: CreditParams) -> Any:
     """Power for running GPUs and miners plus fixed opex, (B, n).
 
     Contracted GPUs run all the time, spot GPUs at the market utilization; idle GPUs are taken
     to draw no power. GPU power carries the borrower's PUE; miners' efficiency is at the wall.
+    Curtailed miners (running = 0) pay only the take-or-pay share of their power.
     """
     share = contracted_share(step, c)
-    running = c.fleet_count[:, :, None] * (share + (1.0 - share) * utilization)
-    gpu_kw = sum_over(running * m.kw_per_gpu[None, :, None], axis=1) * c.pue[:, None]
+    running_gpus = c.free_fleet_count[:, :, None] * (share + (1.0 - share) * utilization)
+    gpu_kw = sum_over(running_gpus * m.kw_per_gpu[None, :, None], axis=1) * c.pue[:, None]
     price = power_price * c.power_price_ratio[:, None]
-    return (HOURS_PER_YEAR * dt) * price * (gpu_kw + c.mining_kw[:, None]) + c.fixed_opex_step[:, None]
+    mining_kw = c.mining_kw[:, None] * (running + (1.0 - running) * c.power_take_or_pay[:, None])
+    return (HOURS_PER_YEAR * dt) * price * (gpu_kw + mining_kw) + c.fixed_opex_step[:, None]
+
+
+# ---------------------------------------------------------------------------------------
+# Tenant contracts (docs/model.md 5.7)
+
+
+def tenant_defaults(default_step: Any, u: Any, tight: Any, step: Any, c: CreditParams, xp: Any) -> Any:
+    """Default step of each tenant (T, n) after step k: a performing tenant whose contract is in
+    force defaults when its uniform is below 1 - exp(-h_R dt); NO_DEFAULT while it performs."""
+    in_force = (default_step < 0.0) & (c.tenant_active[step][:, None] > 0.0)
+    defaults = in_force & (u < by_regime(c.tenant_default_prob, tight, xp))
+    return xp.where(defaults, step, default_step)
+
+
+def tenant_shares(default_step: Any, step: Any, c: CreditParams, xp: Any) -> tuple[Any, Any]:
+    """(contract, spot) weight of each tenant's capacity in step k, (T, n) each: a performing
+    tenant pays its contract while it is in force and its capacity is at spot after expiry; a
+    defaulted tenant's capacity earns nothing for the re-leasing lag, then is at spot."""
+    performing = default_step < 0.0
+    active = c.tenant_active[step][:, None]
+    released = (default_step >= 0.0) & (default_step + c.tenant_lag_steps[:, None] <= step)
+    contract = xp.where(performing, active, 0.0)
+    spot = xp.where(performing, 1.0 - active, xp.where(released, 1.0, 0.0))
+    return contract, spot
+
+
+def sum_by_tenant(x: Any, layout: Layout, xp: Any) -> Any:
+    """Per-tenant rows (T, n) summed per borrower (B, n) in a fixed order; 0 for a borrower without tenants."""
+    rows = []
+    for b in range(layout.n_borrowers):
+        members = layout.tenants_of(b)
+        total = xp.zeros_like(x[0]) if not members else x[members[0]]
+        for t in members[1:]:
+            total = total + x[t]
+        rows.append(total)
+    return xp.stack(rows, axis=0)
+
+
+def tenant_revenue(
+    rental_rate: Any, utilization: Any, eps: Any, contract: Any, spot: Any, step: Any, dt: float, c: CreditParams, layout: Layout, xp: Any
+) -> Any:
+    """Contract revenue of the performing tenants plus the spot revenue of released capacity (GPUs
+    at u r^g e^eps, colocation at the spot colocation rate), per borrower (B, n)."""
+    owner = xp.asarray(layout.tenant_owner, dtype=xp.int64)
+    rates = xp.take(rental_rate, xp.asarray(layout.tenant_generation, dtype=xp.int64), axis=0)
+    gpu_spot = c.tenant_gpus[:, None] * utilization * rates * xp.take(xp.exp(eps), owner, axis=0) * (HOURS_PER_YEAR * dt)
+    per_tenant = contract * c.tenant_contract_revenue[step][:, None] + spot * (gpu_spot + c.tenant_spot_revenue[:, None])
+    return sum_by_tenant(per_tenant, layout, xp)
+
+
+def tenant_power_cost(
+    utilization: Any, power_price: Any, contract: Any, spot: Any, dt: float, c: CreditParams, layout: Layout, xp: Any
+) -> Any:
+    """Power of the tenants' GPUs, with the site PUE: contracted GPUs run all the time, GPUs at
+    spot at the market utilization, idle ones (and colocation, whose tenant pays its own power)
+    draw nothing, (B, n)."""
+    kw = sum_by_tenant(c.tenant_gpus[:, None] * c.tenant_kw_per_gpu[:, None] * (contract + spot * utilization), layout, xp)
+    return (HOURS_PER_YEAR * dt) * (power_price * c.power_price_ratio[:, None]) * (kw * c.pue[:, None])
 
 
 def cfads(
-    rental_rate: Any,
-    utilization: Any,
-    power_price: Any,
-    btc_price: Any,
+    view: MarketView,
+    tenant_default_step: Any,
     eps: Any,
     step: int,
-    dt: float,
+    levels_step: int,
     m: MarketParams,
     c: CreditParams,
+    layout: Layout,
     xp: Any,
 ) -> Any:
-    """Cash flow available for debt service in the step: revenue - opex, (B, n)."""
-    revenue = fleet_revenue(rental_rate, utilization, eps, step, dt, c, xp) + mining_revenue(btc_price, step, dt, c)
-    return revenue - operating_cost(utilization, power_price, step, dt, m, c)
+    """Cash flow available for debt service in step k (calendars of `step`), paid out of the
+    market levels `view` observed at t_{levels_step} (k + 1; 0 for the run rates at t_0) and the
+    tenants' default steps (T, n): revenue - opex, (B, n)."""
+    dt = layout.dt
+    price = hashprice(view.crypto[layout.btc_index], view.network_hashrate, step, levels_step, m, c, xp)
+    running = miners_running(price, view.power_price, c)
+    revenue = fleet_revenue(view.rental_rate, view.utilization, eps, step, dt, c, xp) + mining_revenue(price, running, dt, c)
+    cost = operating_cost(view.utilization, view.power_price, running, step, dt, m, c)
+    if layout.n_tenants:  # static: a portfolio without tenants skips the tenant terms
+        contract, spot = tenant_shares(tenant_default_step, step, c, xp)
+        revenue = revenue + tenant_revenue(view.rental_rate, view.utilization, eps, contract, spot, step, dt, c, layout, xp)
+        cost = cost + tenant_power_cost(view.utilization, view.power_price, contract, spot, dt, c, layout, xp)
+    return revenue - cost

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from gpusim.model.borrowers import cfads, revenue_shock_step, sum_over
+from gpusim.model.borrowers import cfads, revenue_shock_step, sum_over, tenant_defaults
 from gpusim.model.constants import DSCR_WITHOUT_DEBT_SERVICE, NO_DEFAULT, UNBOUNDED_RATIO, DefaultReason
 from gpusim.model.constants import REASONS as REASONS  # the labels, indexed by code
 from gpusim.model.debt import (
@@ -47,6 +47,7 @@ class CreditState(NamedTuple):
     loss_nominal: Any  # (I, n)
     exposure: Any  # (I, n) exposure at default, discounted like the loss (so LGD = loss / exposure)
     annuity: Any  # (I, n) risky annuity: sum of DF x outstanding x dt while alive
+    tenant_default_step: Any  # (T, n) step each tenant defaulted in, NO_DEFAULT while it performs (docs/model.md 5.7)
 
 
 class CreditView(NamedTuple):
@@ -88,7 +89,8 @@ def run_rate_windows(view: MarketView, m: MarketParams, c: CreditParams, layout:
     dt = layout.dt
     n = view.utilization.shape[0]
     eps = xp.zeros((layout.n_borrowers, n), dtype=view.utilization.dtype)
-    flow = cfads(view.rental_rate, view.utilization, view.power_price, view.crypto[layout.btc_index], eps, 0, dt, m, c, xp)
+    tenants = xp.full((layout.n_tenants, n), NO_DEFAULT, dtype=view.utilization.dtype)  # every tenant performs at t_0
+    flow = cfads(view, tenants, eps, 0, 0, m, c, layout, xp)
     outstanding = c.principal0[:, None] + xp.zeros_like(eps[:1])
     rate = coupon_rate(0, 0.0, c)
     maturity = c.maturity_step0[:, None] + xp.zeros_like(eps[:1])
@@ -123,6 +125,7 @@ def initial_credit_state(view: MarketView, m: MarketParams, c: CreditParams, lay
         loss_nominal=zeros_per_instrument,
         exposure=zeros_per_instrument,
         annuity=zeros_per_instrument,
+        tenant_default_step=xp.full((layout.n_tenants, n_paths), NO_DEFAULT, dtype=dtype),
     )
 
 
@@ -411,6 +414,7 @@ def credit_step(
     view: MarketView,
     tight: Any,
     z_eps: Any,
+    u_tenant: Any,
     step: int,
     m: MarketParams,
     c: CreditParams,
@@ -420,17 +424,20 @@ def credit_step(
 ) -> tuple[CreditState, Any, CreditView]:
     """One step k -> k+1 of every borrower (steps 5-9 of MODEL.md 7); returns the new state, the
     GPUs dumped per generation by this step's defaults Q^g (G, n), and the ratios for fan charts.
-    `recoveries` has the signature of `recoveries_where` (a backend may bound its gather)."""
+    `u_tenant` (T, n) are the tenants' default draws. `recoveries` has the signature of
+    `recoveries_where` (a backend may bound its gather)."""
     w = CreditStepValues(
         net_price=view.crypto * (1.0 - by_regime(m.crypto_slippage, tight, xp)),
         pledged=(c.treasury0 * c.pledged_share)[:, :, None],
     )
     eps = revenue_shock_step(cs.eps, z_eps, c)
-    flow = cfads(view.rental_rate, view.utilization, view.power_price, view.crypto[layout.btc_index], eps, step, layout.dt, m, c, xp)
+    tenants = tenant_defaults(cs.tenant_default_step, u_tenant, tight, step, c, xp)
+    flow = cfads(view, tenants, eps, step, step + 1, m, c, layout, xp)
     service, w = debt_service_due(cs, step, c, layout, xp, w)
     w = pay_debt_service(cs, view, flow, service, step, c, layout, xp, w)
     cs = cs._replace(
         eps=eps,
+        tenant_default_step=tenants,
         cfads_window=xp.concat((cs.cfads_window[:, 1:, :], flow[:, None, :]), axis=1),  # the oldest step drops out
         service_window=xp.concat((cs.service_window[:, 1:, :], service[:, None, :]), axis=1),
     )

@@ -56,6 +56,7 @@ OBSERVED_FACTORS: tuple[Factor, ...] = (
     Factor("power_price", "path", "USD per kWh", FanGrid(True, -6.0, 6.0)),
     Factor("gpu_value", "generation", "USD per GPU (income approach)", FanGrid(True, -14.0, 4.0)),
     Factor("gpu_mark", "generation", "USD per GPU (secondary-market mark)", FanGrid(True, -14.0, 4.0)),
+    Factor("network_hashrate", "path", "EH/s (bitcoin network hashrate)", FanGrid(True, -6.0, 6.0)),
 )
 """The market levels at t_k that borrowers, covenants and outputs read (MODEL.md 4), in save order:
 the order of the market view's fields, of the fan charts and of the kernel's saved columns."""

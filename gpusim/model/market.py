@@ -31,6 +31,7 @@ class MarketState(NamedTuple):
     launches: Any  # (n,) launches so far (newer generations than every simulated one)
     log_power: Any  # (n,) ln power price
     distress_memory: Any  # (G, n) L^g_k
+    hashrate_deviation: Any  # (n,) y_k = ln H_k - ln H_0 - trend: the random part of the log network hashrate
 
 
 MarketView = NamedTuple("MarketView", [(factor.name, Any) for factor in OBSERVED_FACTORS])
@@ -185,6 +186,21 @@ def distress_memory_step(memory: Any, dumped: Any, tight: Any, p: MarketParams, 
     return memory * p.memory_decay + inflow
 
 
+def log_hashrate_step(deviation: Any, z: Any, log_btc_return: Any, tight: Any, p: MarketParams, xp: Any) -> Any:
+    """y_{k+1} = y_k + m_R dt + sigma_H sqrt(dt) Z_H + e (ln S_{k+1} - ln S_k): the random part of ln H."""
+    return deviation + by_regime(p.hashrate_drift_step, tight, xp) + p.hashrate_vol_step * z + p.hashrate_btc_elasticity * log_btc_return
+
+
+def network_hashrate_trend(step: Any, p: MarketParams, xp: Any) -> Any:
+    """H_0 exp(g_d t_k): the network hashrate without its random part (the whole path without a hashrate process)."""
+    return xp.exp(p.log_hashrate0 + p.hashrate_trend_step * step)
+
+
+def network_hashrate(deviation: Any, step: Any, p: MarketParams, xp: Any) -> Any:
+    """H_k = trend_k exp(y_k), EH/s; exactly the trend where y = 0, so that trend / H = 1 keeps hashprice unchanged."""
+    return network_hashrate_trend(step, p, xp) * xp.exp(deviation)
+
+
 # ---------------------------------------------------------------------------------------
 # State transitions
 
@@ -202,6 +218,7 @@ def initial_state(n_paths: int, p: MarketParams, layout: Layout, xp: Any) -> Mar
         launches=zeros,
         log_power=p.log_power0 + zeros,
         distress_memory=gen_zeros,
+        hashrate_deviation=zeros,
     )
 
 
@@ -220,6 +237,7 @@ def observe(state: MarketState, step: int, p: MarketParams, layout: Layout, xp: 
         power_price=power,
         gpu_value=value,
         gpu_mark=gpu_mark(value, state.distress_memory, p, xp),
+        network_hashrate=network_hashrate(state.hashrate_deviation, step, p, xp),
     )
 
 
@@ -235,6 +253,7 @@ def fan_coordinates(state: MarketState, view: MarketView, p: MarketParams, xp: A
         "power_price": state.log_power[None, :],
         "gpu_value": log_value,
         "gpu_mark": log_value - p.mark_impact * state.distress_memory,
+        "network_hashrate": xp.log(view.network_hashrate)[None, :],
     }
 
 
@@ -251,13 +270,16 @@ def advance_market(state: MarketState, draws: Draws, step: int, p: MarketParams,
 
     z_s = correlated_crypto_shocks(draws.crypto_diffusion, tight, p.crypto_cholesky, xp)
     n_jumps = jump_counts(draws.jump_count, tight, p.jump_cdf, xp)
+    log_crypto = log_crypto_step(state.log_crypto, z_s, n_jumps, draws.jump_size, tight, p, xp)
+    log_btc_return = log_crypto[layout.btc_index, :] - state.log_crypto[layout.btc_index, :]
     return state._replace(
-        log_crypto=log_crypto_step(state.log_crypto, z_s, n_jumps, draws.jump_size, tight, p, xp),
+        log_crypto=log_crypto,
         cum_deflation=state.cum_deflation + by_regime(p.deflation_step, tight, xp),
         compute_shock=compute_shock_step(state.compute_shock, z_s[layout.btc_index, :], draws.market_shocks[0, :], tight, p, xp),
         obsolescence=state.obsolescence + drop,
         launches=state.launches + n_launch,
         log_power=log_power_step(state.log_power, draws.market_shocks[1, :], p),
+        hashrate_deviation=log_hashrate_step(state.hashrate_deviation, draws.hashrate_shock, log_btc_return, tight, p, xp),
     )
 
 

@@ -44,6 +44,8 @@ class Layout:
     window_steps: int = 12  # steps in the trailing 12 months of the DSCR test
     facilities: tuple[int, ...] = ()  # instruments that are delayed-draw / ABL facilities
     ltv_covenanted: tuple[int, ...] = ()  # instruments with an LTV maintenance covenant
+    tenant_owner: tuple[int, ...] = ()  # borrower index of each tenant contract (grouped by borrower)
+    tenant_generation: tuple[int, ...] = ()  # generation of each gpu_hours tenant's GPUs (0 for colocation, which has none)
 
     @property
     def dt(self) -> float:
@@ -71,6 +73,13 @@ class Layout:
 
     def instruments_of(self, borrower: int) -> tuple[int, ...]:
         return tuple(i for i, b in enumerate(self.instrument_owner) if b == borrower)
+
+    @property
+    def n_tenants(self) -> int:
+        return len(self.tenant_owner)
+
+    def tenants_of(self, borrower: int) -> tuple[int, ...]:
+        return tuple(t for t, b in enumerate(self.tenant_owner) if b == borrower)
 
 
 class MarketParams(NamedTuple):
@@ -116,6 +125,12 @@ class MarketParams(NamedTuple):
     integration_discount: Any  # () h_int
     price_impact: Any  # (2,) alpha_R
     crypto_slippage: Any  # (2, A) share of price lost selling crypto in a month
+    # network hashrate H_k = exp(ln H_0 + trend_step k) exp(y_k), y the random deviation (docs/model.md 4.12)
+    log_hashrate0: Any  # () ln H_0, H_0 in EH/s
+    hashrate_trend_step: Any  # () g_d dt without a hashrate process, else 0
+    hashrate_drift_step: Any  # (2,) m_R dt with a hashrate process, else 0
+    hashrate_vol_step: Any  # () sigma_H sqrt(dt)
+    hashrate_btc_elasticity: Any  # () e: response of ln H to the step's log BTC return
 
 
 def _pair(by_regime: Any) -> list[float]:
@@ -140,7 +155,7 @@ def build_layout(s: Scenario) -> Layout:
         generations=tuple(g.name for g in s.compute.generations),
         borrowers=tuple(b.name for b in s.borrowers),
         btc_index=assets.index("BTC"),
-        slots=slot_table(len(assets), len(s.borrowers)),
+        slots=slot_table(len(assets), len(s.borrowers), sum(len(b.tenants) for b in s.borrowers)),
         max_launches_per_step=max_launches,
         instruments=tuple(i.name for b in s.borrowers for i in b.debt),
         instrument_owner=tuple(bi for bi, b in enumerate(s.borrowers) for _ in b.debt),
@@ -153,6 +168,8 @@ def build_layout(s: Scenario) -> Layout:
         ltv_covenanted=tuple(
             k for k, i in enumerate(i for b in s.borrowers for i in b.debt) if i.covenants is not None and i.covenants.ltv_max is not None
         ),
+        tenant_owner=tuple(bi for bi, b in enumerate(s.borrowers) for _ in b.tenants),
+        tenant_generation=tuple(gens.index(t.generation) if t.generation else 0 for b in s.borrowers for t in b.tenants),
     )
 
 
@@ -247,7 +264,22 @@ def build_market_params(s: Scenario) -> MarketParams:
         integration_discount=np.float64(s.secondary_market.integration_discount),
         price_impact=np.array(_pair(s.secondary_market.price_impact)),
         crypto_slippage=np.array([_pair(a.sale_slippage) for a in assets]).T,
+        **hashrate_params(s),
     )
+
+
+def hashrate_params(s: Scenario) -> dict[str, Any]:
+    """MarketParams of the network hashrate: a deterministic exp(g_d t) path without a hashrate
+    process (the hashprice of configs without one is unchanged), else the process's drift and vol."""
+    dt = s.time.dt
+    process = s.mining.hashrate_process
+    return {
+        "log_hashrate0": np.float64(math.log(s.mining.network_hashrate)),
+        "hashrate_trend_step": np.float64(s.mining.difficulty_growth * dt if process is None else 0.0),
+        "hashrate_drift_step": np.zeros(2) if process is None else np.array(_pair(process.drift)) * dt,
+        "hashrate_vol_step": np.float64(0.0 if process is None else process.vol * math.sqrt(dt)),
+        "hashrate_btc_elasticity": np.float64(0.0 if process is None else process.btc_elasticity),
+    }
 
 
 def without_contagion(p: MarketParams) -> MarketParams:
@@ -311,6 +343,19 @@ class CreditParams(NamedTuple):
     refi_tenor_steps: Any  # (I,) tenor of a refinanced loan in steps
     refi_step_up: Any  # (I,) added to the coupon at refinancing
     workout_cost: Any  # () fraction of exposure
+    # miners' curtailment (docs/model.md 5.4)
+    curtails: Any  # (B,) 1 if the miners switch off when hashprice per kWh is below the power price
+    breakeven_kwh_per_day: Any  # (B,) 24 e_b: kWh a day per PH/s; hashprice below this times the power price is a loss
+    power_take_or_pay: Any  # (B,) share of the miners' power paid when curtailed
+    # tenant contracts (docs/model.md 5.7); T tenants in borrower order
+    free_fleet_count: Any  # (B, G) GPUs not leased to tenants: the fleet formulas of 5.2-5.5 apply to these
+    tenant_active: Any  # (K, T) 1 while t_k is before the contract expiry
+    tenant_contract_revenue: Any  # (K, T) USD per step while the tenant performs: rate escalated x GPU-hours or kW-months, 0 after expiry
+    tenant_gpus: Any  # (T,) GPUs leased (0 for colocation)
+    tenant_kw_per_gpu: Any  # (T,) kW per leased GPU (0 for colocation: the tenant pays its own power)
+    tenant_spot_revenue: Any  # (T,) colocation: USD per step at the spot colocation rate (0 for gpu_hours)
+    tenant_default_prob: Any  # (2, T) per-step default probability 1 - exp(-h_R dt), the backstop's hazard where there is one
+    tenant_lag_steps: Any  # (T,) re-leasing lag in steps
 
 
 NO_COVENANT_LTV = 1e12
@@ -364,7 +409,9 @@ def build_credit_params(s: Scenario) -> CreditParams:
     btc = s.crypto.assets[assets.index("BTC")]
     halvings = np.array([year_fraction(grid.start, d) for d in mining.halvings])
     halved = (halvings[None, :] <= times[:, None] + 1e-12).sum(axis=1) if len(halvings) else np.zeros(K + 1)
-    hashprice = mining.hashprice * np.exp(-mining.difficulty_growth * times) * 0.5**halved / btc.spot
+    # with a hashrate process the network hashrate carries the growth (MarketParams.hashrate_*)
+    growth = mining.difficulty_growth if mining.hashrate_process is None else 0.0
+    hashprice = mining.hashprice * np.exp(-growth * times) * 0.5**halved / btc.spot
 
     treasury = np.zeros((B, A))
     pledged = np.zeros((B, A))
@@ -460,4 +507,41 @@ def build_credit_params(s: Scenario) -> CreditParams:
         refi_tenor_steps=per_instrument(lambda bi, i: round(refi(i, "tenor_years") * grid.steps_per_year)),
         refi_step_up=per_instrument(lambda bi, i: refi(i, "spread_step_up")),
         workout_cost=np.float64(s.recovery.workout_cost),
+        curtails=np.array([float(b.mining is not None and b.mining.curtail) for b in s.borrowers]),
+        breakeven_kwh_per_day=np.array([24.0 * b.mining.efficiency if b.mining else 0.0 for b in s.borrowers]),
+        power_take_or_pay=np.array([b.mining.power_take_or_pay if b.mining else 0.0 for b in s.borrowers]),
+        **tenant_params(s, fleet),
     )
+
+
+def tenant_params(s: Scenario, fleet: np.ndarray) -> dict[str, np.ndarray]:
+    """CreditParams of the tenant contracts, and the fleets less the GPUs leased to tenants."""
+    grid = s.time
+    dt, K = grid.dt, grid.n_steps
+    times = np.arange(K) * dt
+    gens = [g.name for g in s.compute.generations]
+    tenants = [(bi, t) for bi, b in enumerate(s.borrowers) for t in b.tenants]
+    free = fleet.copy()
+    active = np.zeros((K, len(tenants)))
+    revenue = np.zeros((K, len(tenants)))
+    for j, (bi, t) in enumerate(tenants):
+        first_idle = step_holding(year_fraction(grid.start, t.expiry), grid.steps_per_year) + 1
+        active[:, j] = np.arange(K) < first_idle
+        escalated = t.rate * (1.0 + t.escalator) ** np.floor(times + 1e-9)
+        amount = t.gpus * HOURS_PER_YEAR * dt if t.kind == "gpu_hours" else t.capacity_kw * 12.0 * dt
+        revenue[:, j] = escalated * amount * active[:, j]
+        if t.kind == "gpu_hours":
+            free[bi, gens.index(t.generation)] -= t.gpus
+    kw = {g.name: g.kw_per_gpu for g in s.compute.generations}
+    return {
+        "free_fleet_count": free,
+        "tenant_active": active,
+        "tenant_contract_revenue": revenue,
+        "tenant_gpus": np.array([float(t.gpus) for _, t in tenants]),
+        "tenant_kw_per_gpu": np.array([kw[t.generation] if t.generation else 0.0 for _, t in tenants]),
+        "tenant_spot_revenue": np.array([t.capacity_kw * t.spot_rate_per_kw_month * 12.0 * dt for _, t in tenants]),
+        "tenant_default_prob": np.array([[1.0 - math.exp(-h * dt) for h in t.credit.effective_hazard.pair()] for _, t in tenants])
+        .reshape(-1, 2)
+        .T,
+        "tenant_lag_steps": np.array([float(round(t.releasing_lag_months * grid.steps_per_year / 12)) for _, t in tenants]),
+    }

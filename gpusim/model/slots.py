@@ -21,7 +21,7 @@ Kind = Literal["uniform", "normal"]
 class SlotEntry:
     name: str
     kind: Kind
-    count_of: str  # which shape dimension sets the count: "one", "two", "assets", "borrowers"
+    count_of: str  # which shape dimension sets the count: "one", "two", "assets", "borrowers", "tenants"
     meaning: str
 
     @property
@@ -38,6 +38,8 @@ SLOT_ENTRIES: tuple[SlotEntry, ...] = (
     SlotEntry("jump_size", "normal", "assets", "Z_J of each asset: jump sum = N mu_J + sqrt(N) sigma_J Z_J"),
     SlotEntry("market_shocks", "normal", "two", "row 0: own part of Z_X (OU shock of rental rates); row 1: Z_P (power price)"),
     SlotEntry("revenue_shock", "normal", "borrowers", "eps^b: each borrower's log-OU revenue shock"),
+    SlotEntry("hashrate_shock", "normal", "one", "Z_H: shock of the log network hashrate"),
+    SlotEntry("tenant_default", "uniform", "tenants", "Bernoulli draw of each tenant's default in the step"),
 )
 
 
@@ -60,9 +62,9 @@ class SlotTable:
         return range(start, start + self.counts[name])
 
 
-def slot_table(n_assets: int, n_borrowers: int) -> SlotTable:
-    """Lay out `SLOT_ENTRIES` for a config with this many assets and borrowers."""
-    sizes = {"one": 1, "two": 2, "assets": n_assets, "borrowers": n_borrowers}
+def slot_table(n_assets: int, n_borrowers: int, n_tenants: int = 0) -> SlotTable:
+    """Lay out `SLOT_ENTRIES` for a config with this many assets, borrowers and tenants."""
+    sizes = {"one": 1, "two": 2, "assets": n_assets, "borrowers": n_borrowers, "tenants": n_tenants}
     offsets: dict[str, int] = {}
     counts: dict[str, int] = {}
     kinds: dict[str, Kind] = {}

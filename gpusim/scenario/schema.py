@@ -207,10 +207,28 @@ class SecondaryMarket(Strict):
     memory_years: Years = Field(description="tau: e-folding time of the distressed-supply memory L, years")
 
 
+class HashrateProcess(Strict):
+    """The network hashrate as a random factor: ln H_{k+1} = ln H_k + m_R dt + sigma_H sqrt(dt) Z_H + e (ln S_{k+1} - ln S_k)."""
+
+    drift: ByRegime[AnnualRate] = Field(description="m_R: drift of the log network hashrate, per year (replaces difficulty_growth)")
+    vol: Volatility = Field(description="sigma_H: volatility of the log network hashrate, per sqrt(year)")
+    btc_elasticity: Annotated[float, Field(ge=-10.0, le=10.0)] = Field(
+        0.0, description="e: log hashrate change per unit log BTC return in the same step (miners add machines when BTC rises)"
+    )
+
+
 class Mining(Strict):
     hashprice: UnitPrice = Field(description="hp_0: USD per PH/s per day at t_0 (scales with BTC price)")
-    difficulty_growth: AnnualRate = Field(description="g_d: continuous decline of hashprice per unit BTC from network growth, per year")
+    difficulty_growth: AnnualRate = Field(
+        description="g_d: growth of the network hashrate, which lowers hashprice per unit BTC, per year (unused with hashrate_process)"
+    )
     halvings: list[Date] = Field(default_factory=list, description="dates the block subsidy halves (hashprice halves)")
+    network_hashrate: PositiveQuantity = Field(
+        1000.0, description="H_0: network hashrate at t_0, EH/s; hashprice = hp_0 (S/S_0) (H_0/H) 0.5^halvings"
+    )
+    hashrate_process: HashrateProcess | None = Field(
+        None, description="stochastic network hashrate; without it H_k = H_0 exp(g_d t_k) (a deterministic path)"
+    )
 
 
 class RatePoint(Strict):
@@ -242,6 +260,12 @@ class Fleet(Strict):
 class MiningOperation(Strict):
     hashrate: PositiveQuantity = Field(description="PH/s of installed miners")
     efficiency: Annotated[float, Field(gt=0.0, le=10_000.0)] = Field(description="J/TH of the fleet (= kW per PH/s)")
+    curtail: bool = Field(
+        False, description="switch the miners off for a step when hashprice per kWh (hp / (24 e)) is below the borrower's power price"
+    )
+    power_take_or_pay: Probability = Field(
+        0.0, description="share of the miners' contracted power paid even when curtailed (take-or-pay minimum of the power contract)"
+    )
 
 
 class Holding(Strict):
@@ -318,6 +342,53 @@ class Instrument(Strict):
         return self
 
 
+class Backstop(Strict):
+    name: str = Field(description="guarantor of the tenant's payments, e.g. a hyperscaler parent")
+    hazard: ByRegime[Annotated[float, Field(ge=0.0, le=1e12)]] = Field(description="the guarantor's default intensity, per year")
+
+
+class TenantCredit(Strict):
+    hazard: ByRegime[Annotated[float, Field(ge=0.0, le=1e12)]] = Field(
+        0.0, description="h_R: the tenant's default intensity, per year (a very large value defaults it in the first step)"
+    )
+    backstop: Backstop | None = Field(
+        None, description="a guarantor: the contract then fails only when the guarantor defaults, at the guarantor's hazard"
+    )
+
+    @property
+    def effective_hazard(self) -> ByRegime[float]:
+        """The intensity at which the contract stops paying: the backstop's where there is one."""
+        return self.hazard if self.backstop is None else self.backstop.hazard
+
+
+class Tenant(Strict):
+    name: str = Field(description="tenant (counterparty) name")
+    kind: Literal["gpu_hours", "colocation"] = Field(
+        description="take-or-pay GPU-hours on the borrower's own GPUs, or a colocation / data-centre lease priced per kW-month"
+    )
+    generation: str | None = Field(None, description="gpu_hours: generation of the leased GPUs (one of the borrower's fleets)")
+    gpus: Annotated[int, Field(ge=0)] = Field(0, description="gpu_hours: GPUs of that fleet leased to the tenant")
+    capacity_kw: Quantity = Field(0.0, description="colocation: critical IT capacity leased, kW")
+    rate: NonNegativeUnitPrice = Field(description="contract rate at t_0: USD per GPU-hour (gpu_hours) or USD per kW-month (colocation)")
+    escalator: AnnualRate = Field(0.0, description="annual escalator of the rate, applied on each anniversary of t_0, per year")
+    expiry: Date = Field(description="end of the contract term; the capacity then earns spot (colocation: spot_rate_per_kw_month)")
+    releasing_lag_months: Annotated[int, Field(ge=0)] = Field(
+        6, description="months after a tenant default in which the capacity earns nothing (and draws no power) before it re-lets at spot"
+    )
+    spot_rate_per_kw_month: NonNegativeUnitPrice = Field(
+        0.0, description="colocation: rate the capacity re-lets at after expiry or after the re-leasing lag, USD per kW-month"
+    )
+    credit: TenantCredit = Field(default_factory=TenantCredit, description="the tenant's credit: its hazard or a backstop's")
+
+    @model_validator(mode="after")
+    def _kind_rules(self) -> Tenant:
+        if self.kind == "gpu_hours" and (self.generation is None or self.gpus == 0 or self.capacity_kw):
+            raise ValueError("a gpu_hours tenant needs generation and gpus > 0, and no capacity_kw")
+        if self.kind == "colocation" and (self.capacity_kw == 0 or self.generation is not None or self.gpus):
+            raise ValueError("a colocation tenant needs capacity_kw > 0, and no generation or gpus")
+        return self
+
+
 class Borrower(Strict):
     name: str = Field(description="unique borrower name")
     type: Literal["neocloud", "miner", "project_spv"] = Field(description="label used in reports; the model is common")
@@ -333,6 +404,9 @@ class Borrower(Strict):
     mining: MiningOperation | None = Field(None, description="bitcoin mining operation")
     treasury: list[Holding] = Field(default_factory=list, description="crypto held on balance sheet")
     debt: list[Instrument] = Field(min_length=1, description="debt instruments owed")
+    tenants: list[Tenant] = Field(
+        default_factory=list, description="contracts with named tenants, each with its own credit; beside the fleets' contracted_share"
+    )
 
 
 class Recovery(Strict):
@@ -370,6 +444,26 @@ class Scenario(Strict):
 def _duplicates(names: list[str]) -> set[str]:
     seen: set[str] = set()
     return {n for n in names if n in seen or seen.add(n)}
+
+
+def _tenant_problems(bi: int, b: Borrower) -> list[str]:
+    """Each gpu_hours tenant leases GPUs of one of the borrower's fleets, never more than the fleet
+    has beside its contracted share."""
+    problems: list[str] = []
+    fleets = {f.generation: f for f in b.fleets}
+    leased: dict[str, int] = {}
+    for ti, t in enumerate(b.tenants):
+        if t.kind != "gpu_hours":
+            continue
+        if t.generation not in fleets:
+            problems.append(f"borrowers[{bi}].tenants[{ti}].generation: {t.generation!r} is not a fleet of {b.name} ({sorted(fleets)})")
+        else:
+            leased[t.generation] = leased.get(t.generation, 0) + t.gpus
+    for g, n in leased.items():
+        free = fleets[g].count * (1.0 - fleets[g].contracted_share)
+        if n > free + 1e-9:
+            problems.append(f"borrowers[{bi}].tenants: {n} {g} GPUs leased to tenants, more than the {free:g} outside the contracted share")
+    return problems
 
 
 def check_references(s: Scenario) -> list[str]:
@@ -414,6 +508,7 @@ def check_references(s: Scenario) -> list[str]:
                 problems.append(f"borrowers[{bi}].fleets[{fi}].contract_expiry: required when contracted_share > 0")
         for d in sorted(_duplicates(own_gens)):
             problems.append(f"borrowers[{bi}].fleets: generation {d!r} appears more than once (merge the fleets)")
+        problems += _tenant_problems(bi, b)
         for hi, h in enumerate(b.treasury):
             if h.asset not in assets:
                 problems.append(f"borrowers[{bi}].treasury[{hi}].asset: {h.asset!r} is not one of {assets}")
