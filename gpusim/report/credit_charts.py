@@ -178,7 +178,7 @@ def contagion_chart(book: ChartBook, results: Any, money: Money) -> Chart:
     fig = book.figure()
     ax_pd, ax_el = fig.subplots(1, 2, sharey=True)
     panels = (
-        (ax_pd, (c["pd_with"] - c["pd_without"]) * 100, "PD by the horizon, percentage points", lambda v: f"{v:+.1f} pp"),
+        (ax_pd, (c["pd_with"] - c["pd_without"]) * 100, "PD by the horizon, percentage points", lambda v: f"{v:+.2f} pp"),
         (ax_el, (c["el_with"] - c["el_without"]) / money.scale, f"EL, {money.unit} discounted to t0", lambda v: f"{v:+,.2f}"),
     )
     for ax, diff, label, text in panels:

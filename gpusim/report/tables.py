@@ -265,9 +265,9 @@ def technical_default_note(results: Any) -> str:
     if not hits:
         return ""
     return (
-        f"Technical defaults: {', '.join(hits)} default with no loss to the lenders. These are covenant or maturity "
-        "defaults of a borrower whose collateral and cash still cover its debt: the default counts in PD, but the "
-        "recovery waterfall repays the exposure in full, so they add to PD and not to EL or LGD."
+        f"Technical defaults: {', '.join(hits)} default with no loss to the lenders. The borrower breaches a covenant, "
+        "misses a maturity or a payment while its collateral and cash still cover its debt: the default counts in PD, "
+        "but the recovery waterfall repays the exposure in full, so it adds to PD and not to EL or LGD."
     )
 
 
