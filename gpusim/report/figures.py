@@ -24,7 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter
 
-from gpusim.output.write import OutputError, check_output_path, partial_path
+from gpusim.output.write import OutputError, check_output_path, partial_path, remove_stale_partials
 
 FIGSIZE = (11.0, 6.0)
 """Inches; the page shows charts at most 1100 px wide, so text reads at its print size."""
@@ -106,9 +106,11 @@ def check_report_path(out: str | os.PathLike[str], overwrite: bool, pdf: bool = 
 
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """`write(partial)` fills a hidden file beside `path`, then it is renamed over `path`: a failed
-    or interrupted report leaves no half-written page and never touches an earlier one."""
+    or interrupted report leaves no half-written page and never touches an earlier one; partials
+    of killed reports are removed, as `gpusim run` does."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(path)
     except OSError as exc:
         raise ReportError(cannot_write_message(path, exc)) from exc
     partial = partial_path(path)
