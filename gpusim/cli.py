@@ -331,22 +331,23 @@ def _print_inspect(numbers: dict[str, Any]) -> None:
 @click.argument("file", type=click.Path())
 @click.option(
     "--out",
-    "out_dir",
-    type=click.Path(file_okay=False),
+    type=click.Path(dir_okay=False),
     callback=_output_file,
     required=True,
-    help="Folder for index.html and the PNG charts.",
+    help="The report: one self-contained HTML file, e.g. report.html.",
 )
-@click.option("--overwrite", is_flag=True, help="Write into a folder that already holds files (replacing an earlier report).")
+@click.option("--pdf", is_flag=True, help="Also write the same tables and charts as a PDF beside it (report.pdf).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing report file (never a link, FIFO or folder).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
-def report(file: str, out_dir: str, overwrite: bool) -> None:
-    """Charts (PNG) and an index.html with the summary tables of the run stored in FILE (a new or empty folder, or --overwrite)."""
+def report(file: str, out: str, pdf: bool, overwrite: bool, quiet: bool) -> None:
+    """One HTML page with the summary, tables and charts of the run or batch stored in FILE (and a PDF with --pdf)."""
     from gpusim.report import write_report  # matplotlib loads only for this command
-    from gpusim.report.figures import check_report_folder
+    from gpusim.report.figures import check_report_path, pdf_path
 
-    check_report_folder(out_dir, overwrite)  # refused before the file is read
-    index = write_report(open_results(file), out_dir, overwrite)
-    click.echo(f"wrote {index}")
+    check_report_path(out, overwrite, pdf)  # refused before the file is read
+    page = write_report(open_results(file), out, overwrite, pdf=pdf, progress=not quiet)
+    click.echo(f"wrote {page}" + (f" and {pdf_path(page)}" if pdf else ""))
 
 
 EXIT_BACKENDS_DISAGREE = 1

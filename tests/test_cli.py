@@ -170,8 +170,8 @@ def test_killed_process_leaves_nothing_that_looks_finished(small_yaml, tmp_path)
 def test_report_command_writes_a_page_and_rejects_a_bad_file(small_yaml, tmp_path):
     out = tmp_path / "r.h5"
     assert _invoke("run", small_yaml, "--paths", 300, "--out", out, "--quiet", "--no-contagion").exit_code == 0
-    result = _invoke("report", out, "--out", tmp_path / "report")
+    result = _invoke("report", out, "--out", tmp_path / "report.html", "--quiet")
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "report" / "index.html").is_file()
-    bad = CliRunner().invoke(main, ["report", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "x")])
+    assert (tmp_path / "report.html").is_file()
+    bad = CliRunner().invoke(main, ["report", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "x.html")])
     assert bad.exit_code == 2 and "no such file" in bad.output

@@ -168,16 +168,23 @@ def test_batch_and_report_refuse_to_replace_too(small_yaml, small_batch, tmp_pat
     assert out.read_text() == "an earlier batch"
     run = tmp_path / "r.h5"
     assert _invoke("run", small_yaml, "--paths", 200, "--out", run, "--quiet", "--no-contagion").exit_code == 0
-    folder = tmp_path / "report"
-    folder.mkdir()
-    (folder / "notes.txt").write_text("mine")
-    refused = _invoke("report", run, "--out", folder)
-    assert refused.exit_code == 2 and "not empty; pass --overwrite" in _one_error_line(refused.output)
-    link = tmp_path / "report-link"
-    link.symlink_to(folder)
-    assert _invoke("report", run, "--out", link, "--overwrite").exit_code == 2
-    assert _invoke("report", run, "--out", folder, "--overwrite").exit_code == 0
-    assert (folder / "index.html").is_file() and (folder / "notes.txt").read_text() == "mine"
+    page = tmp_path / "report.html"
+    page.write_text("an earlier report")
+    refused = _invoke("report", run, "--out", page, "--quiet")
+    assert refused.exit_code == 2 and "already exists; pass --overwrite" in _one_error_line(refused.output)
+    assert page.read_text() == "an earlier report"
+    link = tmp_path / "report-link.html"
+    link.symlink_to(page)
+    assert _invoke("report", run, "--out", link, "--overwrite", "--quiet").exit_code == 2
+    assert _invoke("report", run, "--out", tmp_path, "--overwrite", "--quiet").exit_code == 2  # a folder is never replaced
+    memo = tmp_path / "memo.html"
+    memo.with_suffix(".pdf").write_text("an earlier pdf")
+    refused = _invoke("report", run, "--out", memo, "--pdf", "--quiet")  # the PDF beside the page is checked before anything
+    assert refused.exit_code == 2 and "memo.pdf: already exists" in _one_error_line(refused.output)
+    assert not memo.exists() and memo.with_suffix(".pdf").read_text() == "an earlier pdf"
+    assert _invoke("report", run, "--out", page, "--overwrite", "--quiet").exit_code == 0
+    assert page.read_text().startswith("<!DOCTYPE html>") and link.is_symlink()
+    assert not list(tmp_path.glob(".report.html.partial-*"))
 
 
 def test_an_empty_out_is_a_clear_error(small_yaml):
@@ -373,7 +380,7 @@ def test_a_flipped_byte_is_caught_naming_the_dataset(small_yaml, tmp_path):
     out = tmp_path / "r.h5"
     assert _invoke("run", small_yaml, "--paths", 2000, "--out", out, "--quiet").exit_code == 0
     _damage(out, "summary/el", 1)
-    for args in (["inspect", out], ["inspect", out, "--json"], ["report", out, "--out", tmp_path / "rep"]):
+    for args in (["inspect", out], ["inspect", out, "--json"], ["report", out, "--out", tmp_path / "rep.html", "--quiet"]):
         result = _invoke(*args)
         assert result.exit_code == 2, result.output
         assert "dataset /summary/el fails its checksum" in _one_error_line(result.output)
@@ -383,7 +390,7 @@ def test_four_kilobytes_of_noise_in_the_outcomes_are_caught(small_yaml, tmp_path
     out = tmp_path / "r.h5"
     assert _invoke("run", small_yaml, "--paths", 2000, "--out", out, "--quiet").exit_code == 0
     _damage(out, "outcomes/loss", 4096)
-    result = _invoke("report", out, "--out", tmp_path / "rep")
+    result = _invoke("report", out, "--out", tmp_path / "rep.html", "--quiet")
     assert result.exit_code == 2, result.output
     assert "dataset /outcomes/loss fails its checksum" in _one_error_line(result.output)
 

@@ -1,6 +1,7 @@
 """Charts of a run with borrowers: portfolio loss, PD term structure, coverage fans, spreads, contagion.
 
-Each chart is one function that draws a figure in the report folder and returns its Chart.
+Each chart is one function that draws a figure into the ChartBook and returns its Chart; money
+is in the page's one unit (`Money`), legends sit outside the axes.
 """
 
 from __future__ import annotations
@@ -8,57 +9,58 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from matplotlib.ticker import PercentFormatter
 
 from gpusim.report.datasets import (
     borrower_type,
+    contagion_attrs,
+    contagion_by_borrower,
     coordinate_labels,
     covenant_levels,
     dimension_labels,
+    portfolio_el,
+    portfolio_losses,
+    risk_levels,
     scenario_name,
     time_axis,
     time_axis_label,
 )
-from gpusim.report.figures import Chart, ReportFolder, distinct_colors, draw_fan
-from gpusim.report.tables import money_scale, percent, usd
+from gpusim.report.figures import Chart, ChartBook, distinct_colors, draw_fan, legend_outside, share_axis
+from gpusim.report.tables import Money, percent
 from gpusim.spec import CREDIT_FAN_GRIDS
 
 
-def loss_distribution_chart(folder: ReportFolder, results: Any) -> Chart:
-    loss = np.asarray(results.outcomes["portfolio_loss"].values, dtype=float)
-    summary = results.summary
-    levels = [float(q) for q in summary["level"].values]
-    var, es = summary["var"].values, summary["es"].values
-    scale, unit = money_scale(max(float(np.max(loss, initial=0.0)), float(np.max(es, initial=0.0))))
-
-    fig = folder.figure()
+def loss_distribution_chart(book: ChartBook, results: Any, money: Money) -> Chart:
+    loss = portfolio_losses(results)
+    risk = risk_levels(results)
+    fig = book.figure()
     ax = fig.add_subplot()
-    ax.hist(loss / scale, bins=60, color="#4c72b0", alpha=0.8, label=f"portfolio loss on {loss.size:,} paths")
+    ax.hist(loss / money.scale, bins=60, color="#4c72b0", alpha=0.8, label=f"portfolio loss on {loss.size:,} paths")
     ax.set_yscale("log")
     colors = ("#dd8452", "#c44e52", "#8172b3", "#937860")
-    for i, q in enumerate(levels):
+    for i, q in enumerate(risk["level"]):
         color = colors[i % len(colors)]
-        ax.axvline(var[i] / scale, color=color, lw=1.6, label=f"VaR {percent(q)}: {usd(var[i])}")
-        ax.axvline(es[i] / scale, color=color, lw=1.6, ls="--", label=f"ES {percent(q)}: {usd(es[i])}")
-    el = float(summary.attrs.get("portfolio_el", np.mean(loss)))
-    ax.axvline(el / scale, color="black", lw=1.2, ls=":", label=f"expected loss: {usd(el)}")
+        ax.axvline(risk["var"][i] / money.scale, color=color, lw=1.6, label=f"VaR {percent(q)}: {money(risk['var'][i])}")
+        ax.axvline(risk["es"][i] / money.scale, color=color, lw=1.6, ls="--", label=f"ES {percent(q)}: {money(risk['es'][i])}")
+    el, _ = portfolio_el(results)
+    ax.axvline(el / money.scale, color="black", lw=1.2, ls=":", label=f"expected loss: {money(el)}")
     ax.set_title(f"Portfolio loss distribution, {scenario_name(results)}")
-    ax.set_xlabel(f"portfolio loss over the horizon, {unit} (discounted to t0)")
+    ax.set_xlabel(f"portfolio loss over the horizon, {money.unit} (discounted to t0)")
     ax.set_ylabel("number of paths (log scale)")
-    ax.legend(loc="best", fontsize=8, ncol=2)
+    ax.margins(x=0.02)
     ax.grid(alpha=0.3)
+    legend_outside(fig, ncol=4)
     caption = (
-        "Histogram of the discounted portfolio loss over all simulated paths (counts on a log scale, so the tail is visible). "
-        "Solid lines: value at risk (the loss exceeded on the given share of paths); dashed lines: expected shortfall "
-        "(the mean loss beyond VaR) at the same level; dotted: expected loss."
+        f"Histogram of the discounted portfolio loss over all simulated paths, in {money.unit} (counts on a log scale, so "
+        "the tail is visible). Solid lines: value at risk (the loss exceeded on the given share of paths); dashed lines: "
+        "expected shortfall (the mean loss beyond VaR) at the same level; dotted: expected loss."
     )
-    return folder.save_chart(fig, "loss_distribution", "Portfolio loss distribution", caption, "portfolio")
+    return book.save_chart(fig, "loss_distribution", "Portfolio loss distribution", caption, "portfolio")
 
 
-def pd_term_structure_chart(folder: ReportFolder, results: Any) -> Chart:
+def pd_term_structure_chart(book: ChartBook, results: Any) -> Chart:
     summary = results.summary
     time = time_axis(summary)
-    fig = folder.figure()
+    fig = book.figure()
     ax = fig.add_subplot()
     borrowers = dimension_labels(summary, "borrower")
     types = coordinate_labels(summary, "borrower_type", len(borrowers))
@@ -68,26 +70,26 @@ def pd_term_structure_chart(folder: ReportFolder, results: Any) -> Chart:
         se = summary["pd_se"].isel(borrower=b).values if "pd_se" in summary else np.zeros_like(pd_)
         ax.plot(time, pd_, color=colors[b], lw=1.8, label=f"{name} ({types[b]})")
         ax.fill_between(time, np.clip(pd_ - 1.96 * se, 0, 1), np.clip(pd_ + 1.96 * se, 0, 1), color=colors[b], alpha=0.15, lw=0)
-    ax.set_ylim(0, 1)
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    share_axis(ax)
+    ax.margins(x=0.01)
     ax.set_title(f"Cumulative probability of default by borrower, {scenario_name(results)}")
     ax.set_xlabel(time_axis_label(results))
     ax.set_ylabel("cumulative PD (share of paths defaulted)")
-    ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
+    legend_outside(fig, ncol=min(len(borrowers), 4))
     caption = (
         "Share of paths on which each borrower has defaulted (payment, covenant or maturity default) by each date. "
         "Shaded: 95 % Monte Carlo interval (± 1.96 standard errors)."
     )
-    return folder.save_chart(fig, "pd_term_structure", "PD term structure", caption, "borrowers")
+    return book.save_chart(fig, "pd_term_structure", "PD term structure", caption, "borrowers")
 
 
-def coverage_fan_chart(folder: ReportFolder, results: Any, borrower: str) -> Chart:
+def coverage_fan_chart(book: ChartBook, results: Any, borrower: str) -> Chart:
     fan = results.fan
     time = time_axis(fan)
     kind = borrower_type(results.summary, borrower)
     covenants = covenant_levels(results.scenario, borrower)
-    fig = folder.figure()
+    fig = book.figure()
     ax_dscr, ax_ltv = fig.subplots(1, 2)
     panels = (
         (ax_dscr, "dscr", "DSCR (trailing 12-month CFADS / debt service)", "dscr_min", "minimum DSCR"),
@@ -103,12 +105,13 @@ def coverage_fan_chart(folder: ReportFolder, results: Any, borrower: str) -> Cha
             ax.axhline(
                 limit, color="#c44e52", lw=1.5, ls=("--", "-.", ":")[j % 3], label=f"covenant {what} {limit:g} ({', '.join(instruments)})"
             )
-        ax.set_ylim(*CREDIT_FAN_GRIDS[name])  # the fan's histogram grid: quantiles beyond it sit at its edge
+        low, high = CREDIT_FAN_GRIDS[name]  # the fan's histogram grid: quantiles beyond it sit at its edge
+        ax.set_ylim(low - 0.02 * (high - low), high + 0.02 * (high - low))  # a margin, so the edge stays clear of the frame
         ax.set_xlabel(time_axis_label(results))
         ax.set_ylabel(ylabel)
         ax.set_title(f"{name.upper()} on paths where {borrower} is alive")
-        ax.legend(loc="upper right", fontsize=7)
         ax.grid(alpha=0.3)
+    legend_outside(fig, ncol=4)
     if "pd" in results.summary:
         pd_h = float(results.summary["pd"].sel(borrower=borrower).values[-1])
         fig.suptitle(f"{borrower} ({kind}): coverage and leverage, PD by the horizon {pd_h:.1%}")
@@ -120,10 +123,10 @@ def coverage_fan_chart(folder: ReportFolder, results: Any, borrower: str) -> Cha
         f"it is a reference. Quantiles beyond the chart's range (DSCR {dscr_grid[0]:g} to {dscr_grid[1]:g}, "
         f"LTV {ltv_grid[0]:g} to {ltv_grid[1]:g}) are drawn at its edge; a DSCR with no debt service due is off the top."
     )
-    return folder.save_chart(fig, f"coverage_{borrower}", f"{borrower}: DSCR and LTV", caption, "borrowers")
+    return book.save_chart(fig, f"coverage_{borrower}", f"{borrower}: DSCR and LTV", caption, "borrowers")
 
 
-def spreads_chart(folder: ReportFolder, results: Any) -> Chart:
+def spreads_chart(book: ChartBook, results: Any) -> Chart:
     summary = results.summary
     names = dimension_labels(summary, "instrument")
     breakeven = summary["breakeven_spread_bps"].values.astype(float)
@@ -132,7 +135,7 @@ def spreads_chart(folder: ReportFolder, results: Any) -> Chart:
     gap = summary["spread_gap_bps"].values.astype(float) if "spread_gap_bps" in summary else market - breakeven
     order = np.argsort(np.where(np.isfinite(gap), gap, -np.inf), kind="stable")  # most negative gap first (top row)
     y = np.arange(len(names))
-    fig = folder.figure()
+    fig = book.figure()
     ax = fig.add_subplot()
     h = 0.38
     ax.barh(y + h / 2, market[order], height=h, color="#55a868", label="spread charged (market)")
@@ -156,7 +159,7 @@ def spreads_chart(folder: ReportFolder, results: Any) -> Chart:
     ax.set_yticks(y, [names[i] for i in order], fontsize=7)
     ax.set_xlabel("spread over the base curve, bps a year (right: gap = charged - break-even)")
     ax.set_title("Spread charged against break-even spread, sorted by gap (most under-priced first)")
-    fig.legend(loc="outside lower center", ncol=2, fontsize=8)
+    legend_outside(fig, ncol=2)
     ax.grid(axis="x", alpha=0.3)
     caption = (
         "For each instrument: the spread the market charges (green) and the break-even spread that would just pay for "
@@ -164,50 +167,41 @@ def spreads_chart(folder: ReportFolder, results: Any) -> Chart:
         "interval). Numbers on the right: charged minus break-even in bps; negative means the loan does not pay for its "
         "credit risk in this scenario."
     )
-    return folder.save_chart(fig, "spreads", "Spreads against break-even", caption, "instruments")
+    return book.save_chart(fig, "spreads", "Spreads against break-even", caption, "instruments")
 
 
-def contagion_chart(folder: ReportFolder, results: Any) -> Chart:
-    c = results.contagion
-    borrowers = dimension_labels(c, "borrower") if "borrower" in c.coords else dimension_labels(results.summary, "borrower")
+def contagion_chart(book: ChartBook, results: Any, money: Money) -> Chart:
+    """What the fire-sale chain adds, per borrower: PD (percentage points) and EL (page unit), as the difference."""
+    c = contagion_by_borrower(results)
+    borrowers = [str(b) for b in c["borrower"]]
     y = np.arange(len(borrowers))
-    h = 0.38
-    fig = folder.figure()
+    fig = book.figure()
     ax_pd, ax_el = fig.subplots(1, 2, sharey=True)
-    pd_on, pd_off = c["pd_with_chain"].values.astype(float), c["pd_without_chain"].values.astype(float)
-    ax_pd.barh(y - h / 2, pd_on, height=h, color="#c44e52", label="with the fire-sale chain")
-    ax_pd.barh(y + h / 2, pd_off, height=h, color="#8c8c8c", label="without it (same paths, no price or mark impact)")
-    for row in range(len(borrowers)):
-        ax_pd.text(max(pd_on[row], pd_off[row]) + 0.01, row, f"{(pd_on[row] - pd_off[row]) * 100:+.1f} pp", va="center", fontsize=7)
-    ax_pd.set_xlim(0, 1.2)
-    ax_pd.set_xticks(np.linspace(0, 1, 6))
-    ax_pd.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-    ax_pd.set_xlabel("PD by the horizon (labels: with - without, percentage points)")
-    ax_pd.set_title("Probability of default")
-    ax_pd.set_yticks(y, borrowers, fontsize=8)
-    ax_pd.invert_yaxis()
-
-    owner = coordinate_labels(c, "instrument_borrower", c.sizes.get("instrument", 0))
-    el_on = np.array([float(np.sum(c["el_with_chain"].values[owner == b])) for b in borrowers])
-    el_off = np.array([float(np.sum(c["el_without_chain"].values[owner == b])) for b in borrowers])
-    scale, unit = money_scale(float(np.max(np.r_[el_on, el_off, 0.0])))
-    ax_el.barh(y - h / 2, el_on / scale, height=h, color="#c44e52")
-    ax_el.barh(y + h / 2, el_off / scale, height=h, color="#8c8c8c")
-    right = float(np.max(np.r_[el_on, el_off, 1.0])) / scale
-    for row in range(len(borrowers)):
-        diff = el_on[row] - el_off[row]
-        ax_el.text(max(el_on[row], el_off[row]) / scale + 0.01 * right, row, usd(diff, sign=True), va="center", fontsize=7)
-    ax_el.set_xlim(0, right * 1.2)
-    ax_el.set_xlabel(f"EL of its instruments, {unit} discounted to t0 (labels: with - without)")
-    ax_el.set_title("Expected loss")
-    for ax in (ax_pd, ax_el):
-        ax.grid(axis="x", alpha=0.3)
-    fig.legend(*ax_pd.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=8)
-    share = c.attrs.get("contagion_share_of_el")
-    suffix = f": {float(share):.1%} of portfolio EL" if share is not None else ""
-    fig.suptitle(f"Contagion through GPU fire sales, by borrower{suffix}")
-    caption = (
-        "The same paths rerun with the fire-sale price impact and mark impact switched off: the difference is the loss "
-        "caused by defaulting borrowers dumping GPUs, which depresses marks, LTV tests and recoveries of the others."
+    panels = (
+        (ax_pd, (c["pd_with"] - c["pd_without"]) * 100, "PD by the horizon, percentage points", lambda v: f"{v:+.2f} pp"),
+        (ax_el, (c["el_with"] - c["el_without"]) / money.scale, f"EL, {money.unit} discounted to t0", lambda v: f"{v:+,.2f}"),
     )
-    return folder.save_chart(fig, "contagion", "Contagion attribution", caption, "contagion")
+    for ax, diff, label, text in panels:
+        diff = np.nan_to_num(diff)
+        ax.barh(y, diff, height=0.6, color=np.where(diff > 0, "#c44e52", "#55a868"))
+        ax.axvline(0, color="black", lw=0.8)
+        span = max(float(np.max(np.abs(diff), initial=0.0)), 1e-9)
+        for row, v in enumerate(diff):
+            ax.text(v + (0.02 if v >= 0 else -0.02) * span, row, text(v), va="center", ha="left" if v >= 0 else "right", fontsize=8)
+        low = min(float(np.min(diff, initial=0.0)), 0.0)
+        ax.set_xlim(low - 0.3 * span if low < 0 else 0, max(float(np.max(diff, initial=0.0)), 0.0) + 0.3 * span)
+        ax.set_xlabel(f"with the chain minus without: {label}")
+        ax.grid(axis="x", alpha=0.3)
+    ax_pd.set_title("Added probability of default")
+    ax_el.set_title("Added expected loss")
+    ax_pd.set_yticks(y, borrowers, fontsize=8)
+    ax_pd.set_ylim(max(len(borrowers), 3) - 0.5, -0.6)
+    attrs = contagion_attrs(results)
+    suffix = f": {attrs['contagion_share_of_el']:.1%} of portfolio EL" if "contagion_share_of_el" in attrs else ""
+    fig.suptitle(f"What GPU fire sales add, by borrower{suffix}")
+    caption = (
+        "The same paths rerun with the fire-sale price impact and mark impact switched off; each bar is the difference, "
+        "with the chain minus without: the PD and loss caused by defaulting borrowers dumping GPUs, which depresses marks, "
+        "LTV tests and recoveries of the others. The table below gives both levels."
+    )
+    return book.save_chart(fig, "contagion", "Contagion attribution", caption, "contagion")

@@ -1,14 +1,19 @@
-"""The figures of a report: the folder they are saved to, their size, and the drawing helpers charts share.
+"""The figures of a report: how they are drawn, embedded in the page, and where the page is written.
 
 Charts are drawn on matplotlib `Figure` objects rendered with the Agg canvas (no pyplot, no
-GUI backend, no global state), all FIGSIZE inches at DPI, so every PNG is
-FIGSIZE[0] * DPI x FIGSIZE[1] * DPI pixels.
+GUI backend, no global state), all FIGSIZE inches, and embedded in the HTML page as SVG
+(vector, so sharp at any zoom and when printed, and nothing loaded from outside the file).
+The same Figures go into the optional PDF. Legends sit outside the axes, never over data.
 """
 
 from __future__ import annotations
 
+import base64
+import io
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,112 +22,144 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter, NullFormatter, PercentFormatter
 
-from gpusim.output.write import OutputError
+from gpusim.output.write import OutputError, check_output_path, partial_path, remove_stale_partials
 
 FIGSIZE = (11.0, 6.0)
-DPI = 100
-PNG_SIZE = (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))  # (width, height) in pixels
+"""Inches; the page shows charts at most 1100 px wide, so text reads at its print size."""
 
 # quantile bands of the fan charts, outermost first: (low, high, opacity, legend label)
 FAN_BANDS = ((0.01, 0.99, 0.15, "1-99 % of paths"), (0.05, 0.95, 0.25, "5-95 % of paths"), (0.25, 0.75, 0.40, "25-75 % of paths"))
 
+SHARE_LIMITS = (-0.03, 1.05)
+"""y range of a 0-100 % axis: a line at 0 % or 100 % stays clear of the frame."""
+
 
 class ReportError(OutputError):
-    """The report folder cannot be created or written."""
+    """The report cannot be written (the CLI's user-error handler turns it into exit code 2)."""
 
 
 @dataclass(frozen=True)
 class Chart:
-    """One PNG of the report: its file name, and the title, caption and page section it is shown under."""
+    """One figure of the report: its anchor, title, caption and page section, the Figure and its SVG."""
 
-    file: str
+    name: str
     title: str
     caption: str
     section: str
+    figure: Figure
+    svg: bytes
+
+    def data_uri(self) -> str:
+        return "data:image/svg+xml;base64," + base64.b64encode(self.svg).decode("ascii")
 
 
 @dataclass
-class ReportFolder:
-    """The folder a report is written to: the charts saved so far and the file names they took."""
+class ChartBook:
+    """The charts drawn so far, each under an anchor name not taken yet."""
 
-    out_dir: Path
     charts: list[Chart] = field(default_factory=list)
     used: set[str] = field(default_factory=set)
 
-    @classmethod
-    def create(cls, out_dir: str | Path, overwrite: bool = False) -> ReportFolder:
-        """Make the folder (and its parents); ReportError when it cannot be a folder we write to,
-        or when it already holds files and `overwrite` is off (an earlier report is never replaced silently)."""
-        out = check_report_folder(out_dir, overwrite)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ReportError(cannot_write_message(out, exc)) from exc
-        if not out.is_dir():
-            raise ReportError(f"{out}: cannot write report: not a directory")
-        return cls(out)
-
-    def _replaceable(self, path: Path) -> Path:
-        """`path` if it is absent or a regular file: a link, FIFO or device there is never written through."""
-        if (path.exists() or path.is_symlink()) and (path.is_symlink() or not path.is_file()):
-            raise ReportError(f"{path}: cannot write report: exists and is not a regular file, which gpusim never replaces")
-        return path
-
     def figure(self) -> Figure:
         """A blank figure of the report's size on the Agg canvas (no pyplot, no global state)."""
-        fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+        fig = Figure(figsize=FIGSIZE, layout="constrained")
         FigureCanvasAgg(fig)
         return fig
 
     def save_chart(self, fig: Figure, stem: str, title: str, caption: str, section: str) -> Chart:
-        """Write `fig` as a PNG under a file name not taken yet and remember it for the page."""
+        """Render `fig` to SVG now (so a drawing error names its chart) and keep it for the page and the PDF."""
         name = base = file_stem(stem)
         n = 2
         while name in self.used:
             name, n = f"{base}-{n}", n + 1
         self.used.add(name)
-        path = self._replaceable(self.out_dir / f"{name}.png")
-        try:
-            fig.savefig(path, dpi=DPI, format="png")
-        except OSError as exc:
-            raise ReportError(cannot_write_message(path, exc)) from exc
-        chart = Chart(path.name, title, caption, section)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
+        chart = Chart(name, title, caption, section, fig, buffer.getvalue())
         self.charts.append(chart)
         return chart
-
-    def write_page(self, html: str) -> Path:
-        """Write index.html; return its path."""
-        index = self._replaceable(self.out_dir / "index.html")
-        try:
-            index.write_text(html, encoding="utf-8")
-        except OSError as exc:
-            raise ReportError(cannot_write_message(index, exc)) from exc
-        return index
-
-
-def check_report_folder(out_dir: str | Path, overwrite: bool) -> Path:
-    """The report folder, refused (ReportError) before anything is read or written when it is a
-    link, a file, or a folder that holds files while `overwrite` is off."""
-    out = Path(out_dir)
-    if not str(out_dir):
-        raise ReportError("'': cannot write report: not a folder name; give one such as report/")
-    if out.is_symlink():
-        raise ReportError(f"{out}: cannot write report: a symbolic link, which gpusim never writes through; give a real folder")
-    if out.exists() and not out.is_dir():
-        raise ReportError(f"{out}: cannot write report: not a directory")
-    if out.is_dir() and not overwrite and any(out.iterdir()):
-        raise ReportError(f"{out}: cannot write report: the folder is not empty; pass --overwrite to replace the report in it")
-    return out
 
 
 def file_stem(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "chart"
 
 
+def pdf_path(html_path: Path) -> Path:
+    """The PDF beside the page: report.html -> report.pdf."""
+    return html_path.with_suffix(".pdf")
+
+
+def check_report_path(out: str | os.PathLike[str], overwrite: bool, pdf: bool = False) -> Path:
+    """The page's path, refused (ReportError) before anything is read or written: an empty name, a
+    folder, a link, FIFO or device (never replaced), or an existing file unless `overwrite`; the
+    same for the PDF beside it when one is asked for."""
+    path = Path(out)
+    for target in (path, pdf_path(path)) if pdf else (path,):
+        try:
+            check_output_path(target, overwrite, example="report.html")
+        except OutputError as exc:
+            raise ReportError(str(exc)) from None
+    return path
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(partial)` fills a hidden file beside `path`, then it is renamed over `path`: a failed
+    or interrupted report leaves no half-written page and never touches an earlier one; partials
+    of killed reports are removed, as `gpusim run` does."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(path)
+    except OSError as exc:
+        raise ReportError(cannot_write_message(path, exc)) from exc
+    partial = partial_path(path)
+    try:
+        write(partial)
+        os.replace(partial, path)
+    except OSError as exc:
+        raise ReportError(cannot_write_message(path, exc)) from exc
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def cannot_write_message(path: Path, exc: OSError) -> str:
     return f"{path}: cannot write report: {exc.strerror or exc}"
+
+
+@contextmanager
+def progress_bar(total: int, enabled: bool) -> Iterator[Callable[[str], None]]:
+    """`advance(label)` after each figure: a rich progress bar on stderr, or nothing when not `enabled`."""
+    if not enabled:
+        yield lambda label: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("report"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"))
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task("", total=total)
+        yield lambda label: bar.update(task, advance=1, description=label)
+
+
+def legend_outside(fig: Figure, handles: Sequence[Any] | None = None, labels: Sequence[str] | None = None, ncol: int = 3) -> None:
+    """One legend below the axes for the whole figure (constrained layout makes room), so no data is hidden."""
+    if handles is None:
+        seen: dict[str, Any] = {}
+        for ax in fig.axes:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                seen.setdefault(label, handle)
+        handles, labels = list(seen.values()), list(seen)
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=8, frameon=False)
+
+
+def share_axis(ax: Axes, axis: str = "y") -> None:
+    """A 0-100 % axis with a margin, so lines at 0 % and 100 % do not merge into the frame."""
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    (ax.set_ylim if axis == "y" else ax.set_xlim)(*SHARE_LIMITS)
+    target.set_ticks(np.linspace(0, 1, 6))
+    target.set_major_formatter(PercentFormatter(1.0, decimals=0))
 
 
 def draw_fan(ax: Axes, time: np.ndarray, values: Any, color: str) -> None:

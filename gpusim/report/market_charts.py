@@ -1,6 +1,7 @@
 """Charts of the market factors: fan charts over all paths and sample paths (every run has them).
 
-Each chart is one function that draws a figure in the report folder and returns its Chart.
+Each chart is one function that draws a figure into the ChartBook and returns its Chart; legends sit
+outside the axes. Prices are per unit (USD per GPU, per BTC), not portfolio amounts, so they keep plain USD.
 """
 
 from __future__ import annotations
@@ -8,18 +9,28 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from matplotlib.ticker import FuncFormatter, PercentFormatter
+from matplotlib.ticker import FuncFormatter
 
 from gpusim.report.datasets import dimension_labels, integration_discount, saved_path_count, scenario_name, time_axis, time_axis_label
-from gpusim.report.figures import Chart, ReportFolder, distinct_colors, draw_fan, draw_regimes, log_usd_axis, quantile_row
+from gpusim.report.figures import (
+    Chart,
+    ChartBook,
+    distinct_colors,
+    draw_fan,
+    draw_regimes,
+    legend_outside,
+    log_usd_axis,
+    quantile_row,
+    share_axis,
+)
 
 N_SAMPLE_PATHS = 5
 """Paths drawn in the sample-path charts (the first ones saved)."""
 
 
-def crypto_fan_chart(folder: ReportFolder, results: Any, asset: str) -> Chart:
+def crypto_fan_chart(book: ChartBook, results: Any, asset: str) -> Chart:
     fan = results.fan
-    fig = folder.figure()
+    fig = book.figure()
     ax = fig.add_subplot()
     values = fan["crypto"].sel(asset=asset)
     time = time_axis(fan)
@@ -31,16 +42,16 @@ def crypto_fan_chart(folder: ReportFolder, results: Any, asset: str) -> Chart:
     ax.set_title(f"{asset} price, {scenario_name(results)}")
     ax.set_xlabel(time_axis_label(results))
     ax.set_ylabel(f"USD per {asset} (log scale)")
-    ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
+    legend_outside(fig, ncol=5)
     caption = f"Quantile bands of the {asset} price over all simulated paths (regime-switching jump diffusion), log scale."
-    return folder.save_chart(fig, f"fan_crypto_{asset}", f"{asset} price fan", caption, "market")
+    return book.save_chart(fig, f"fan_crypto_{asset}", f"{asset} price fan", caption, "market")
 
 
-def gpu_fan_chart(folder: ReportFolder, results: Any, generation: str) -> Chart:
+def gpu_fan_chart(book: ChartBook, results: Any, generation: str) -> Chart:
     fan = results.fan
     time = time_axis(fan)
-    fig = folder.figure()
+    fig = book.figure()
     ax_rent, ax_value, ax_mark = fig.subplots(1, 3)
     draw_fan(ax_rent, time, fan["rental_rate"].sel(generation=generation), "#4c72b0")
     ax_rent.set_ylabel("USD per GPU-hour")
@@ -71,28 +82,27 @@ def gpu_fan_chart(folder: ReportFolder, results: Any, generation: str) -> Chart:
     ax_rent.set_ylim(bottom=0)
     for ax in (ax_rent, ax_value, ax_mark):
         ax.set_xlabel(time_axis_label(results, short=True))
-        ax.legend(loc="upper right", fontsize=7)
         ax.grid(alpha=0.3)
+    legend_outside(fig, ncol=5)
     fig.suptitle(f"{generation} GPUs: rental rate, value and secondary-market mark")
     caption = (
         f"Quantile bands over all paths for one {generation} GPU: the spot rental rate, its value from discounted future "
         "rental income, and its secondary-market mark (depressed by recently dumped GPUs). Red dashed: the price a lender "
         "gets selling at the median mark after the integration discount, before any price impact of the sale itself."
     )
-    return folder.save_chart(fig, f"fan_gpu_{generation}", f"{generation}: rental rate, value and mark", caption, "market")
+    return book.save_chart(fig, f"fan_gpu_{generation}", f"{generation}: rental rate, value and mark", caption, "market")
 
 
-def market_fan_chart(folder: ReportFolder, results: Any) -> Chart:
+def market_fan_chart(book: ChartBook, results: Any) -> Chart:
     fan = results.fan
     time = time_axis(fan)
     summary = results.summary
     regime = summary is not None and "regime_tight_share" in summary
-    fig = folder.figure()
+    fig = book.figure()
     axes = fig.subplots(1, 3 if regime else 2)
     ax_util, ax_power = axes[0], axes[1]
     draw_fan(ax_util, time, fan["utilization"], "#4c72b0")
-    ax_util.set_ylim(0, 1)
-    ax_util.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    share_axis(ax_util)
     ax_util.set_ylabel("spot utilization (share of capacity rented)")
     ax_util.set_title("Spot GPU utilization")
     draw_fan(ax_power, time, fan["power_price"], "#dd8452")
@@ -113,23 +123,22 @@ def market_fan_chart(folder: ReportFolder, results: Any) -> Chart:
             lw=0,
             label="95 % Monte Carlo interval",
         )
-        ax_reg.set_ylim(0, 1)
-        ax_reg.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        share_axis(ax_reg)
         ax_reg.set_ylabel("share of paths")
         ax_reg.set_title("Tight credit regime")
     for ax in axes:
         ax.set_xlabel(time_axis_label(results, short=True))
-        ax.legend(loc="upper right", fontsize=7)
         ax.grid(alpha=0.3)
+    legend_outside(fig, ncol=4)
     fig.suptitle("Market: utilization, power price and credit regime")
     caption = (
         "Quantile bands of spot GPU utilization and of the power price over all paths, and the share of paths in the "
         "tight (credit-crunch, risk-off) regime at each date."
     )
-    return folder.save_chart(fig, "fan_market", "Utilization, power price and regime", caption, "market")
+    return book.save_chart(fig, "fan_market", "Utilization, power price and regime", caption, "market")
 
 
-def sample_paths_market_chart(folder: ReportFolder, results: Any) -> Chart:
+def sample_paths_market_chart(book: ChartBook, results: Any) -> Chart:
     paths = results.paths
     n = min(N_SAMPLE_PATHS, saved_path_count(results))
     time = time_axis(paths)
@@ -138,7 +147,7 @@ def sample_paths_market_chart(folder: ReportFolder, results: Any) -> Chart:
     n_panels = len(assets) + 3
     cols = 3 if n_panels > 4 else 2
     rows = -(-n_panels // cols)
-    fig = folder.figure()
+    fig = book.figure()
     axes = list(np.ravel(fig.subplots(rows, cols, squeeze=False)))
     for a, asset in enumerate(assets):
         ax = axes[a]
@@ -151,7 +160,7 @@ def sample_paths_market_chart(folder: ReportFolder, results: Any) -> Chart:
     for i in range(n):
         ax_util.plot(time, paths["utilization"].isel(path=i).values, color=colors[i], lw=1.1)
         ax_power.plot(time, paths["power_price"].isel(path=i).values, color=colors[i], lw=1.1)
-    ax_util.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    share_axis(ax_util)
     ax_util.set_ylabel("share of capacity rented")
     ax_util.set_title("Spot GPU utilization")
     ax_power.set_ylabel("USD per kWh")
@@ -175,15 +184,15 @@ def sample_paths_market_chart(folder: ReportFolder, results: Any) -> Chart:
         "in the GPU sample-path charts, so one scenario can be followed across factors. The regime panel marks the months "
         "each path spends in the tight (credit-crunch) regime."
     )
-    return folder.save_chart(fig, "paths_market", "Sample paths: market", caption, "paths")
+    return book.save_chart(fig, "paths_market", "Sample paths: market", caption, "paths")
 
 
-def sample_paths_gpu_chart(folder: ReportFolder, results: Any, generation: str) -> Chart:
+def sample_paths_gpu_chart(book: ChartBook, results: Any, generation: str) -> Chart:
     paths = results.paths
     n = min(N_SAMPLE_PATHS, saved_path_count(results))
     time = time_axis(paths)
     colors = distinct_colors(n)
-    fig = folder.figure()
+    fig = book.figure()
     axes = fig.subplots(1, 3)
     panels = (
         ("rental_rate", "Spot rental rate", "USD per GPU-hour"),
@@ -203,7 +212,7 @@ def sample_paths_gpu_chart(folder: ReportFolder, results: Any, generation: str) 
     top = max(axes[1].get_ylim()[1], axes[2].get_ylim()[1])
     axes[1].set_ylim(0, top)
     axes[2].set_ylim(0, top)
-    axes[0].legend(loc="upper right", fontsize=7)
+    legend_outside(fig, ncol=n)
     fig.suptitle(f"{generation} GPUs: {n} sample paths")
     caption = f"The same {n} paths as the market sample-path chart (same colours): rental rate, value and mark of one {generation} GPU."
-    return folder.save_chart(fig, f"paths_gpu_{generation}", f"Sample paths: {generation}", caption, "paths")
+    return book.save_chart(fig, f"paths_gpu_{generation}", f"Sample paths: {generation}", caption, "paths")

@@ -1,20 +1,59 @@
-"""The report's tables and number formatting: money in USD with a unit, percentages, and the
-HTML building blocks (escaped cells, tables, figures) of the run and batch pages."""
+"""The report's tables and number formatting: one money unit per page, percentages, and the
+HTML building blocks (escaped cells, tables, figures) of the run and batch pages.
+
+A `Table` is data first (header and rows of text cells), so the same table goes into the page
+and, drawn by matplotlib, into the PDF.
+"""
 
 from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from gpusim.report.datasets import coordinate_labels, dimension_labels, time_axis
-from gpusim.report.figures import PNG_SIZE, Chart
+from gpusim.report.datasets import (
+    contagion_attrs,
+    contagion_by_borrower,
+    coordinate_labels,
+    default_split,
+    dimension_labels,
+    exposure_at_default,
+    instrument_commitment,
+    instrument_names,
+    instrument_owners,
+    instrument_principal,
+    portfolio_el,
+    risk_levels,
+    summary_column,
+    time_axis,
+)
+from gpusim.report.figures import Chart
 
 PD_YEARS = (1, 3, 5)
 """Years at which the PD table shows the cumulative PD (besides the horizon)."""
+
+N_WORST_GAPS = 5
+"""Instruments the summary lists by how far the charged spread falls short of break-even."""
+
+
+@dataclass(frozen=True)
+class Money:
+    """The one money unit of a page: every amount in its tables and chart labels is divided by `scale`."""
+
+    scale: float
+    unit: str  # "USD m"
+
+    def __call__(self, x: float, sign: bool = False) -> str:
+        """An amount in the page's unit without the unit: 2,223.4; 0.85 (two decimals below 10)."""
+        x = float(x)
+        if not np.isfinite(x):
+            return "n/a"
+        v = x / self.scale
+        text = f"{v:+,.2f}" if sign else f"{v:,.2f}"
+        return text if abs(v) < 10 else (f"{v:+,.1f}" if sign else f"{v:,.1f}")
 
 
 def money_scale(largest: float) -> tuple[float, str]:
@@ -28,17 +67,18 @@ def money_scale(largest: float) -> tuple[float, str]:
     return 1.0, "USD"
 
 
-def usd(x: float, sign: bool = False) -> str:
-    """$4.08bn, $10.7m, $993k, $12 (three significant digits); with sign, +$10.7m / -$993k."""
-    x = float(x)
-    if not np.isfinite(x):
-        return "n/a"
-    if abs(x) < 0.5:
-        return "$0"
-    scale, unit = money_scale(abs(x))
-    suffix = {"USD bn": "bn", "USD m": "m", "USD k": "k", "USD": ""}[unit]
-    prefix = ("+" if x > 0 else "-") if sign else ("-" if x < 0 else "")
-    return f"{prefix}${abs(x) / scale:,.3g}{suffix}"
+def page_money(amounts: Sequence[float] | np.ndarray) -> Money:
+    """The unit of a page from the largest amount it shows: USD m for any portfolio in the millions
+    to hundreds of billions (credit memos read in millions; bn would hide single-instrument ELs)."""
+    finite = np.abs(np.asarray(amounts, dtype=float))
+    largest = float(np.max(finite[np.isfinite(finite)], initial=0.0))
+    if largest >= 1e12:
+        return Money(1e9, "USD bn")
+    if largest >= 1e6:
+        return Money(1e6, "USD m")
+    if largest >= 1e3:
+        return Money(1e3, "USD k")
+    return Money(1.0, "USD")
 
 
 def percent(q: float) -> str:
@@ -46,16 +86,26 @@ def percent(q: float) -> str:
     return f"{q * 100:g} %"
 
 
+def share(x: float, digits: int = 1) -> str:
+    return "n/a" if not np.isfinite(x) else f"{x:.{digits}%}"
+
+
 PAGE_CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1180px; color: #222; }
-h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ddd; padding: 0.3em 0.6em; } th { background: #f3f3f3; text-align: left; }
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 1em auto; max-width: 1180px; color: #222; }
+body { padding: 0 1em; }
+h1 { margin: 0 0 0.1em 0; font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }
+h3 { margin: 0.2em 0; font-size: 1em; }
+p.sub { margin: 0 0 0.6em 0; color: #555; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.55em; } th { background: #f3f3f3; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.neg { color: #b22222; font-weight: bold; } td.pos { color: #2d6a3e; }
+.summary { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1.35fr); gap: 0 2em; align-items: start; }
+.summary table { margin-top: 0.3em; } .note { font-size: 0.88em; color: #333; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.9em; color: #444; max-width: 1100px; }
-nav a { margin-right: 1em; } pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.8em; }
+nav { font-size: 0.9em; margin-bottom: 0.6em; } nav a { margin-right: 1em; }
+pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.8em; }
 """
 
 RUN_ATTRIBUTES = (
@@ -74,13 +124,33 @@ RUN_ATTRIBUTES = (
     ("format_version", "file format version"),
 )
 
+Cell = str | tuple[str, str]
+"""Text, or (text, css class)."""
+
+
+@dataclass(frozen=True)
+class Table:
+    """A titled table: the header and rows of cells; `element_id` anchors it in the page."""
+
+    title: str
+    header: Sequence[str]
+    rows: Sequence[Sequence[Cell]]
+    element_id: str = ""
+
+    def html(self) -> str:
+        return html_table(self.header, self.rows, self.element_id)
+
+    def texts(self) -> list[list[str]]:
+        """The rows as plain text (the PDF draws them)."""
+        return [[cell[0] if isinstance(cell, tuple) else cell for cell in row] for row in self.rows]
+
 
 def escape(value: Any) -> str:
     """Text safe inside HTML elements and attribute values (names come from user YAML)."""
     return html.escape(str(value), quote=True)
 
 
-def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]], element_id: str = "") -> str:
     """Rows of cells; a cell is text, or (text, css class)."""
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = []
@@ -90,7 +160,8 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
             text, cls = cell if isinstance(cell, tuple) else (cell, "")
             cells.append(f'<td class="{escape(cls)}">{escape(text)}</td>' if cls else f"<td>{escape(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    ident = f' id="{escape(element_id)}"' if element_id else ""
+    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def number_cell(text: str, extra: str = "") -> tuple[str, str]:
@@ -99,26 +170,108 @@ def number_cell(text: str, extra: str = "") -> tuple[str, str]:
 
 
 def figure_html(chart: Chart) -> str:
-    """A chart's <figure>: the PNG at its pixel size, with its title and caption."""
+    """A chart's <figure>: the SVG embedded as a data URI, with its title and caption."""
+    width, height = (int(v * 100) for v in chart.figure.get_size_inches())
     return (
-        f'<figure id="chart-{escape(Path(chart.file).stem)}"><img src="{escape(chart.file)}" alt="{escape(chart.title)}" '
-        f'width="{PNG_SIZE[0]}" height="{PNG_SIZE[1]}">'
+        f'<figure id="chart-{escape(chart.name)}"><img src="{chart.data_uri()}" alt="{escape(chart.title)}" '
+        f'width="{width}" height="{height}">'
         f"<figcaption><b>{escape(chart.title)}.</b> {escape(chart.caption)}</figcaption></figure>"
     )
 
 
-def page_head(title: str) -> list[str]:
-    """The opening lines of a self-contained page: inline styles, nothing loaded from outside the folder."""
+def page_head(title: str, subtitle: str = "") -> list[str]:
+    """The opening lines of a self-contained page: inline styles, nothing loaded from outside the file."""
     return [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{escape(title)}</title>",
         f"<style>{PAGE_CSS}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
+        *([f'<p class="sub">{escape(subtitle)}</p>'] if subtitle else []),
     ]
 
 
-def run_table(results: Any) -> str:
+def committed_exposure(results: Any) -> float:
+    """Total at stake at t0: drawn principal plus undrawn facility limits, USD."""
+    return float(np.nansum(instrument_commitment(results)))
+
+
+def headline_table(results: Any, money: Money) -> Table:
+    """The summary's first table: exposure, EL and its share, VaR/ES at each level, the contagion share."""
+    exposure = committed_exposure(results)
+    el, el_se = portfolio_el(results)
+    se = f" ± {money(el_se)}" if el_se is not None else ""
+    rows: list[list[Cell]] = [
+        ["Exposure at t0 (principal drawn + undrawn limits)", number_cell(money(exposure))],
+        ["Expected loss, discounted to t0 (± s.e.)", number_cell(f"{money(el)}{se}")],
+        ["Expected loss, % of exposure", number_cell(share(el / exposure, 2) if exposure > 0 else "n/a")],
+    ]
+    risk = risk_levels(results)
+    for k, q in enumerate(risk["level"]):
+        rows.append([f"VaR / ES {percent(q)}", number_cell(f"{money(risk['var'][k])} / {money(risk['es'][k])}")])
+    attrs = contagion_attrs(results)
+    if "contagion_share_of_el" in attrs:
+        rows.append(["Fire-sale contagion share of EL", number_cell(share(attrs["contagion_share_of_el"]))])
+    return Table(f"Portfolio, {money.unit}", ("portfolio", money.unit), rows, "summary-table")
+
+
+def worst_gaps_table(results: Any, money: Money) -> Table:
+    """The N_WORST_GAPS instruments whose charged spread falls furthest below break-even."""
+    names, owners = instrument_names(results), instrument_owners(results)
+    gap = summary_column(results, "spread_gap_bps")
+    charged, breakeven = summary_column(results, "market_spread_bps"), summary_column(results, "breakeven_spread_bps")
+    principal = instrument_principal(results)
+    order = np.argsort(np.where(np.isfinite(gap), gap, np.inf), kind="stable")[:N_WORST_GAPS]
+    rows = [
+        [
+            names[i],
+            owners[i],
+            number_cell(money(principal[i])),
+            number_cell(f"{charged[i]:,.0f}"),
+            number_cell(f"{breakeven[i]:,.0f}"),
+            number_cell(f"{gap[i]:+,.0f}", "neg" if gap[i] < 0 else "pos"),
+        ]
+        for i in order
+    ]
+    title = f"Largest gaps: charged minus break-even spread (bps a year); principal in {money.unit}"
+    return Table(title, ("instrument", "borrower", "principal", "charged", "break-even", "gap"), rows, "worst-gaps")
+
+
+REASON_HEADERS = {"payment": "payment", "covenant_dscr": "DSCR covenant", "covenant_ltv": "LTV covenant", "maturity": "maturity"}
+
+
+def default_type_table(results: Any) -> Table:
+    """PD by the horizon per borrower, split by why it defaulted, and the part with no loss."""
+    split = default_split(results)
+    borrowers = dimension_labels(results.summary, "borrower")
+    rows = [
+        [
+            name,
+            number_cell(share(split["pd"][b])),
+            *(number_cell(share(split[key][b])) for key in REASON_HEADERS),
+            number_cell(share(split["no_loss"][b])),
+        ]
+        for b, name in enumerate(borrowers)
+    ]
+    header = ("borrower", "PD", *REASON_HEADERS.values(), "of which no loss")
+    return Table("PD by the horizon, by type of default (share of paths)", header, rows, "pd-by-type")
+
+
+def technical_default_note(results: Any) -> str:
+    """A sentence for PD with zero loss, naming the borrowers; empty when every default lost money."""
+    split = default_split(results)
+    borrowers = dimension_labels(results.summary, "borrower")
+    hits = [f"{name} {share(split['no_loss'][b])} of paths" for b, name in enumerate(borrowers) if split["no_loss"][b] > 0]
+    if not hits:
+        return ""
+    return (
+        f"Technical defaults: {', '.join(hits)} default with no loss to the lenders. The borrower breaches a covenant, "
+        "misses a maturity or a payment while its collateral and cash still cover its debt: the default counts in PD, "
+        "but the recovery waterfall repays the exposure in full, so it adds to PD and not to EL or LGD."
+    )
+
+
+def run_table(results: Any) -> Table:
     attrs = results.attrs
     rows = []
     for key, label in RUN_ATTRIBUTES:
@@ -128,11 +281,11 @@ def run_table(results: Any) -> str:
                 value = f"{float(value):,.2f}"
             elif key == "n_paths":
                 value = f"{int(value):,}"
-            rows.append((label, value))
-    return html_table(("attribute", "value"), rows)
+            rows.append([label, str(value)])
+    return Table("Run", ("attribute", "value"), rows, "run-table")
 
 
-def pd_table(results: Any) -> str:
+def pd_table(results: Any) -> Table:
     summary = results.summary
     time = time_axis(summary)
     horizon = float(time[-1])
@@ -148,106 +301,86 @@ def pd_table(results: Any) -> str:
         pd_ = summary["pd"].isel(borrower=b).values
         se = summary["pd_se"].isel(borrower=b).values if "pd_se" in summary else np.zeros_like(pd_)
         cells = [number_cell(f"{pd_[k]:.1%}") for _, k in columns]
-        rows.append((name, types[b], *cells, number_cell(f"{pd_[-1]:.1%} ± {se[-1]:.1%}")))
-    return html_table(("borrower", "type", *(c for c, _ in columns), f"PD {horizon:g}y (horizon) ± s.e."), rows)
+        rows.append([name, str(types[b]), *cells, number_cell(f"{pd_[-1]:.1%} ± {se[-1]:.1%}")])
+    header = ("borrower", "type", *(c for c, _ in columns), f"PD {horizon:g}y (horizon) ± s.e.")
+    return Table("Cumulative probability of default", header, rows, "pd-table")
 
 
-def instrument_table(results: Any) -> str:
-    s = results.summary
-    names = dimension_labels(s, "instrument")
-    owner = coordinate_labels(s, "instrument_borrower", len(names))
-
-    def col(name: str) -> np.ndarray:
-        return np.asarray(s[name].values, dtype=float) if name in s else np.full(len(names), np.nan)
-
-    el, el_se, lgd, lgd_se = col("el"), col("el_se"), col("lgd"), col("lgd_se")
-    lgd_ok = col("lgd_defined") if "lgd_defined" in s else np.ones(len(names))
-    be, be_se, market, gap = col("breakeven_spread_bps"), col("breakeven_spread_bps_se"), col("market_spread_bps"), col("spread_gap_bps")
-    rc = col("risk_contribution")
+def instrument_table(results: Any, money: Money) -> Table:
+    names, owner = instrument_names(results), instrument_owners(results)
+    el, el_se, lgd, lgd_se = (summary_column(results, k) for k in ("el", "el_se", "lgd", "lgd_se"))
+    lgd_ok = summary_column(results, "lgd_defined") if "lgd_defined" in results.summary else np.ones(len(names))
+    be, be_se = summary_column(results, "breakeven_spread_bps"), summary_column(results, "breakeven_spread_bps_se")
+    market, gap = summary_column(results, "market_spread_bps"), summary_column(results, "spread_gap_bps")
+    rc = summary_column(results, "risk_contribution")
+    principal, ead = instrument_principal(results), exposure_at_default(results)
     rows = []
     for i, name in enumerate(names):
         lgd_text = f"{lgd[i]:.0%} ± {lgd_se[i]:.0%}" if lgd_ok[i] and np.isfinite(lgd[i]) else "- (no default)"
-        sign = "neg" if gap[i] < 0 else "pos"
         rows.append(
-            (
+            [
                 name,
                 owner[i],
-                number_cell(f"{el[i] / 1e6:,.2f} ± {el_se[i] / 1e6:,.2f}"),
+                number_cell(money(principal[i])),
+                number_cell(money(ead[i]) if np.isfinite(ead[i]) else "-"),
+                number_cell(f"{money(el[i])} ± {money(el_se[i])}"),
+                number_cell(share(el[i] / principal[i], 2) if principal[i] > 0 else "n/a"),
                 number_cell(lgd_text),
                 number_cell(f"{be[i]:,.0f} ± {be_se[i]:,.0f}"),
                 number_cell(f"{market[i]:,.0f}"),
-                number_cell(f"{gap[i]:+,.0f}", sign),
-                number_cell(f"{rc[i] / 1e6:,.2f}"),
-            )
+                number_cell(f"{gap[i]:+,.0f}", "neg" if gap[i] < 0 else "pos"),
+                number_cell(money(rc[i])),
+            ]
         )
+    u = money.unit
     header = (
         "instrument",
         "borrower",
-        "EL, USD m ± s.e.",
+        f"principal, {u}",
+        f"exposure at default, {u}",
+        f"EL, {u} ± s.e.",
+        "EL, % of principal",
         "LGD ± s.e.",
         "break-even, bps ± s.e.",
         "charged, bps",
         "gap, bps",
-        "ES 99 % contribution, USD m",
+        f"ES 99 % contribution, {u}",
     )
-    return html_table(header, rows)
+    return Table("Instruments: principal, exposure, expected loss and pricing", header, rows, "instrument-table")
 
 
-def risk_table(results: Any) -> str:
-    s = results.summary
-    c = results.contagion
-    levels = [float(q) for q in s["level"].values]
-    header = ["level", "VaR, USD m ± s.e.", "ES, USD m ± s.e."]
-    if c is not None:
-        header += ["VaR without chain, USD m", "ES without chain, USD m"]
+def risk_table(results: Any, money: Money) -> Table:
+    risk = risk_levels(results)
+    u = money.unit
+    header = ["level", f"VaR, {u} ± s.e.", f"ES, {u} ± s.e."]
+    chain = "var_without_chain" in risk
+    if chain:
+        header += [f"VaR without chain, {u}", f"ES without chain, {u}"]
     rows = []
-    for i, q in enumerate(levels):
-        row: list[Any] = [percent(q)]
+    for i, q in enumerate(risk["level"]):
+        row: list[Cell] = [percent(q)]
         for name in ("var", "es"):
-            se = f" ± {s[name + '_se'].values[i] / 1e6:,.1f}" if name + "_se" in s else ""
-            row.append(number_cell(f"{s[name].values[i] / 1e6:,.1f}{se}"))
-        if c is not None:
-            row += [
-                number_cell(f"{c['var_without_chain'].values[i] / 1e6:,.1f}"),
-                number_cell(f"{c['es_without_chain'].values[i] / 1e6:,.1f}"),
-            ]
+            se = f" ± {money(risk[name + '_se'][i])}" if np.isfinite(risk[name + "_se"][i]) else ""
+            row.append(number_cell(f"{money(risk[name][i])}{se}"))
+        if chain:
+            row += [number_cell(money(risk["var_without_chain"][i])), number_cell(money(risk["es_without_chain"][i]))]
         rows.append(row)
-    return html_table(header, rows)
+    return Table(f"Value at risk and expected shortfall of the portfolio loss, {u}", header, rows, "risk-table")
 
 
-def portfolio_lines(results: Any) -> list[str]:
-    s = results.summary
-    lines = []
-    if "portfolio_el" in s.attrs:
-        se = s.attrs.get("portfolio_el_se")
-        lines.append(
-            f"Portfolio expected loss (discounted to t0): {usd(s.attrs['portfolio_el'])}" + (f" ± {usd(se)}" if se is not None else "")
-        )
-    c = results.contagion
-    if c is not None and "contagion_share_of_el" in c.attrs:
-        text = f"Fire-sale contagion share of portfolio EL: {float(c.attrs['contagion_share_of_el']):.1%}"
-        if "portfolio_el_without_chain" in c.attrs:
-            text += f" (EL without the chain {usd(c.attrs['portfolio_el_without_chain'])})"
-        lines.append(text)
-    return lines
-
-
-def contagion_table(results: Any) -> str:
-    c = results.contagion
-    borrowers = dimension_labels(c, "borrower")
-    owner = coordinate_labels(c, "instrument_borrower", c.sizes.get("instrument", 0))
-    rows = []
-    for b, name in enumerate(borrowers):
-        el_on = float(np.sum(c["el_with_chain"].values[owner == name]))
-        el_off = float(np.sum(c["el_without_chain"].values[owner == name]))
-        rows.append(
-            (
-                name,
-                number_cell(f"{c['pd_with_chain'].values[b]:.1%}"),
-                number_cell(f"{c['pd_without_chain'].values[b]:.1%}"),
-                number_cell(f"{el_on / 1e6:,.2f}"),
-                number_cell(f"{el_off / 1e6:,.2f}"),
-            )
-        )
-    header = ("borrower", "PD by the horizon, with chain", "without chain", "EL with chain, USD m", "EL without chain, USD m")
-    return html_table(header, rows)
+def contagion_table(results: Any, money: Money) -> Table:
+    c = contagion_by_borrower(results)
+    rows = [
+        [
+            str(name),
+            number_cell(share(c["pd_with"][b])),
+            number_cell(share(c["pd_without"][b])),
+            number_cell(money(c["el_with"][b])),
+            number_cell(money(c["el_without"][b])),
+            number_cell(money(c["el_with"][b] - c["el_without"][b], sign=True)),
+        ]
+        for b, name in enumerate(c["borrower"])
+    ]
+    u = money.unit
+    header = ("borrower", "PD with chain", "PD without chain", f"EL with chain, {u}", f"EL without chain, {u}", f"difference, {u}")
+    return Table("Fire-sale contagion by borrower", header, rows, "contagion-table")
