@@ -21,11 +21,18 @@ GPU generation or borrower."""
 
 @dataclass(frozen=True)
 class FanGrid:
-    """Histogram grid of a fan chart: log(x / level at t_0) when `log`, else the level itself."""
+    """Histogram grid of a fan chart: log(x / level at t_0) when `log`, else the level itself.
+
+    Values beyond the grid are counted in its edge bins, so a quantile there is reported as out
+    of range (-inf or +inf), unless that edge bounds the quantity itself (a share of capacity
+    is never above 1, an LTV never below 0) and the edge bin holds only values in range.
+    """
 
     log: bool
     lo: float
     hi: float
+    bounded_below: bool = False
+    bounded_above: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,7 @@ class Factor:
 OBSERVED_FACTORS: tuple[Factor, ...] = (
     Factor("crypto", "asset", "USD per unit", FanGrid(True, -12.0, 8.0)),
     Factor("rental_rate", "generation", "USD per GPU-hour", FanGrid(True, -14.0, 4.0)),
-    Factor("utilization", "path", "share of capacity rented", FanGrid(False, 0.0, 1.0)),
+    Factor("utilization", "path", "share of capacity rented", FanGrid(False, 0.0, 1.0, bounded_below=True, bounded_above=True)),
     Factor("power_price", "path", "USD per kWh", FanGrid(True, -6.0, 6.0)),
     Factor("gpu_value", "generation", "USD per GPU (income approach)", FanGrid(True, -14.0, 4.0)),
     Factor("gpu_mark", "generation", "USD per GPU (secondary-market mark)", FanGrid(True, -14.0, 4.0)),
@@ -62,7 +69,7 @@ the order of the market view's fields, of the fan charts and of the kernel's sav
 
 CREDIT_RATIOS: tuple[Factor, ...] = (
     Factor("dscr", "borrower", "trailing-12-month CFADS / debt service", FanGrid(False, -4.0, 12.0)),
-    Factor("ltv", "borrower", "debt / (fleets at mark + treasury at market)", FanGrid(False, 0.0, 4.0)),
+    Factor("ltv", "borrower", "debt / (fleets at mark + treasury at market)", FanGrid(False, 0.0, 4.0, bounded_below=True)),
 )
 """Credit ratios per borrower, fanned on linear grids; defaulted borrowers fall in the "not
 applicable" bin, so the quantiles are over the paths where the borrower is still alive."""

@@ -25,7 +25,7 @@ from gpusim.scenario import ConfigError, Scenario, validate_mapping
 if TYPE_CHECKING:
     import xarray as xr
 
-AUXILIARY_COORDS = ("time", "borrower_type", "instrument_borrower")
+AUXILIARY_COORDS = ("time", "date", "borrower_type", "instrument_borrower")
 """Variables that label a dimension rather than measure something; promoted to coordinates."""
 
 HEADLINE_YEARS = (1, 3, 5)
@@ -108,6 +108,9 @@ def _open_group(path: Path, group: str, load: bool = True) -> xr.Dataset:
 
     ds = xr.open_dataset(path, group=group, engine="h5netcdf")
     ds = ds.set_coords([name for name in AUXILIARY_COORDS if name in ds.data_vars])
+    used = {dim for variable in ds.data_vars.values() for dim in variable.dims}
+    # a format-1 file carries every dimension in every group: keep those the group's data use
+    ds = ds.drop_vars([name for name, variable in ds.variables.items() if set(variable.dims) - used])
     if not load:
         return ds
     with ds:
