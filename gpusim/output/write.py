@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 
 from gpusim.model.constants import DefaultReason
-from gpusim.model.factor_table import CREDIT_RATIOS, FACTORS_BY_NAME, OBSERVED_FACTORS
+from gpusim.model.factor_table import CREDIT_RATIOS, FACTORS_BY_NAME, OBSERVED_FACTORS, REGIME_UNITS
 from gpusim.risk import DEFAULT_LEVELS as RISK_LEVELS
 from gpusim.scenario import to_yaml
 from gpusim.scenario.calendar import add_months
@@ -68,11 +68,11 @@ BPS_A_YEAR = "1e-4 year^-1"
 REGIME_FLAGS = {"easy": 0, "tight": 1}
 REASON_FLAGS = {reason.label: reason.value for reason in DefaultReason}
 
-PATH_FACTORS: dict[str, tuple[str, ...]] = {
-    **{f.name: ("path", "step", *f.component_dims) for f in OBSERVED_FACTORS},
-    "regime": ("path", "step"),
+PATH_FACTORS: dict[str, tuple[tuple[str, ...], str]] = {
+    **{f.name: (("path", "step", *f.component_dims), f.units) for f in OBSERVED_FACTORS},
+    "regime": (("path", "step"), REGIME_UNITS),
 }
-"""Dimensions of each saved path dataset (/paths)."""
+"""Dimensions and description (the factor table's units in words) of each saved path dataset (/paths)."""
 
 OUTCOMES: dict[str, tuple[tuple[str, ...], Any, str | None, str]] = {
     "default_step": (("path", "borrower"), np.int16, "1", "step k of the default in (t_k, t_k+1], -1 = survived the horizon"),
@@ -184,7 +184,7 @@ def output_bytes(spec: RunSpec, n_paths: int, save_paths: int) -> int:
     itemsize = 4 if spec.dtype == "float32" else 8
     components = {"asset": layout.n_assets, "generation": layout.n_generations}
     per_saved = sum(
-        (1 if name == "regime" else itemsize) * int(np.prod([components[d] for d in dims[2:]])) for name, dims in PATH_FACTORS.items()
+        (1 if name == "regime" else itemsize) * int(np.prod([components[d] for d in dims[2:]])) for name, (dims, _) in PATH_FACTORS.items()
     )
     return n_paths * per_path + min(save_paths, n_paths) * (layout.n_steps + 1) * per_saved
 
@@ -574,15 +574,15 @@ class ResultWriter:
         steps = spec.layout.n_steps + 1
         sizes = {"asset": spec.layout.n_assets, "generation": spec.layout.n_generations}
         dtype = np.float32 if spec.dtype == "float32" else np.float64
-        for name, dims in PATH_FACTORS.items():
+        for name, (dims, description) in PATH_FACTORS.items():
             shape = (save_paths, steps, *(sizes[d] for d in dims[2:]))
             ds = create_dataset(paths, name, shape=shape, dtype=np.int8 if name == "regime" else dtype)
             if name == "regime":
                 _flags(ds, REGIME_FLAGS)
-                ds.attrs["long_name"] = "market regime R_k"
+                ds.attrs.update(long_name="market regime R_k", description=description)
             else:
                 units, long_name = FACTOR_CF[name]
-                ds.attrs.update(units=units, long_name=long_name, description=FACTORS_BY_NAME[name].units)
+                ds.attrs.update(units=units, long_name=long_name, description=description)
             _attach(ds, paths, dims)
 
     def write_chunk(self, chunk: ChunkResult) -> None:
