@@ -68,8 +68,8 @@ OBSERVED_FACTORS: tuple[Factor, ...] = (
 the order of the market view's fields, of the fan charts and of the kernel's saved columns."""
 
 CREDIT_RATIOS: tuple[Factor, ...] = (
-    Factor("dscr", "borrower", "trailing-12-month CFADS / debt service", FanGrid(False, -4.0, 12.0)),
-    Factor("ltv", "borrower", "debt / (fleets at mark + treasury at market)", FanGrid(False, 0.0, 4.0, bounded_below=True)),
+    Factor("dscr", "borrower", "trailing-12-month CFADS / debt service", FanGrid(False, -32.0, 96.0)),
+    Factor("ltv", "borrower", "debt / (fleets at mark + treasury at market)", FanGrid(False, 0.0, 128.0, bounded_below=True)),
 )
 """Credit ratios per borrower, fanned on linear grids; defaulted borrowers fall in the "not
 applicable" bin, so the quantiles are over the paths where the borrower is still alive."""
