@@ -26,13 +26,13 @@ def simulate(
     config: str | os.PathLike[str] | Scenario | Mapping[str, Any],
     n_paths: int = 100_000,
     seed: int = 1,
-    backend: str = "numpy",
+    backend: str = "auto",
     dtype: str = "float64",
     save_paths: int = 1000,
     contagion: bool = True,
     overrides: Sequence[str] = (),
     workers: int | None = None,
-    show_progress: bool = False,
+    show_progress: bool = True,
     chunk_paths: int | None = None,
 ) -> Results:
     """Run a scenario in-process, exactly as `gpusim run` does, and return its Results.
@@ -40,7 +40,9 @@ def simulate(
     `config` is a YAML path, a shipped scenario name, a Scenario or a mapping; `overrides`
     are `--set` strings such as "compute.deflation.tight=0.5". The run goes through the same
     writer into a temporary file that is opened and deleted, so the Results are identical
-    (bit for bit, same seed) to opening the file `gpusim run` writes.
+    (bit for bit, same seed) to opening the file `gpusim run` writes. As on the command line,
+    `backend="auto"` takes the fastest backend this machine has, and a progress bar shows on
+    stderr (a widget in Jupyter) unless `show_progress=False`.
     """
     if isinstance(overrides, str):
         overrides = (overrides,)

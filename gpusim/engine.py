@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from gpusim.backends import Backend
 from gpusim.backends.array_model import cancel_on
+from gpusim.model.factor_table import FACTORS_BY_NAME
 from gpusim.risk import RiskAccumulator
 from gpusim.spec import FAN_FACTORS, ChunkResult, CreditOutcomes, RunSpec
 from gpusim.statistics import FAN_QUANTILES, proportion_with_se, quantiles_from_counts
@@ -208,7 +209,10 @@ class ChunkTotals:
         """Fill `result`'s fans, tight share and credit summaries from the sums of all its paths."""
         n_paths = result.n_paths
         for name in self.spec.fans:
-            result.fan[name] = quantiles_from_counts(self.fan[name], self.spec.binnings[name], FAN_QUANTILES)
+            grid = FACTORS_BY_NAME[name].fan
+            result.fan[name] = quantiles_from_counts(
+                self.fan[name], self.spec.binnings[name], FAN_QUANTILES, grid.bounded_below, grid.bounded_above
+            )
         result.tight_share, result.tight_share_se = proportion_with_se(self.tight, n_paths)
         if self.risk is not None:
             result.risk = self.risk.finalize()

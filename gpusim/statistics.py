@@ -6,7 +6,9 @@ prices and values, linearly for utilization) and the backends return integer cou
 sum over chunks is exact and independent of the chunking. Quantiles are read off the total
 counts by linear interpolation inside a bin; with 4096 bins the binning error is below a
 quarter of the bin width (0.1 % to 0.2 % of the level for log factors), which is recorded in
-the output next to the Monte Carlo standard error.
+the output next to the Monte Carlo standard error. Values beyond the grid land in its edge
+bins, so a quantile that falls in an edge bin is not a number the grid can give: it is
+reported as -inf or +inf (beyond `valid_range`), never as the edge value.
 """
 
 from __future__ import annotations
@@ -76,14 +78,33 @@ def bincount_parts(parts: list[Any], length: int, xp: Any) -> Any:
     return xp.bincount(xp.concat(parts), minlength=length)
 
 
+def valid_range(binning: Binning, bounded_below: bool = False, bounded_above: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest quantile the grid can state, per component (C,): the grid without its
+    edge bins, which also hold every value beyond the grid, except at an edge that bounds the
+    quantity itself (`bounded_below`, `bounded_above`)."""
+    lo = binning.lo if bounded_below else binning.lo + binning.width
+    hi = binning.hi if bounded_above else binning.hi - binning.width
+    edges = np.array([lo, hi])
+    ones = np.ones(binning.n_components)
+    if binning.log:
+        return binning.reference * np.exp(edges[0]), binning.reference * np.exp(edges[1])
+    return edges[0] * ones, edges[1] * ones
+
+
 def quantiles_from_counts(
-    counts: np.ndarray, binning: Binning, quantiles: tuple[float, ...] = FAN_QUANTILES
+    counts: np.ndarray,
+    binning: Binning,
+    quantiles: tuple[float, ...] = FAN_QUANTILES,
+    bounded_below: bool = False,
+    bounded_above: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Quantiles and their Monte Carlo standard errors from counts of shape (steps, C, n_bins).
 
     Returns arrays (C, Q, steps). The standard error is sqrt(q (1 - q) / n) / f(x_q) with the
     density f read off the bin that holds the quantile. Where a step has no counts outside
-    the not-applicable bin, the quantiles are NaN (callers document what that means).
+    the not-applicable bin, the quantiles are NaN (callers document what that means). A
+    quantile in an edge bin is -inf (lowest bin) or +inf (highest), with a NaN standard error,
+    unless `bounded_below` / `bounded_above` says that edge bounds the quantity itself.
     """
     steps, n_comp, _ = counts.shape
     finite = counts[..., : binning.n_bins].astype(np.float64)
@@ -105,6 +126,10 @@ def quantiles_from_counts(
             se = level * se_coord
         else:
             level, se = coord, se_coord
+        under = (j == 0) & (not bounded_below)  # shares its bin with every value under the grid
+        over = (j == binning.n_bins - 1) & (not bounded_above)
+        level = np.where(under, -np.inf, np.where(over, np.inf, level))
+        se = np.where(under | over, np.nan, se)
         empty = total == 0  # nothing to take a quantile of (e.g. every borrower has defaulted)
         values[:, qi, :] = np.where(empty, np.nan, level).T
         errors[:, qi, :] = np.where(empty, np.nan, se).T

@@ -20,19 +20,19 @@ from gpusim.spec import ChunkResult, build_spec
 SEED = 20261201
 N_PATHS = 48
 
-# sha256 of the outputs below (re-pinned when the network hashrate became an observed factor:
-# its saved path and fan are new datasets, every earlier array is bit for bit unchanged), with
-# numpy 2.4 dispatching to the SIMD targets in PINNED_ON (numpy's float64 exp/log/sin kernels
-# differ in the last bit between targets, so the pin is only checked on the same dispatch)
+# sha256 of the outputs below, with numpy 2.4 dispatching to the SIMD targets in PINNED_ON
+# (numpy's float64 exp/log/sin kernels differ in the last bit between targets, so the pin is
+# only checked on the same dispatch). Pinned before the code was reorganised into packages;
+# every repin since is listed with its reason in docs/model.md section 11.
 PINNED_ON = ("2.4", ("AVX512_ICL", "X86_V3", "X86_V4"))
 DIGESTS: dict[str, str] = {
-    "baseline": "5871341cb8ff998e1413cff2719cb05fd052471f27eb5e46a78853aec6be384a",
-    "bench": "cadaa1706852c09da33f508dd0eb622b71afa8d5858fe8178475f73fb6573878",
-    "crypto_winter": "d7cf810c8dd67ceb747a449c987673a77e6a93731fb32fc9d415f1158d4812de",
-    "deflation_shock": "50dd79862bd4e74eaa376a759c35a75d700d7542285c20b1a6aedf05580089dd",
-    "market_freeze": "acf8b602b88e361f9e040dbed932cc5bef0770d828ddc06850716e726bf2ddfe",
-    "perfect_storm": "10e3112a22c39ac2737f48ad98ce9191422c46138250b5cadbb7cac767364a15",
-    "rubin_early": "610e3df61113db38662a02d8de33a1f511451bca70c06e41cfbfe0f2d399a301",
+    "baseline": "32a8f9c2790c7a61a93f97620a7dcd5dd42415b304c6eb01d179de5fbb13d4b6",
+    "bench": "bf63e8522f9c3c602439ff267de00f2f73bd23f59e7ddfc1c93343e5cf2d6bf2",
+    "crypto_winter": "5786847e85ec30d4b7afd2d62a62bbc80aa0a09c1f19f78733cff0f6fcf4eaf6",
+    "deflation_shock": "a9dae1426f374d5eb7941eebcac7695a456a44309338f19fa131dc058ec672a9",
+    "market_freeze": "5bddba6287f69dbd98ba497b7538c6174430fa958604886eadded45a8014f87b",
+    "perfect_storm": "69767886449930d0dece6d31050aadc03a5ba3f88f9238fee9d69858a9c96a77",
+    "rubin_early": "90ffbec6bb6e3ebaef8eceaf24d9d503b69fe1112c0b32df2c8a12b9a7979496",
 }
 
 

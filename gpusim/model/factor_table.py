@@ -21,11 +21,18 @@ GPU generation or borrower."""
 
 @dataclass(frozen=True)
 class FanGrid:
-    """Histogram grid of a fan chart: log(x / level at t_0) when `log`, else the level itself."""
+    """Histogram grid of a fan chart: log(x / level at t_0) when `log`, else the level itself.
+
+    Values beyond the grid are counted in its edge bins, so a quantile there is reported as out
+    of range (-inf or +inf), unless that edge bounds the quantity itself (a share of capacity
+    is never above 1, an LTV never below 0) and the edge bin holds only values in range.
+    """
 
     log: bool
     lo: float
     hi: float
+    bounded_below: bool = False
+    bounded_above: bool = False
 
 
 @dataclass(frozen=True)
@@ -35,8 +42,10 @@ class Factor:
 
     name: str
     axis: Axis
-    units: str
+    units: str  # in words, for people (the dataset's `description`)
     fan: FanGrid
+    cf_units: str  # UDUNITS / pint-parseable units of the stored dataset
+    long_name: str  # CF long_name of the dataset
 
     @property
     def component_dims(self) -> tuple[str, ...]:
@@ -50,20 +59,50 @@ class Factor:
 
 
 OBSERVED_FACTORS: tuple[Factor, ...] = (
-    Factor("crypto", "asset", "USD per unit", FanGrid(True, -12.0, 8.0)),
-    Factor("rental_rate", "generation", "USD per GPU-hour", FanGrid(True, -14.0, 4.0)),
-    Factor("utilization", "path", "share of capacity rented", FanGrid(False, 0.0, 1.0)),
-    Factor("power_price", "path", "USD per kWh", FanGrid(True, -6.0, 6.0)),
-    Factor("gpu_value", "generation", "USD per GPU (income approach)", FanGrid(True, -14.0, 4.0)),
-    Factor("gpu_mark", "generation", "USD per GPU (secondary-market mark)", FanGrid(True, -14.0, 4.0)),
-    Factor("network_hashrate", "path", "EH/s (bitcoin network hashrate)", FanGrid(True, -6.0, 6.0)),
+    Factor("crypto", "asset", "USD per unit", FanGrid(True, -12.0, 8.0), "USD", "price of one unit of the crypto asset"),
+    Factor("rental_rate", "generation", "USD per GPU-hour", FanGrid(True, -14.0, 4.0), "USD/hour", "rental rate of one GPU"),
+    Factor(
+        "utilization",
+        "path",
+        "share of capacity rented",
+        FanGrid(False, 0.0, 1.0, bounded_below=True, bounded_above=True),
+        "1",
+        "share of capacity rented",
+    ),
+    Factor("power_price", "path", "USD per kWh", FanGrid(True, -6.0, 6.0), "USD/(kW h)", "power price"),
+    Factor(
+        "gpu_value", "generation", "USD per GPU (income approach)", FanGrid(True, -14.0, 4.0), "USD", "value of one GPU (income approach)"
+    ),
+    Factor(
+        "gpu_mark",
+        "generation",
+        "USD per GPU (secondary-market mark)",
+        FanGrid(True, -14.0, 4.0),
+        "USD",
+        "secondary-market mark of one GPU",
+    ),
+    Factor("network_hashrate", "path", "EH/s (bitcoin network hashrate)", FanGrid(True, -6.0, 6.0), "EH/s", "bitcoin network hashrate"),
 )
 """The market levels at t_k that borrowers, covenants and outputs read (MODEL.md 4), in save order:
 the order of the market view's fields, of the fan charts and of the kernel's saved columns."""
 
 CREDIT_RATIOS: tuple[Factor, ...] = (
-    Factor("dscr", "borrower", "trailing-12-month CFADS / debt service", FanGrid(False, -4.0, 12.0)),
-    Factor("ltv", "borrower", "debt / (fleets at mark + treasury at market)", FanGrid(False, 0.0, 4.0)),
+    Factor(
+        "dscr",
+        "borrower",
+        "trailing-12-month CFADS / debt service",
+        FanGrid(False, -32.0, 96.0),
+        "1",
+        "debt service coverage ratio: trailing-12-month CFADS / debt service",
+    ),
+    Factor(
+        "ltv",
+        "borrower",
+        "debt / (fleets at mark + treasury at market)",
+        FanGrid(False, 0.0, 128.0, bounded_below=True),
+        "1",
+        "loan to value: debt / (fleets at mark + treasury at market)",
+    ),
 )
 """Credit ratios per borrower, fanned on linear grids; defaulted borrowers fall in the "not
 applicable" bin, so the quantiles are over the paths where the borrower is still alive."""

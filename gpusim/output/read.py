@@ -8,8 +8,10 @@ xarray is imported only when a result is opened, so `gpusim --help` does not pay
 
 from __future__ import annotations
 
+import html
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,14 +20,16 @@ import h5py
 import numpy as np
 import yaml
 
+from gpusim.model.constants import DefaultReason
 from gpusim.model.factor_table import OBSERVED_FACTORS
 from gpusim.output.write import BATCH_KIND, FORMAT_VERSION
 from gpusim.scenario import ConfigError, Scenario, validate_mapping
 
 if TYPE_CHECKING:
+    import pandas as pd
     import xarray as xr
 
-AUXILIARY_COORDS = ("time", "borrower_type", "instrument_borrower")
+AUXILIARY_COORDS = ("time", "date", "borrower_type", "instrument_borrower")
 """Variables that label a dimension rather than measure something; promoted to coordinates."""
 
 HEADLINE_YEARS = (1, 3, 5)
@@ -102,12 +106,149 @@ class Results:
             f"seed={a.get('seed')}, backend={a.get('backend')!r}, source={self.source!r})"
         )
 
+    # Tidy tables: one row per instrument, borrower or run, units in the column names
+    # (`_usd`, `_bps` a year, `_share` for a fraction 0..1, `_years`), ready for pandas.
+
+    def _credit_summary(self) -> xr.Dataset:
+        if "pd" not in self.summary:
+            raise ResultsError(f"{self.source or 'this run'}: a run without borrowers has no credit tables (see .fan and .paths)")
+        return self.summary
+
+    def _principal(self) -> np.ndarray:
+        """Drawn principal at t_0 of each instrument, in the layout's order (borrowers, then their debt)."""
+        return np.array([i.principal for b in self.scenario.borrowers for i in b.debt], dtype=np.float64)
+
+    def instruments(self) -> pd.DataFrame:
+        """One row per instrument: its borrower, principal, expected loss (and as a share of the
+        principal), LGD, break-even against charged spread, and contribution to ES 99 %."""
+        import pandas as pd
+
+        s = self._credit_summary()
+        principal = self._principal()
+        el = s["el"].values
+        defined = s["lgd_defined"].values.astype(bool)
+        table = pd.DataFrame(
+            {
+                "borrower": s["instrument_borrower"].values.astype(str),
+                "principal_usd": principal,
+                "el_usd": el,
+                "el_se_usd": s["el_se"].values,
+                "el_share_of_principal": el / principal,
+                "lgd_share": np.where(defined, s["lgd"].values, np.nan),
+                "lgd_se_share": np.where(defined, s["lgd_se"].values, np.nan),
+                "breakeven_spread_bps": s["breakeven_spread_bps"].values,
+                "breakeven_spread_se_bps": s["breakeven_spread_bps_se"].values,
+                "market_spread_bps": s["market_spread_bps"].values,
+                "spread_gap_bps": s["spread_gap_bps"].values,
+                "risk_contribution_usd": s["risk_contribution"].values,
+            },
+            index=pd.Index(s["instrument"].values.astype(str), name="instrument"),
+        )
+        if self.contagion is not None:
+            table["el_without_chain_usd"] = self.contagion["el_without_chain"].values
+        return table
+
+    def borrowers(self) -> pd.DataFrame:
+        """One row per borrower: type, principal owed, PD by the horizon, expected loss, and (with
+        the per-path outcomes) the PD split by reason and the share of defaults that lose nothing."""
+        import pandas as pd
+
+        s = self._credit_summary()
+        names = s["borrower"].values.astype(str)
+        owner = s["instrument_borrower"].values.astype(str)
+        principal, el = self._principal(), s["el"].values
+        table = pd.DataFrame(
+            {
+                "type": s["borrower_type"].values.astype(str),
+                "principal_usd": [principal[owner == b].sum() for b in names],
+                "pd_horizon_share": s["pd"].values[:, -1],
+                "pd_horizon_se_share": s["pd_se"].values[:, -1],
+                "el_usd": [el[owner == b].sum() for b in names],
+            },
+            index=pd.Index(names, name="borrower"),
+        )
+        o = self.outcomes
+        if o is not None:
+            reason = o["default_reason"].values
+            for code in DefaultReason:
+                if code != DefaultReason.NONE:
+                    table[f"pd_{code.label}_share"] = (reason == code.value).mean(axis=0)
+            loss = o["loss"].values
+            lost = np.stack([loss[:, owner == b].sum(axis=1) > 0 for b in names], axis=1)
+            table["pd_without_loss_share"] = ((o["default_step"].values >= 0) & ~lost).mean(axis=0)
+        return table
+
+    def pd_table(self, tenors: Sequence[float] | None = None) -> pd.DataFrame:
+        """Cumulative PD of each borrower at each tenor (years from the start; default every whole
+        year up to the horizon), one column per tenor: `pd_1y_share`, `pd_2.5y_share` ..."""
+        import pandas as pd
+
+        s = self._credit_summary()
+        horizon = float(self.time[-1])
+        if tenors is None:
+            tenors = [float(y) for y in range(1, math.floor(horizon + 1e-9) + 1)]
+        columns = {}
+        for tenor in tenors:
+            k = int(np.argmin(np.abs(self.time - tenor)))
+            if not math.isclose(float(self.time[k]), tenor, abs_tol=1e-9):
+                step = self.time[1] - self.time[0]
+                raise ValueError(f"tenor {tenor:g} years is not a step of this run (steps every {step:g} years to {horizon:g})")
+            columns[f"pd_{tenor:g}y_share"] = s["pd"].values[:, k]
+        return pd.DataFrame(columns, index=pd.Index(s["borrower"].values.astype(str), name="borrower"))
+
+    def portfolio(self) -> pd.DataFrame:
+        """The run's headline as one row (indexed by scenario, so runs concatenate): principal,
+        EL and its share of principal, VaR and ES at each level, and the contagion share."""
+        import pandas as pd
+
+        s = self._credit_summary()
+        principal = float(self._principal().sum())
+        row: dict[str, float] = {
+            "principal_usd": principal,
+            "el_usd": float(s.attrs["portfolio_el"]),
+            "el_se_usd": float(s.attrs["portfolio_el_se"]),
+            "el_share_of_principal": float(s.attrs["portfolio_el"]) / principal,
+            "el_nominal_usd": float(s.attrs["portfolio_el_nominal"]),
+        }
+        for k, level in enumerate(s["level"].values):
+            tag = f"{float(level) * 100:g}".replace(".", "")
+            for name in ("var", "es"):
+                row[f"{name}_{tag}_usd"] = float(s[name].values[k])
+                row[f"{name}_{tag}_se_usd"] = float(s[f"{name}_se"].values[k])
+        if self.contagion is not None:
+            row["el_without_chain_usd"] = float(self.contagion.attrs["portfolio_el_without_chain"])
+            row["contagion_share_of_el"] = float(self.contagion.attrs["contagion_share_of_el"])
+        return pd.DataFrame([row], index=pd.Index([str(self.attrs.get("scenario"))], name="scenario"))
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the run's facts, then its portfolio headline and instrument table in USD m."""
+        a = self.attrs
+        facts = ", ".join(f"{key} {html.escape(str(a.get(key)))}" for key in ("n_paths", "n_steps", "seed", "backend", "dtype"))
+        parts = [f"<h4>gpusim Results: {html.escape(str(a.get('scenario')))}</h4>", f"<p>{facts}; file {html.escape(str(self.source))}</p>"]
+        if "pd" not in self.summary:
+            parts.append(f"<p>No borrowers: market factors only ({', '.join(html.escape(str(v)) for v in self.fan.data_vars)}).</p>")
+            return "".join(parts)
+        parts.append(_in_millions(self.portfolio()).T.to_html(float_format=lambda v: f"{v:,.4g}"))
+        parts.append(_in_millions(self.instruments()).to_html(float_format=lambda v: f"{v:,.4g}"))
+        tables = ", ".join(f"<code>.{name}()</code>" for name in ("portfolio", "instruments", "borrowers", "pd_table"))
+        parts.append(f"<p>As pandas DataFrames (full precision, USD): {tables}.</p>")
+        return "".join(parts)
+
+
+def _in_millions(table: pd.DataFrame) -> pd.DataFrame:
+    """A table for reading: every `_usd` column in USD millions (`_usd_m`)."""
+    usd = [c for c in table.columns if c.endswith("_usd")]
+    return table.assign(**{c: table[c] / 1e6 for c in usd}).rename(columns={c: f"{c}_m" for c in usd})
+
 
 def _open_group(path: Path, group: str, load: bool = True) -> xr.Dataset:
     import xarray as xr
 
     ds = xr.open_dataset(path, group=group, engine="h5netcdf")
     ds = ds.set_coords([name for name in AUXILIARY_COORDS if name in ds.data_vars])
+    used = {dim for variable in ds.data_vars.values() for dim in variable.dims}
+    # a format-1 file carries every dimension in every group: keep those the group's data use
+    ds = ds.drop_vars([name for name, variable in ds.variables.items() if set(variable.dims) - used])
     if not load:
         return ds
     with ds:

@@ -1,10 +1,12 @@
-"""HDF5 output (h5py), laid out so xarray opens each group with named dimensions.
+"""HDF5 output (h5py), laid out as netCDF-4 with CF metadata, so xarray, netCDF-C (ncdump, R,
+MATLAB) and pandas read each group with named dimensions.
 
-Coordinates are HDF5 dimension scales inside each group (`xarray.open_dataset(FILE,
-group="paths", engine="h5netcdf")`), and `time` (years) rides along as a CF auxiliary
-coordinate of the `step` dimension. The file is written under a hidden temporary name in the
-target folder and renamed only when complete, so a killed run never leaves a file that looks
-finished.
+Each group holds as dimension scales only the dimensions its own variables use, so
+`to_dataframe()` of a group spans those and nothing else; `time` (years) and `date` ride along
+as CF auxiliary coordinates of the `step` dimension. Units are UDUNITS strings ("USD", "1",
+"USD/hour"), codes carry `flag_values`/`flag_meanings`. The file is written under a hidden
+temporary name in the target folder and renamed only when complete, so a killed run never
+leaves a file that looks finished.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import re
 import stat
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,37 +30,50 @@ import h5py
 import numpy as np
 
 from gpusim.model.constants import DefaultReason
-from gpusim.model.factor_table import CREDIT_RATIOS, OBSERVED_FACTORS, REGIME_UNITS
+from gpusim.model.factor_table import CREDIT_RATIOS, FACTORS_BY_NAME, OBSERVED_FACTORS, REGIME_UNITS
 from gpusim.risk import DEFAULT_LEVELS as RISK_LEVELS
 from gpusim.scenario import to_yaml
+from gpusim.scenario.calendar import add_months
 from gpusim.spec import ChunkResult, RunSpec
-from gpusim.statistics import FAN_QUANTILES
+from gpusim.statistics import FAN_QUANTILES, valid_range
 from gpusim.version import __version__
 
 if TYPE_CHECKING:
     from gpusim.engine import RunResult
 
-FORMAT_VERSION = 1
-"""Version of this layout; readers refuse files from a newer version."""
+FORMAT_VERSION = 2
+"""Version of this layout; readers refuse files from a newer version. Version 1 carried every
+dimension in every group, LZF compression and prose units."""
+
+CONVENTIONS = "CF-1.10"
 
 BATCH_KIND = "batch"
 """Root attribute `kind` of a batch file (a single run file has none)."""
+
+BPS_A_YEAR = "1e-4 year^-1"
+"""Basis points a year, as UDUNITS (and pint) parse it."""
+
+REGIME_FLAGS = {"easy": 0, "tight": 1}
+REASON_FLAGS = {reason.label: reason.value for reason in DefaultReason}
 
 PATH_FACTORS: dict[str, tuple[tuple[str, ...], str]] = {
     **{f.name: (("path", "step", *f.component_dims), f.units) for f in OBSERVED_FACTORS},
     "regime": (("path", "step"), REGIME_UNITS),
 }
-"""Dimensions and units of each saved path dataset (/paths)."""
+"""Dimensions and description (the factor table's units in words) of each saved path dataset (/paths)."""
 
-REASON_CODES = ", ".join(f"{reason.value} {reason.label}" for reason in DefaultReason)
-
-OUTCOMES: dict[str, tuple[tuple[str, ...], Any, str]] = {
-    "default_step": (("path", "borrower"), np.int16, "step index k of the default in (t_k, t_k+1], -1 = survived"),
-    "default_reason": (("path", "borrower"), np.int8, f"code: {REASON_CODES}"),
-    "loss": (("path", "instrument"), np.float64, "USD, discounted to t_0 at the base curve"),
-    "portfolio_loss": (("path",), np.float64, "USD, discounted to t_0 at the base curve"),
-    "portfolio_loss_nominal": (("path",), np.float64, "USD, undiscounted"),
+OUTCOMES: dict[str, tuple[tuple[str, ...], Any, str | None, str]] = {
+    "default_step": (("path", "borrower"), np.int16, "1", "step k of the default in (t_k, t_k+1], -1 = survived the horizon"),
+    "default_reason": (("path", "borrower"), np.int8, None, "reason for the default"),
+    "loss": (("path", "instrument"), np.float64, "USD", "loss discounted to t_0 at the base curve"),
+    "portfolio_loss": (("path",), np.float64, "USD", "portfolio loss discounted to t_0 at the base curve"),
+    "portfolio_loss_nominal": (("path",), np.float64, "USD", "portfolio loss, undiscounted"),
 }
+"""Per-path outcomes: dimensions, dtype, units (None for a flag variable) and long_name."""
+
+
+def _se_of(name: str) -> str:
+    return f"Monte Carlo standard error of {name}"
 
 
 def _write_credit_summary(summary: h5py.Group, result: RunResult) -> None:
@@ -65,46 +81,42 @@ def _write_credit_summary(summary: h5py.Group, result: RunResult) -> None:
     risk = result.risk
     assert risk is not None
     spec = result.spec
-    usd = "USD, discounted to t_0"
-    create_dataset(summary, "level", np.array(RISK_LEVELS)).make_scale("level")
     table = {
-        "pd": (("borrower", "step"), "cumulative probability of default by t_k"),
-        "el": (("instrument",), usd),
-        "lgd": (("instrument",), "loss / exposure at default (0 where no default occurred, see lgd_defined)"),
-        "var": (("level",), usd),
-        "es": (("level",), usd),
-        "risk_contribution": (("instrument",), f"{usd}: E[loss_i | portfolio loss in the 99 % tail], sums to ES 99 %"),
-        "breakeven_spread_bps": (("instrument",), "bps a year: expected discounted loss / risky annuity"),
+        "pd": (("borrower", "step"), "1", "cumulative probability of default by t_k"),
+        "el": (("instrument",), "USD", "expected loss, discounted to t_0"),
+        "lgd": (("instrument",), "1", "loss given default: loss / exposure at default (0 where no default occurred, see lgd_defined)"),
+        "var": (("level",), "USD", "value at risk of the portfolio loss, discounted to t_0"),
+        "es": (("level",), "USD", "expected shortfall of the portfolio loss, discounted to t_0"),
+        "risk_contribution": (("instrument",), "USD", "E[loss_i | portfolio loss in the 99 % tail], discounted to t_0; sums to ES 99 %"),
+        "breakeven_spread_bps": (("instrument",), BPS_A_YEAR, "break-even spread: expected discounted loss / risky annuity"),
     }
-    for name, (dims, units) in table.items():
-        _write(summary, name, risk[name], dims, units)
-        _write(summary, f"{name}_se", risk[f"{name}_se"], dims, units)
-    _write(summary, "lgd_defined", risk["lgd_defined"].astype(np.int8), ("instrument",), "1 if the borrower defaulted on some path")
-    corr = create_dataset(summary, "default_correlation", risk["default_correlation"])
-    corr_se = create_dataset(summary, "default_correlation_se", risk["default_correlation_se"])
-    create_dataset(summary, "other_borrower", summary["borrower"][:], dtype=h5py.string_dtype())
-    summary["other_borrower"].make_scale("other_borrower")
-    for ds in (corr, corr_se):
-        _attach(ds, summary, ("borrower", "other_borrower"))
-        ds.attrs["units"] = "correlation of default indicators by the horizon"
+    for name, (dims, units, long_name) in table.items():
+        _write(summary, name, risk[name], dims, units, long_name)
+        _write(summary, f"{name}_se", risk[f"{name}_se"], dims, units, _se_of(name))
+    defined = _write(summary, "lgd_defined", risk["lgd_defined"].astype(np.int8), ("instrument",), None, "whether lgd is defined")
+    _flags(defined, {"no_default_on_any_path": 0, "defaulted_on_some_path": 1})
+    dims = ("borrower", "other_borrower")
+    _write(summary, "default_correlation", risk["default_correlation"], dims, "1", "correlation of default indicators by the horizon")
+    _write(summary, "default_correlation_se", risk["default_correlation_se"], dims, "1", _se_of("default_correlation"))
     market = np.array([i.market_spread_bps for b in spec.scenario.borrowers for i in b.debt])
-    _write(summary, "market_spread_bps", market, ("instrument",), "bps a year charged over the base curve")
-    _write(summary, "spread_gap_bps", market - risk["breakeven_spread_bps"], ("instrument",), "market minus break-even, bps")
-    _write(summary, "spread_gap_bps_se", risk["breakeven_spread_bps_se"], ("instrument",), "bps (the market spread is known)")
+    _write(summary, "market_spread_bps", market, ("instrument",), BPS_A_YEAR, "spread charged over the base curve")
+    _write(summary, "spread_gap_bps", market - risk["breakeven_spread_bps"], ("instrument",), BPS_A_YEAR, "market minus break-even spread")
+    _write(summary, "spread_gap_bps_se", risk["breakeven_spread_bps_se"], ("instrument",), BPS_A_YEAR, _se_of("spread_gap_bps"))
     summary.attrs["portfolio_el"] = float(risk["portfolio_el"])
     summary.attrs["portfolio_el_se"] = float(risk["portfolio_el_se"])
     summary.attrs["portfolio_el_nominal"] = float(result.portfolio_loss_nominal or 0.0)
     off = result.risk_without_chain
     if off is not None:
         contagion = summary.create_group("contagion")
-        _coordinates(contagion, spec, levels=True)
+        _coordinates(contagion, spec, ("borrower", "instrument", "level"))
         for name, dims in (("el", ("instrument",)), ("var", ("level",)), ("es", ("level",))):
             for tag, source in (("with_chain", risk), ("without_chain", off)):
-                _write(contagion, f"{name}_{tag}", source[name], dims, usd)
-                _write(contagion, f"{name}_{tag}_se", source[f"{name}_se"], dims, usd)
+                long_name = f"{table[name][2]}, fire-sale chain {'on' if tag == 'with_chain' else 'off'}"
+                _write(contagion, f"{name}_{tag}", source[name], dims, "USD", long_name)
+                _write(contagion, f"{name}_{tag}_se", source[f"{name}_se"], dims, "USD", _se_of(f"{name}_{tag}"))
         for tag, source in (("with_chain", risk), ("without_chain", off)):
             contagion.attrs[f"portfolio_el_{tag}"] = float(source["portfolio_el"])
-            _write(contagion, f"pd_{tag}", source["pd"][:, -1], ("borrower",), "probability of default by the horizon")
+            _write(contagion, f"pd_{tag}", source["pd"][:, -1], ("borrower",), "1", "probability of default by the horizon")
         on, without = float(risk["portfolio_el"]), float(off["portfolio_el"])
         contagion.attrs["contagion_share_of_el"] = (on - without) / on if on > 0 else 0.0
         contagion.attrs["note"] = "same paths and seed; without_chain sets alpha_R = alpha_mark = 0 (MODEL.md 4)"
@@ -126,14 +138,15 @@ def dataset_options(shape: tuple[int, ...], dtype: Any, per_path: bool = False) 
 
     Every numeric dataset carries Fletcher-32 checksums, which HDF5 verifies on every read, so
     a flipped byte fails loudly instead of becoming a number. Variable-length strings (the
-    labels) cannot take HDF5 filters. Per-path datasets are chunked along paths and compressed.
+    labels) cannot take HDF5 filters. Per-path datasets are chunked along paths and compressed
+    with shuffle and gzip level 1, filters every netCDF-C build reads (ncdump, R, MATLAB).
     """
     if np.dtype(dtype).kind == "O":
         return {}
     options: dict[str, Any] = {"fletcher32": True}
     if per_path:
         rows = min(shape[0], max(1, PER_PATH_CHUNK_VALUES // max(1, int(np.prod(shape[1:])))))
-        options.update(chunks=(max(1, rows), *shape[1:]), compression="lzf")
+        options.update(chunks=(max(1, rows), *shape[1:]), compression="gzip", compression_opts=1, shuffle=True)
     return options
 
 
@@ -155,7 +168,7 @@ def output_bytes(spec: RunSpec, n_paths: int, save_paths: int) -> int:
     per_path = 0
     if spec.has_credit:
         sizes = {"borrower": layout.n_borrowers, "instrument": layout.n_instruments}
-        per_path = sum(np.dtype(dtype).itemsize * int(np.prod([sizes[d] for d in dims[1:]])) for dims, dtype, _ in OUTCOMES.values())
+        per_path = sum(np.dtype(dtype).itemsize * int(np.prod([sizes[d] for d in dims[1:]])) for dims, dtype, *_ in OUTCOMES.values())
     itemsize = 4 if spec.dtype == "float32" else 8
     components = {"asset": layout.n_assets, "generation": layout.n_generations}
     per_saved = sum(
@@ -372,55 +385,128 @@ class PartialFile:
         self.tmp.unlink(missing_ok=True)
 
 
-def _coordinates(group: h5py.Group, spec: RunSpec, n_paths: int | None = None, quantiles: bool = False, levels: bool = False) -> None:
-    """Dimension scales (and the `time` auxiliary coordinate) a group's datasets refer to."""
+def step_dates(spec: RunSpec) -> np.ndarray:
+    """Days from the scenario start to each t_k, on the calendar-month basis of `gpusim.scenario.calendar`
+    (monthly steps fall on the same day of each month)."""
+    grid = spec.scenario.time
+    start = grid.start
+    days = []
+    for k in range(spec.layout.n_steps + 1):
+        months = k * 12 / grid.steps_per_year
+        whole = int(np.floor(months + 1e-9))
+        day = add_months(start, whole)
+        month_length = (add_months(day.replace(day=1), 1) - day.replace(day=1)).days
+        days.append(((day - start) + timedelta(days=round((months - whole) * month_length))).days)
+    return np.array(days, dtype=np.int32)
+
+
+def _coordinates(group: h5py.Group, spec: RunSpec, dims: Iterable[str], n_paths: int | None = None) -> None:
+    """The dimension scales `dims` (and their auxiliary coordinates) that a group's datasets refer to, and no others."""
     layout = spec.layout
     text = h5py.string_dtype()
-    if layout.n_borrowers:
-        create_dataset(group, "borrower", np.array(layout.borrowers, dtype=object), dtype=text)
-        group["borrower"].make_scale("borrower")
-        create_dataset(group, "borrower_type", np.array(layout.borrower_types, dtype=object), dtype=text)
-        group["borrower_type"].dims[0].attach_scale(group["borrower"])
-        create_dataset(group, "instrument", np.array(layout.instruments, dtype=object), dtype=text)
-        group["instrument"].make_scale("instrument")
-        owners = np.array([layout.borrowers[b] for b in layout.instrument_owner], dtype=object)
-        create_dataset(group, "instrument_borrower", owners, dtype=text)
-        group["instrument_borrower"].dims[0].attach_scale(group["instrument"])
-    if levels:
-        create_dataset(group, "level", np.array(RISK_LEVELS)).make_scale("level")
-    create_dataset(group, "step", np.arange(layout.n_steps + 1, dtype=np.int32)).make_scale("step")
-    create_dataset(group, "time", layout.time_years)
-    group["time"].attrs["units"] = "years"
-    group["time"].attrs["long_name"] = f"time from the scenario start {spec.scenario.time.start.isoformat()}"
-    group["time"].dims[0].attach_scale(group["step"])
-    create_dataset(group, "asset", np.array(layout.assets, dtype=object), dtype=text)
-    group["asset"].make_scale("asset")
-    create_dataset(group, "generation", np.array(layout.generations, dtype=object), dtype=text)
-    group["generation"].make_scale("generation")
-    if n_paths is not None:
+    dims = set(dims)
+
+    def labels(name: str, values: Iterable[str], long_name: str) -> None:
+        create_dataset(group, name, np.array(list(values), dtype=object), dtype=text).attrs["long_name"] = long_name
+        group[name].make_scale(name)
+
+    def auxiliary(name: str, values: Iterable[str], of: str, long_name: str) -> None:
+        create_dataset(group, name, np.array(list(values), dtype=object), dtype=text).attrs["long_name"] = long_name
+        group[name].dims[0].attach_scale(group[of])
+
+    if "borrower" in dims:
+        labels("borrower", layout.borrowers, "borrower")
+        auxiliary("borrower_type", layout.borrower_types, "borrower", "type of the borrower")
+    if "instrument" in dims:
+        labels("instrument", layout.instruments, "debt instrument")
+        owners = (layout.borrowers[b] for b in layout.instrument_owner)
+        auxiliary("instrument_borrower", owners, "instrument", "borrower owing the instrument")
+    if "level" in dims:
+        level = create_dataset(group, "level", np.array(RISK_LEVELS))
+        level.make_scale("level")
+        level.attrs.update(units="1", long_name="confidence level of VaR and ES")
+    if "step" in dims:
+        start = spec.scenario.time.start.isoformat()
+        step = create_dataset(group, "step", np.arange(layout.n_steps + 1, dtype=np.int32))
+        step.make_scale("step")
+        step.attrs["long_name"] = "time step index k"
+        time = create_dataset(group, "time", layout.time_years)
+        time.attrs.update(units="year", long_name=f"time t_k in years since the scenario start {start}")
+        time.dims[0].attach_scale(step)
+        when = create_dataset(group, "date", step_dates(spec))
+        when.attrs.update(units=f"days since {start}", calendar="proleptic_gregorian", standard_name="time", long_name="date of t_k")
+        when.dims[0].attach_scale(step)
+    if "asset" in dims:
+        labels("asset", layout.assets, "crypto asset")
+    if "generation" in dims:
+        labels("generation", layout.generations, "GPU generation")
+    if "path" in dims:
+        assert n_paths is not None
         # a netCDF dimension without a coordinate variable: nothing is written for it, so
         # 10^8 paths cost no time or space (the path index is the position)
         create_dataset(group, "path", shape=(n_paths,), dtype="f4")
         group["path"].make_scale(NETCDF_PURE_DIMENSION % n_paths)
-    if quantiles:
-        create_dataset(group, "quantile", np.array(FAN_QUANTILES)).make_scale("quantile")
+    if "quantile" in dims:
+        quantile = create_dataset(group, "quantile", np.array(FAN_QUANTILES))
+        quantile.make_scale("quantile")
+        quantile.attrs.update(units="1", long_name="probability level of the quantile over paths")
+    if "other_borrower" in dims:
+        labels("other_borrower", layout.borrowers, "borrower")
 
 
 def _attach(dataset: h5py.Dataset, group: h5py.Group, dims: tuple[str, ...]) -> None:
     for axis, dim in enumerate(dims):
         dataset.dims[axis].attach_scale(group[dim])
-    coordinates = (["time"] if "step" in dims else []) + (["borrower_type"] if "borrower" in dims else [])
+    coordinates = (["time", "date"] if "step" in dims else []) + (["borrower_type"] if "borrower" in dims else [])
     if "instrument" in dims:
         coordinates.append("instrument_borrower")
     if coordinates:
         dataset.attrs["coordinates"] = " ".join(coordinates)
 
 
-def _write(group: h5py.Group, name: str, data: Any, dims: tuple[str, ...], units: str, scales: h5py.Group | None = None) -> None:
-    """A dataset with its dimension scales and units."""
+def _flags(dataset: h5py.Dataset, flags: dict[str, int]) -> None:
+    """CF flag attributes of a coded variable: the codes, in the variable's dtype, and their names."""
+    dataset.attrs["flag_values"] = np.array(list(flags.values()), dtype=dataset.dtype)
+    dataset.attrs["flag_meanings"] = " ".join(flags)
+
+
+def _write(
+    group: h5py.Group, name: str, data: Any, dims: tuple[str, ...], units: str | None, long_name: str, scales: h5py.Group | None = None
+) -> h5py.Dataset:
+    """A dataset with its dimension scales, UDUNITS `units` (None for a flag variable) and `long_name`."""
     ds = create_dataset(group, name, data)
-    ds.attrs["units"] = units
+    if units is not None:
+        ds.attrs["units"] = units
+    ds.attrs["long_name"] = long_name
     _attach(ds, scales if scales is not None else group, dims)
+    return ds
+
+
+def _write_fan(fan: h5py.Group, name: str, fan_values: tuple[np.ndarray, np.ndarray], spec: RunSpec) -> None:
+    """One factor's quantile fan and its standard error. A quantile beyond the histogram grid is
+    stored as -inf or +inf (and its standard error as NaN); `valid_min`/`valid_max` bound every
+    finite value, so no stored number is an edge of the grid posing as a quantile."""
+    factor = FACTORS_BY_NAME[name]
+    binning = spec.binnings[name]
+    values, errors = fan_values
+    if factor.component_dims:
+        dims = (*factor.component_dims, "quantile", "step")
+    else:
+        values, errors, dims = values[0], errors[0], ("quantile", "step")
+    lowest, highest = valid_range(binning, factor.fan.bounded_below, factor.fan.bounded_above)
+    units, long_name = factor.cf_units, factor.long_name
+    if factor in CREDIT_RATIOS:
+        long_name += ", over paths where the borrower has not defaulted (NaN where none is left)"
+    for key, data, what in ((name, values, long_name), (f"{name}_se", errors, _se_of(name))):
+        ds = _write(fan, key, data, dims, units, what)
+        ds.attrs.update(
+            description=factor.units,
+            valid_min=np.float64(lowest.min()),
+            valid_max=np.float64(highest.max()),
+            bin_width=binning.width,
+            bin_scale="log" if binning.log else "linear",
+        )
+    fan[name].attrs["comment"] = "-inf / +inf: the quantile lies below / above the histogram grid (beyond valid_min / valid_max)"
 
 
 class ResultWriter:
@@ -458,26 +544,33 @@ class ResultWriter:
 
     def _begin(self, spec: RunSpec, save_paths: int, n_paths: int) -> None:
         f = self._file()
-        _coordinates(f, spec)
+        _coordinates(f, spec, ("step",))
         if spec.has_credit:
             outcomes = f.create_group("outcomes")
-            _coordinates(outcomes, spec, n_paths=n_paths)
+            _coordinates(outcomes, spec, ("path", "borrower", "instrument"), n_paths=n_paths)
             sizes = {"borrower": spec.layout.n_borrowers, "instrument": spec.layout.n_instruments}
-            for name, (dims, dtype, units) in OUTCOMES.items():
+            for name, (dims, dtype, units, long_name) in OUTCOMES.items():
                 shape = (n_paths, *(sizes[d] for d in dims[1:]))
                 ds = create_dataset(outcomes, name, shape=shape, dtype=dtype, per_path=True)
-                ds.attrs["units"] = units
+                if units is not None:
+                    ds.attrs["units"] = units
+                ds.attrs["long_name"] = long_name
                 _attach(ds, outcomes, dims)
-            outcomes["default_reason"].attrs["codes"] = REASON_CODES
+            _flags(outcomes["default_reason"], REASON_FLAGS)
         paths = f.create_group("paths")
-        _coordinates(paths, spec, n_paths=save_paths)
+        _coordinates(paths, spec, ("path", "step", "asset", "generation"), n_paths=save_paths)
         steps = spec.layout.n_steps + 1
         sizes = {"asset": spec.layout.n_assets, "generation": spec.layout.n_generations}
         dtype = np.float32 if spec.dtype == "float32" else np.float64
-        for name, (dims, units) in PATH_FACTORS.items():
+        for name, (dims, description) in PATH_FACTORS.items():
             shape = (save_paths, steps, *(sizes[d] for d in dims[2:]))
             ds = create_dataset(paths, name, shape=shape, dtype=np.int8 if name == "regime" else dtype)
-            ds.attrs["units"] = units
+            if name == "regime":
+                _flags(ds, REGIME_FLAGS)
+                ds.attrs.update(long_name="market regime R_k", description=description)
+            else:
+                factor = FACTORS_BY_NAME[name]
+                ds.attrs.update(units=factor.cf_units, long_name=factor.long_name, description=description)
             _attach(ds, paths, dims)
 
     def write_chunk(self, chunk: ChunkResult) -> None:
@@ -504,38 +597,20 @@ class ResultWriter:
         f = self._file()
 
         def write() -> None:
+            spec = result.spec
+            credit = ("borrower", "instrument", "level", "other_borrower") if result.risk is not None else ()
             summary = f.create_group("summary")
-            _coordinates(summary, result.spec)
-            share = create_dataset(summary, "regime_tight_share", result.tight_share)
-            share_se = create_dataset(summary, "regime_tight_share_se", result.tight_share_se)
-            for ds in (share, share_se):
-                _attach(ds, summary, ("step",))
+            _coordinates(summary, spec, ("step", *credit))
+            _write(summary, "regime_tight_share", result.tight_share, ("step",), "1", "share of paths in the tight regime")
+            _write(summary, "regime_tight_share_se", result.tight_share_se, ("step",), "1", _se_of("regime_tight_share"))
             fan = summary.create_group("fan")
-            _coordinates(fan, result.spec, quantiles=True)
-            for ratio in CREDIT_RATIOS if result.spec.has_credit else ():
-                values, errors = result.fan[ratio.name]
-                binning = result.spec.binnings[ratio.name]
-                for key, data in ((ratio.name, values), (f"{ratio.name}_se", errors)):
-                    ds = create_dataset(fan, key, data)
-                    ds.attrs["units"] = ratio.units
-                    ds.attrs["bin_width"] = binning.width
-                    ds.attrs["note"] = "over paths where the borrower has not defaulted; NaN where none is left"
-                    _attach(ds, fan, ("borrower", "quantile", "step"))
+            components = {factor.axis for factor in OBSERVED_FACTORS + (CREDIT_RATIOS if spec.has_credit else ())} - {"path"}
+            _coordinates(fan, spec, ("quantile", "step", *components))
             fan.attrs["method"] = "quantiles of fixed-grid histograms over all paths; see gpusim.statistics"
-            for factor in OBSERVED_FACTORS:
-                values, errors = result.fan[factor.name]
-                binning = result.spec.binnings[factor.name]
-                if factor.component_dims:
-                    dims = (*factor.component_dims, "quantile", "step")
-                else:
-                    values, errors, dims = values[0], errors[0], ("quantile", "step")
-                for key, data in ((factor.name, values), (f"{factor.name}_se", errors)):
-                    ds = create_dataset(fan, key, data)
-                    ds.attrs["units"] = factor.units
-                    ds.attrs["bin_width"] = binning.width
-                    ds.attrs["bin_scale"] = "log" if binning.log else "linear"
-                    _attach(ds, fan, dims)
+            for factor in (CREDIT_RATIOS if spec.has_credit else ()) + OBSERVED_FACTORS:
+                _write_fan(fan, factor.name, result.fan[factor.name], spec)
             attrs = {
+                "Conventions": CONVENTIONS,
                 "format_version": FORMAT_VERSION,
                 "gpusim_version": __version__,
                 "scenario": result.spec.scenario.name,
@@ -569,5 +644,9 @@ class ResultWriter:
     def _guard(self, action: Callable[[], None]) -> None:
         """Run a write; stop with an OutputError naming the file at the first failed write."""
         assert self.partial is not None
-        guarded(self.path, action)
+        try:
+            guarded(self.path, action)
+        except OutputError:
+            self.partial.check()  # a failed disk write (ENOSPC) is the cause of what HDF5 met after it
+            raise
         self.partial.check()
