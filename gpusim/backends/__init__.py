@@ -1,7 +1,7 @@
 """Backends: each computes one chunk of paths of a `RunSpec` (same seed, same paths everywhere).
 
 - numpy: the shared array-API model on numpy; the reference and CPU fallback.
-- jax: the same model under `jax.jit` (CPU, or GPU with jax[cuda]); a Pallas kernel fuses the
+- jax: the same model under `jax.jit` (CPU, or GPU with gpusim[jax-cuda12]); a Pallas kernel fuses the
   market step where it is faster.
 - cupy-array: the same model on cupy arrays, unfused, on an NVIDIA GPU.
 - cupy: the fused CUDA kernels of kernels/ (one thread per path), on an NVIDIA GPU.
@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from gpusim.spec import ChunkResult, RunSpec
@@ -56,7 +59,7 @@ def gpu_unavailable_reason() -> str | None:
     try:
         import cupy
     except ImportError as exc:
-        return f"cupy is not installed ({exc}); install it with: pip install 'gpusim[cuda]'"
+        return f"cupy is not installed ({exc}); install it with: pip install 'gpusim[cuda12]' ('gpusim[cuda13]' for a CUDA 13 driver)"
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CUDARuntimeError when there is no driver or device
@@ -94,17 +97,57 @@ def get_backend(name: str) -> Backend:
     raise BackendUnavailable(f"unknown backend {name!r}; available: {', '.join(CHOICES)}")
 
 
+@dataclass(frozen=True)
+class AutoCandidate:
+    """One step of `auto`'s fallback chain: `start` builds the backend and warms it up, raising when it cannot run here."""
+
+    name: str
+    start: Callable[[], Backend]
+
+
+def _warmed_cupy() -> Backend:
+    backend = get_backend("cupy")
+    backend.warm_up()  # type: ignore[attr-defined]
+    return backend
+
+
+def _warmed_jax_gpu() -> Backend:
+    backend = get_backend("jax")
+    if not getattr(backend, "on_accelerator", False):
+        raise BackendUnavailable(f"JAX sees no GPU, only {backend.device}; for JAX on a GPU: pip install 'gpusim[jax-cuda12]'")
+    backend.warm_up()  # type: ignore[attr-defined]
+    return backend
+
+
+AUTO_CHAIN: tuple[AutoCandidate, ...] = (
+    AutoCandidate("cupy", _warmed_cupy),
+    AutoCandidate("jax", _warmed_jax_gpu),
+    AutoCandidate("numpy", lambda: get_backend("numpy")),
+)
+"""What `auto` tries, fastest first. JAX counts only on a GPU: on a CPU it is not reliably faster
+than numpy (docs/benchmarks.md). numpy, last, always runs."""
+
+SKIP_REASON_CHARS = 300
+"""A skipped backend's reason is cut to one line of about this length (an NVRTC log runs to pages)."""
+
+
+def skip_reason(exc: BaseException) -> str:
+    """One line saying why a backend could not start: the exception's first line, with its type unless it is ours."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    if not isinstance(exc, BackendUnavailable):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= SKIP_REASON_CHARS else text[: SKIP_REASON_CHARS - 3] + "..."
+
+
 def auto_backend() -> Backend:
-    """The fastest backend that can run here: the fused CUDA kernels when cupy sees a GPU, else
-    JAX when it sees a GPU, else numpy (JAX on a CPU is not reliably faster than numpy)."""
-    try:
-        return get_backend("cupy")
-    except BackendUnavailable:
-        pass
-    try:
-        backend = get_backend("jax")
-    except BackendUnavailable:
-        backend = None
-    if backend is not None and getattr(backend, "on_accelerator", False):
-        return backend
-    return get_backend("numpy")
+    """The fastest backend that runs here: each of AUTO_CHAIN in turn, after a warm-up compile and
+    run (gpusim/backends/warm_up.py), so a GPU that cannot compile or launch falls back to the next.
+    Each backend skipped gets one line on stderr with the reason."""
+    *fallible, last = AUTO_CHAIN
+    for candidate in fallible:
+        try:
+            return candidate.start()
+        except Exception as exc:  # whatever a GPU library raises (compile errors, driver errors): fall back
+            print(f"backend auto: skipped {candidate.name}: {skip_reason(exc)}", file=sys.stderr)
+    return last.start()
