@@ -24,8 +24,10 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv \
     && rm -rf /var/lib/apt/lists/*
 
-# uid 10001: Ubuntu 24.04 images already have a user 1000 (ubuntu)
-RUN useradd --create-home --uid 10001 --user-group --shell /usr/sbin/nologin gpusim \
+# 10001:10001, so a host folder mounted at /data can be handed to it (chown 10001:10001); Ubuntu
+# 24.04 images already have a user 1000 (ubuntu)
+RUN groupadd --gid 10001 gpusim \
+    && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin gpusim \
     && python3 -m venv /opt/gpusim \
     && mkdir -p /data /cache \
     && chown gpusim:gpusim /data /cache
