@@ -167,6 +167,25 @@ def test_cli_run_auto_prints_each_skipped_backend_and_runs(no_gpu_compiles, tmp_
         assert f.attrs["backend"] == "numpy"
 
 
+def test_cli_quiet_keeps_the_skipped_backends_to_itself(no_gpu_compiles, tmp_path, monkeypatch):
+    """--quiet prints errors only: neither `run` nor `batch` lists what auto skipped."""
+    from gpusim.batch import runner
+
+    monkeypatch.setattr(runner, "_backends", {})  # a batch resolves auto once per process
+    config = tmp_path / "factors.yaml"
+    config.write_text(yaml.safe_dump(small_mapping(borrowers=[])))
+    batch = tmp_path / "two.yaml"
+    batch.write_text(yaml.safe_dump({"base": str(config), "paths": 200, "chunk_paths": 100, "scenarios": [{"name": "a"}]}))
+    ran = CliRunner().invoke(main, ["run", str(config), "--paths", "200", "--out", str(tmp_path / "r.h5"), "--quiet"])
+    batched = CliRunner().invoke(main, ["batch", str(batch), "--out", str(tmp_path / "b.h5"), "--quiet"])
+    assert ran.exit_code == 0 and batched.exit_code == 0, ran.output + batched.output
+    assert "skipped" not in ran.stderr and "skipped" not in batched.stderr
+    monkeypatch.setattr(runner, "_backends", {})
+    loud = CliRunner().invoke(main, ["batch", str(batch), "--out", str(tmp_path / "c.h5")])
+    assert loud.exit_code == 0, loud.output
+    assert "backend auto: skipped cupy: CompileException" in loud.stderr
+
+
 def test_the_real_chain_is_fused_kernels_then_jax_then_numpy():
     assert [c.name for c in gpusim.backends.AUTO_CHAIN] == ["cupy", "jax", "numpy"]
 

@@ -67,10 +67,18 @@ def gpu_unavailable_reason() -> str | None:
     return None if count > 0 else "cupy finds no CUDA device"
 
 
-def get_backend(name: str) -> Backend:
+Announce = Callable[[str], None]
+"""Where `auto` says which backends it skipped and why (one line each); None: nowhere."""
+
+
+def to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def get_backend(name: str, announce: Announce | None = to_stderr) -> Backend:
     """The backend called `name` (one of CHOICES); BackendUnavailable says why it cannot run here."""
     if name == "auto":
-        return auto_backend()
+        return auto_backend(announce)
     if name == "numpy":
         from gpusim.backends.numpy_backend import NumpyBackend
 
@@ -140,14 +148,15 @@ def skip_reason(exc: BaseException) -> str:
     return text if len(text) <= SKIP_REASON_CHARS else text[: SKIP_REASON_CHARS - 3] + "..."
 
 
-def auto_backend() -> Backend:
+def auto_backend(announce: Announce | None = to_stderr) -> Backend:
     """The fastest backend that runs here: each of AUTO_CHAIN in turn, after a warm-up compile and
     run (gpusim/backends/warm_up.py), so a GPU that cannot compile or launch falls back to the next.
-    Each backend skipped gets one line on stderr with the reason."""
+    Each backend skipped gets one line with the reason (on stderr unless `announce` says otherwise)."""
     *fallible, last = AUTO_CHAIN
     for candidate in fallible:
         try:
             return candidate.start()
         except Exception as exc:  # whatever a GPU library raises (compile errors, driver errors): fall back
-            print(f"backend auto: skipped {candidate.name}: {skip_reason(exc)}", file=sys.stderr)
+            if announce is not None:
+                announce(f"backend auto: skipped {candidate.name}: {skip_reason(exc)}")
     return last.start()
