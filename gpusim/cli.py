@@ -20,7 +20,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from gpusim.api import file_headline
-from gpusim.backends import CHOICES, BackendUnavailable
+from gpusim.backends import CHOICES, BackendUnavailable, to_stderr
 from gpusim.engine import RunResult, SimulationError, deferred_interrupts
 from gpusim.output.read import BatchResults, ResultsError, batch_headline, open_results
 from gpusim.output.write import OutputError
@@ -183,7 +183,8 @@ def run_command(
     A run of a million paths or more first prints an estimate of its time, memory and output
     size, and is refused when the output cannot fit on the disk.
     """
-    spec, engine_backend = prepare_run(load_scenario(config, list(overrides)), dtype, not no_contagion, backend)
+    scenario = load_scenario(config, list(overrides))
+    spec, engine_backend = prepare_run(scenario, dtype, not no_contagion, backend, announce=None if quiet else to_stderr)
     if not quiet:
         chosen = " (chosen by --backend auto)" if backend == "auto" else ""
         err_console.print(f"backend {engine_backend.name} on {engine_backend.device}{chosen}")

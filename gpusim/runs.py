@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpusim.backends import Backend, get_backend
+from gpusim.backends import Announce, Backend, get_backend, to_stderr
 from gpusim.backends.array_model import ChunkCancelled, cancel_on
 from gpusim.backends.sizing import cpu_count
 from gpusim.engine import RunResult, deferred_interrupts, histogram_bytes, plan_chunks, run
@@ -34,11 +34,14 @@ CALIBRATION_PATHS = 1024
 """Paths of the calibration chunk that times the backend for the estimate (run twice: the first may compile)."""
 
 
-def prepare_run(scenario: Scenario, dtype: str, contagion: bool, backend: str) -> tuple[RunSpec, Backend]:
-    """The compiled spec of a scenario and the backend named `backend` (BackendUnavailable says why not)."""
+def prepare_run(
+    scenario: Scenario, dtype: str, contagion: bool, backend: str, announce: Announce | None = to_stderr
+) -> tuple[RunSpec, Backend]:
+    """The compiled spec of a scenario and the backend named `backend` (BackendUnavailable says why not;
+    `announce` gets the backends `auto` skipped)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
-    return build_spec(scenario, dtype, contagion=contagion), get_backend(backend)  # type: ignore[arg-type]
+    return build_spec(scenario, dtype, contagion=contagion), get_backend(backend, announce)  # type: ignore[arg-type]
 
 
 def human_bytes(n: float) -> str:

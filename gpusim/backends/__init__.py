@@ -1,7 +1,7 @@
 """Backends: each computes one chunk of paths of a `RunSpec` (same seed, same paths everywhere).
 
 - numpy: the shared array-API model on numpy; the reference and CPU fallback.
-- jax: the same model under `jax.jit` (CPU, or GPU with jax[cuda]); a Pallas kernel fuses the
+- jax: the same model under `jax.jit` (CPU, or GPU with gpusim[jax-cuda12]); a Pallas kernel fuses the
   market step where it is faster.
 - cupy-array: the same model on cupy arrays, unfused, on an NVIDIA GPU.
 - cupy: the fused CUDA kernels of kernels/ (one thread per path), on an NVIDIA GPU.
@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from gpusim.spec import ChunkResult, RunSpec
@@ -56,7 +59,7 @@ def gpu_unavailable_reason() -> str | None:
     try:
         import cupy
     except ImportError as exc:
-        return f"cupy is not installed ({exc}); install it with: pip install 'gpusim[cuda]'"
+        return f"cupy is not installed ({exc}); install it with: pip install 'gpusim[cuda12]' ('gpusim[cuda13]' for a CUDA 13 driver)"
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CUDARuntimeError when there is no driver or device
@@ -64,10 +67,18 @@ def gpu_unavailable_reason() -> str | None:
     return None if count > 0 else "cupy finds no CUDA device"
 
 
-def get_backend(name: str) -> Backend:
+Announce = Callable[[str], None]
+"""Where `auto` says which backends it skipped and why (one line each); None: nowhere."""
+
+
+def to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def get_backend(name: str, announce: Announce | None = to_stderr) -> Backend:
     """The backend called `name` (one of CHOICES); BackendUnavailable says why it cannot run here."""
     if name == "auto":
-        return auto_backend()
+        return auto_backend(announce)
     if name == "numpy":
         from gpusim.backends.numpy_backend import NumpyBackend
 
@@ -94,17 +105,58 @@ def get_backend(name: str) -> Backend:
     raise BackendUnavailable(f"unknown backend {name!r}; available: {', '.join(CHOICES)}")
 
 
-def auto_backend() -> Backend:
-    """The fastest backend that can run here: the fused CUDA kernels when cupy sees a GPU, else
-    JAX when it sees a GPU, else numpy (JAX on a CPU is not reliably faster than numpy)."""
-    try:
-        return get_backend("cupy")
-    except BackendUnavailable:
-        pass
-    try:
-        backend = get_backend("jax")
-    except BackendUnavailable:
-        backend = None
-    if backend is not None and getattr(backend, "on_accelerator", False):
-        return backend
-    return get_backend("numpy")
+@dataclass(frozen=True)
+class AutoCandidate:
+    """One step of `auto`'s fallback chain: `start` builds the backend and warms it up, raising when it cannot run here."""
+
+    name: str
+    start: Callable[[], Backend]
+
+
+def _warmed_cupy() -> Backend:
+    backend = get_backend("cupy")
+    backend.warm_up()  # type: ignore[attr-defined]
+    return backend
+
+
+def _warmed_jax_gpu() -> Backend:
+    backend = get_backend("jax")
+    if not getattr(backend, "on_accelerator", False):
+        raise BackendUnavailable(f"JAX sees no GPU, only {backend.device}; for JAX on a GPU: pip install 'gpusim[jax-cuda12]'")
+    backend.warm_up()  # type: ignore[attr-defined]
+    return backend
+
+
+AUTO_CHAIN: tuple[AutoCandidate, ...] = (
+    AutoCandidate("cupy", _warmed_cupy),
+    AutoCandidate("jax", _warmed_jax_gpu),
+    AutoCandidate("numpy", lambda: get_backend("numpy")),
+)
+"""What `auto` tries, fastest first. JAX counts only on a GPU: on a CPU it is not reliably faster
+than numpy (docs/benchmarks.md). numpy, last, always runs."""
+
+SKIP_REASON_CHARS = 300
+"""A skipped backend's reason is cut to one line of about this length (an NVRTC log runs to pages)."""
+
+
+def skip_reason(exc: BaseException) -> str:
+    """One line saying why a backend could not start: the exception's first line, with its type unless it is ours."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    if not isinstance(exc, BackendUnavailable):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= SKIP_REASON_CHARS else text[: SKIP_REASON_CHARS - 3] + "..."
+
+
+def auto_backend(announce: Announce | None = to_stderr) -> Backend:
+    """The fastest backend that runs here: each of AUTO_CHAIN in turn, after a warm-up compile and
+    run (gpusim/backends/warm_up.py), so a GPU that cannot compile or launch falls back to the next.
+    Each backend skipped gets one line with the reason (on stderr unless `announce` says otherwise)."""
+    *fallible, last = AUTO_CHAIN
+    for candidate in fallible:
+        try:
+            return candidate.start()
+        except Exception as exc:  # whatever a GPU library raises (compile errors, driver errors): fall back
+            if announce is not None:
+                announce(f"backend auto: skipped {candidate.name}: {skip_reason(exc)}")
+    return last.start()

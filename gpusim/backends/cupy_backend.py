@@ -35,6 +35,7 @@ from gpusim.backends.kernel_config import (
     source_digest,
 )
 from gpusim.backends.sizing import item_bytes
+from gpusim.backends.warm_up import WARM_UP_PATHS, warm_up_spec
 from gpusim.model.params import MarketParams, without_contagion
 from gpusim.spec import ChunkResult, RunSpec
 
@@ -120,6 +121,14 @@ class CupyBackend:
                 self.compile_seconds += time.perf_counter() - started
                 self._modules[key] = module
         return module
+
+    def warm_up(self) -> None:
+        """Compile and run the kernels on the tiny warm-up spec, so that a missing NVRTC or a driver
+        too old for the compiled code fails here (where `auto` can fall back) rather than at a run's
+        first chunk. The timing counters keep only the run's own work."""
+        counters = (self.compile_seconds, self.kernel_seconds, self.transfer_seconds)
+        self.run_chunk(warm_up_spec(), 1, 0, WARM_UP_PATHS, 0)
+        self.compile_seconds, self.kernel_seconds, self.transfer_seconds = counters
 
     def _grid(self, n_paths: int) -> int:
         return max(1, min(-(-n_paths // self.threads_per_block), BLOCKS_PER_SM * self._sm_count))

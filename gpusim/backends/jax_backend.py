@@ -101,6 +101,12 @@ class JaxBackend:
     def on_accelerator(self) -> bool:
         return self._device.platform != "cpu"
 
+    def warm_up(self) -> None:
+        """Compile and run a tiny function on the backend's device: a CUDA plugin that loads but cannot
+        compile or launch fails here (where `auto` can fall back) rather than at a run's first chunk."""
+        x = jax.device_put(jnp.arange(8, dtype=jnp.float32), self._device)
+        jax.block_until_ready(jax.jit(lambda v: jnp.cumsum(jnp.exp(v)))(x))
+
     def preferred_chunk_paths(self, spec: RunSpec) -> int:
         return 1 << 20 if self.on_accelerator else 65536
 

@@ -27,7 +27,7 @@ from typing import Any
 import h5py
 from rich.console import Console
 
-from gpusim.backends import Backend, get_backend
+from gpusim.backends import Announce, Backend, get_backend, to_stderr
 from gpusim.batch.assemble import write_batch_file
 from gpusim.batch.journal import Journal, JournalError, UnitResult
 from gpusim.batch.schema import ResolvedBatch
@@ -77,10 +77,10 @@ def _spec(task: UnitTask) -> RunSpec:
     return spec
 
 
-def _backend(name: str) -> Backend:
+def _backend(name: str, announce: Announce | None = to_stderr) -> Backend:
     with _cache_lock:
         if name not in _backends:
-            _backends[name] = get_backend(name)
+            _backends[name] = get_backend(name, announce)
         return _backends[name]
 
 
@@ -96,7 +96,9 @@ WORKER_WAIT_S = 120
 
 
 @contextmanager
-def unit_executor(backend: str, workers: int | None, scheduler: str | None) -> Iterator[tuple[Executor, Callable[[], int], str]]:
+def unit_executor(
+    backend: str, workers: int | None, scheduler: str | None, announce: Announce | None = to_stderr
+) -> Iterator[tuple[Executor, Callable[[], int], str]]:
     """(executor, units it computes at once now, where) for this process's threads, a LocalCluster or a scheduler.
 
     On a scheduler the count follows the workers as they join or leave, so units in flight stay
@@ -106,7 +108,7 @@ def unit_executor(backend: str, workers: int | None, scheduler: str | None) -> I
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
     if workers is None and scheduler is None:
-        threads = _backend(backend).default_workers()
+        threads = _backend(backend, announce).default_workers()
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gpusim-unit") as pool:
             yield pool, lambda: threads, f"{threads} threads in this process"
         return
@@ -278,7 +280,7 @@ def run_batch(
     # the journal is created only once the workers are up: a cluster that fails to start leaves nothing to resume
     with (
         deferred_interrupts() as interrupted,
-        unit_executor(backend, workers, scheduler) as (executor, slots, where),
+        unit_executor(backend, workers, scheduler, to_stderr if show_progress else None) as (executor, slots, where),
         journal.held(manifest, resuming),
         progress,
     ):
