@@ -24,7 +24,7 @@ from gpusim.report.datasets import (
     time_axis,
     time_axis_label,
 )
-from gpusim.report.figures import Chart, ChartBook, distinct_colors, draw_fan, legend_outside, share_axis
+from gpusim.report.figures import Chart, ChartBook, distinct_colors, draw_fan, legend_outside, quantile_row, share_axis
 from gpusim.report.tables import Money, percent
 from gpusim.spec import CREDIT_FAN_GRIDS
 
@@ -84,6 +84,17 @@ def pd_term_structure_chart(book: ChartBook, results: Any) -> Chart:
     return book.save_chart(fig, "pd_term_structure", "PD term structure", caption, "borrowers")
 
 
+def ratio_axis_range(values: Any, covenant_levels: list[float], grid: tuple[float, float]) -> tuple[float, float]:
+    """y range of a DSCR or LTV fan: the finite 5-95 % band and median, and every covenant level,
+    inside the histogram grid (the grid is wide, so a range taken from it would flatten the bands)."""
+    rows = [quantile_row(values, q) for q in (0.05, 0.5, 0.95)]
+    finite = np.concatenate([r[np.isfinite(r)] for r in rows if r is not None] + [np.asarray(covenant_levels, dtype=float)])
+    if finite.size == 0:
+        return grid
+    low, high = max(float(finite.min()), grid[0]), min(float(finite.max()), grid[1])
+    return (low, high) if high > low else (low - 1.0, high + 1.0)
+
+
 def coverage_fan_chart(book: ChartBook, results: Any, borrower: str) -> Chart:
     fan = results.fan
     time = time_axis(fan)
@@ -97,15 +108,16 @@ def coverage_fan_chart(book: ChartBook, results: Any, borrower: str) -> Chart:
     )
     for ax, name, ylabel, key, what in panels:
         values = fan[name].sel(borrower=borrower)
+        low, high = ratio_axis_range(values, list(covenants[key]), CREDIT_FAN_GRIDS[name])
         if np.isfinite(values.values).any():
-            draw_fan(ax, time, values, "#4c72b0")
+            # quantiles stored as -inf/+inf lie beyond the fan's grid: drawn at the chart's edge
+            draw_fan(ax, time, values.clip(low, high), "#4c72b0")
         else:
             ax.text(0.5, 0.5, "no paths alive", transform=ax.transAxes, ha="center", va="center")
         for j, (limit, instruments) in enumerate(sorted(covenants[key].items())):
             ax.axhline(
                 limit, color="#c44e52", lw=1.5, ls=("--", "-.", ":")[j % 3], label=f"covenant {what} {limit:g} ({', '.join(instruments)})"
             )
-        low, high = CREDIT_FAN_GRIDS[name]  # the fan's histogram grid: quantiles beyond it sit at its edge
         ax.set_ylim(low - 0.02 * (high - low), high + 0.02 * (high - low))  # a margin, so the edge stays clear of the frame
         ax.set_xlabel(time_axis_label(results))
         ax.set_ylabel(ylabel)
@@ -115,13 +127,12 @@ def coverage_fan_chart(book: ChartBook, results: Any, borrower: str) -> Chart:
     if "pd" in results.summary:
         pd_h = float(results.summary["pd"].sel(borrower=borrower).values[-1])
         fig.suptitle(f"{borrower} ({kind}): coverage and leverage, PD by the horizon {pd_h:.1%}")
-    dscr_grid, ltv_grid = CREDIT_FAN_GRIDS["dscr"], CREDIT_FAN_GRIDS["ltv"]
     caption = (
         f"Quantile bands of {borrower}'s DSCR and LTV over the paths on which it has not yet defaulted "
         "(each date's bands use only those paths, so they thin out as PD rises). Red lines: covenant levels of its "
         "instruments; the LTV covenant is tested on each instrument's own collateral, so against this borrower-wide LTV "
-        f"it is a reference. Quantiles beyond the chart's range (DSCR {dscr_grid[0]:g} to {dscr_grid[1]:g}, "
-        f"LTV {ltv_grid[0]:g} to {ltv_grid[1]:g}) are drawn at its edge; a DSCR with no debt service due is off the top."
+        "it is a reference. The range shows the 5-95 % band and the covenants; quantiles beyond it, and those beyond the "
+        "fan's histogram grid (stored as infinite in the results), are drawn at its edge."
     )
     return book.save_chart(fig, f"coverage_{borrower}", f"{borrower}: DSCR and LTV", caption, "borrowers")
 
