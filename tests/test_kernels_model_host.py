@@ -72,10 +72,16 @@ def test_without_contagion_runs_one_pass(small64: HostModel) -> None:
 
 
 def test_fire_sale_chain_changes_outcomes(small64: HostModel) -> None:
-    """The attribution launch really runs with the chain off: marks differ once fleets are dumped."""
-    got = small64.run_chunk(SEED, 0, 400, 0)
+    """The attribution launch really runs with the chain off: with both borrowers on one GPU
+    generation, one's fire sale depresses the other's marks and recoveries only with the chain on;
+    the launch agrees with numpy's attribution pass."""
+    borrowers = stressed_borrowers()
+    borrowers[0]["fleets"].append({**borrowers[1]["fleets"][0], "count": 6000})  # the miner's B200s, unpledged
+    spec = small_spec_for("float64", name="shared", borrowers=borrowers)
+    got = small64.for_spec(spec).run_chunk(SEED, 0, 400, 0)
     assert got.outcomes is not None and got.outcomes_without_chain is not None
     assert not np.array_equal(got.outcomes.loss, got.outcomes_without_chain.loss)
+    assert_agrees_with_numpy(got, simulate_chunk(spec, SEED, 0, 400, 0, xnp), "host-kernels", "float64")
 
 
 def test_chunking_and_launch_shape_do_not_matter(small32: HostModel) -> None:

@@ -116,6 +116,7 @@ class MarketParams(NamedTuple):
     integration_discount: Any  # () h_int
     price_impact: Any  # (2,) alpha_R
     crypto_slippage: Any  # (2, A) share of price lost selling crypto in a month
+    chain: Any  # () 1: the fire-sale chain on; 0: off (the attribution pass, MODEL.md 8.9)
 
 
 def _pair(by_regime: Any) -> list[float]:
@@ -247,12 +248,15 @@ def build_market_params(s: Scenario) -> MarketParams:
         integration_discount=np.float64(s.secondary_market.integration_discount),
         price_impact=np.array(_pair(s.secondary_market.price_impact)),
         crypto_slippage=np.array([_pair(a.sale_slippage) for a in assets]).T,
+        chain=np.float64(1.0),
     )
 
 
 def without_contagion(p: MarketParams) -> MarketParams:
-    """The same market with the fire-sale chain switched off (alpha_R = alpha_mark = 0, MODEL.md 4)."""
-    return p._replace(price_impact=np.zeros_like(p.price_impact), mark_impact=np.float64(0.0))
+    """The same market with the fire-sale chain switched off (MODEL.md 8.9): each defaulter's
+    fire-sale price feels only its own dump, and the distressed-supply memory only the outside
+    supply q_exo. Price impact and marks stay, so a lone borrower's outcomes do not change."""
+    return p._replace(chain=np.float64(0.0))
 
 
 def cast_params(params: NamedTuple, xp: Any, dtype: Any) -> Any:
@@ -311,6 +315,10 @@ class CreditParams(NamedTuple):
     refi_tenor_steps: Any  # (I,) tenor of a refinanced loan in steps
     refi_step_up: Any  # (I,) added to the coupon at refinancing
     workout_cost: Any  # () fraction of exposure
+    # refinancing window and the tight regime (MODEL.md 7.5)
+    refi_window_steps: Any  # (I,) steps before maturity from which refinancing is attempted
+    refi_in_tight: Any  # (I,) 0/1: lenders also refinance in the tight regime
+    refi_step_up_tight: Any  # (I,) added to the coupon at a refinancing in the tight regime
 
 
 NO_COVENANT_LTV = 1e12
@@ -460,4 +468,7 @@ def build_credit_params(s: Scenario) -> CreditParams:
         refi_tenor_steps=per_instrument(lambda bi, i: round(refi(i, "tenor_years") * grid.steps_per_year)),
         refi_step_up=per_instrument(lambda bi, i: refi(i, "spread_step_up")),
         workout_cost=np.float64(s.recovery.workout_cost),
+        refi_window_steps=per_instrument(lambda bi, i: round(refi(i, "window_months") * grid.steps_per_year / 12.0)),
+        refi_in_tight=per_instrument(lambda bi, i: i.refinancing is not None and i.refinancing.tight_spread_step_up is not None),
+        refi_step_up_tight=per_instrument(lambda bi, i: refi(i, "tight_spread_step_up") or 0.0),
     )

@@ -220,10 +220,23 @@ class Covenants(Strict):
 
 
 class Refinancing(Strict):
-    max_ltv: Positive = Field(description="LTV at maturity at or below which lenders refinance (easy regime only)")
+    max_ltv: Positive = Field(
+        description="LTV at or below which lenders refinance (in the easy regime, and in the tight one where tight_spread_step_up is set)"
+    )
     min_dscr: Positive = Field(description="trailing DSCR at or above which lenders refinance")
     tenor_years: Positive = Field(description="tenor of the refinanced loan, years")
-    spread_step_up: NonNegative = Field(0.0, description="added to the coupon of the refinanced loan, per year")
+    spread_step_up: NonNegative = Field(0.0, description="added to the coupon of a loan refinanced in the easy regime, per year")
+    # refinancing window and the tight regime
+    window_months: Annotated[int, Field(ge=0)] = Field(
+        0,
+        description="refinancing is attempted in every step from this many months before maturity up to the maturity step, months; "
+        "0 = only in the maturity step",
+    )
+    tight_spread_step_up: NonNegative | None = Field(
+        None,
+        description="added to the coupon of a loan refinanced in the tight regime, per year; "
+        "none = lenders refinance only in the easy regime",
+    )
 
 
 class Collateral(Strict):
