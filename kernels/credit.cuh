@@ -34,6 +34,7 @@ struct CreditState {
     real loss_nominal[I];
     real exposure[I];
     real annuity[I];
+    real cures_used[I];       // sponsor equity cures used (covenant remedies)
 };
 
 // Working values of one credit step (the locals of credit.credit_step), passed between its
@@ -161,6 +162,7 @@ __host__ __device__ __forceinline__ void initial_credit_state(const MarketView& 
         c.maturity_step[i] = PRM(C_maturity_step0)[i] + R(0.0);
         c.spread_add[i] = c.dscr_breaches[i] = c.ltv_breaches[i] = R(0.0);
         c.loss[i] = c.loss_nominal[i] = c.exposure[i] = c.annuity[i] = R(0.0);
+        c.cures_used[i] = R(0.0);
     }
 }
 
@@ -175,17 +177,63 @@ __host__ __device__ __forceinline__ void credit_ratios(const CreditState& c, con
     ltv = borrower_ltv(v, c.units[b], c.outstanding, prm, b);
 }
 
+// 1 where an instrument is in breach (a failed test not passed since), else 0.
+__host__ __device__ __forceinline__ real in_breach(real dscr_breaches, real ltv_breaches) {
+    return dscr_breaches + ltv_breaches > R(0.0) ? R(1.0) : R(0.0);
+}
+
+// Debt service due in the trailing window of borrower b, summed oldest first.
+__host__ __device__ __forceinline__ real trailing_service(const CreditState& c, int b) {
+    real service = c.service_window[b][c.head];
+    for (int j = 1, slot = c.head; j < W; ++j) {
+        slot = slot + 1 == W ? 0 : slot + 1;
+        service = service + c.service_window[b][slot];
+    }
+    return service;
+}
+
+// Remedies of borrower b's failed tests, instrument by instrument (each may spend or bring cash):
+// in the easy regime a waiver for a fee of the outstanding when cash covers it, else a sponsor
+// equity cure of a DSCR / liquidity breach while cures are left; then the breach counters (a
+// remedied test counts as passed); then cash above the floor sweeps into each instrument still in
+// breach.
+__host__ __device__ __forceinline__ void covenant_remedies(CreditState& c, bool tight, const bool* tested, const bool* dscr_breach,
+                                                           const bool* ltv_breach, const real* prm, int b, CreditStepValues& w) {
+    const real service = trailing_service(c, b);
+    for (int i = first_of(b); i < end_of(b); ++i) {
+        const real fee = PRM(C_waiver_fee)[i] * w.outstanding[i];
+        const bool waived = (dscr_breach[i] || ltv_breach[i]) && !tight && PRM(C_has_waiver)[i] > R(0.0) && w.cash[b] >= fee;
+        w.cash[b] = w.cash[b] - (waived ? fee : R(0.0));
+        real shortfall = PRM(C_dscr_min)[i] > R(0.0) ? m_max((PRM(C_dscr_min)[i] - c.dscr[b]) * service, R(0.0)) : R(0.0);
+        shortfall = shortfall + m_max(PRM(C_min_liquidity)[b] - w.cash[b], R(0.0));
+        const bool cured = dscr_breach[i] && !waived && !tight && c.cures_used[i] < PRM(C_equity_cures)[i];
+        w.cash[b] = w.cash[b] + (cured ? shortfall : R(0.0));
+        if (tested[i]) {
+            c.dscr_breaches[i] = dscr_breach[i] && !waived && !cured ? c.dscr_breaches[i] + R(1.0) : R(0.0);
+            c.ltv_breaches[i] = ltv_breach[i] && !waived ? c.ltv_breaches[i] + R(1.0) : R(0.0);
+        }
+        c.cures_used[i] = c.cures_used[i] + (cured ? R(1.0) : R(0.0));
+    }
+    for (int i = first_of(b); i < end_of(b); ++i) {
+        const real breached = in_breach(c.dscr_breaches[i], c.ltv_breaches[i]);
+        const real sweep = PRM(C_has_sweep)[i] * breached * m_min(m_max(w.cash[b] - PRM(C_sweep_floor)[i], R(0.0)), w.outstanding[i]);
+        w.cash[b] = w.cash[b] - sweep;
+        w.outstanding[i] = w.outstanding[i] - sweep;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The phases of credit_step, for borrower b
 // ---------------------------------------------------------------------------------------------
 
-// 5. Debt service due in (t_k, t_k+1]: coupons on payment dates, scheduled principal before
-// maturity. The annuity's pow is only evaluated on payment dates (due_now * principal is 0
+// 5. Debt service due in (t_k, t_k+1]: coupons on payment dates (with the margin step-up of an
+// instrument in breach), scheduled principal before maturity. The annuity's pow is only evaluated on payment dates (due_now * principal is 0
 // off them, the principal being finite).
 __host__ __device__ __forceinline__ real debt_service_due(const CreditState& c, int step, const real* prm, int b, CreditStepValues& w) {
     real service = R(0.0);
     for (int i = first_of(b); i < end_of(b); ++i) {
-        const real rate = coupon_rate(step, c.spread_add[i], prm, i);
+        const real spread = c.spread_add[i] + PRM(C_breach_step_up)[i] * in_breach(c.dscr_breaches[i], c.ltv_breaches[i]);
+        const real rate = coupon_rate(step, spread, prm, i);
         const real due_now = PRM(C_payment_due)[step * N_INSTRUMENTS + i];
         w.matures[i] = c.maturity_step[i] == R(step);
         w.interest[i] = c.outstanding[i] * rate / PRM(C_payments_per_year)[i] * due_now;
@@ -227,9 +275,10 @@ __host__ __device__ __forceinline__ real ltv_excess(real outstanding, real coll_
 }
 
 // 7. Covenant tests of borrower b (while a loan is outstanding). LTV breaches are cured by
-// prepaying from cash and unpledged crypto, all of the borrower's breaches at once or none; a
-// breach counter beyond its cure periods is a covenant default.
-__host__ __device__ __forceinline__ void covenant_tests(CreditState& c, int step, const real* prm, int b, CreditStepValues& w) {
+// prepaying from cash and unpledged crypto, all of the borrower's breaches at once or none; the
+// configured remedies follow (covenant_remedies); a breach counter beyond its cure periods is a
+// covenant default (an acceleration after the remedies failed).
+__host__ __device__ __forceinline__ void covenant_tests(CreditState& c, bool tight, int step, const real* prm, int b, CreditStepValues& w) {
     const bool liquidity_short = w.cash[b] < PRM(C_min_liquidity)[b];
     real excess[I];
     bool test[I];
@@ -249,15 +298,15 @@ __host__ __device__ __forceinline__ void covenant_tests(CreditState& c, int step
     const real from_cash = m_min(w.cash[b], prepayment_by_borrower);
     w.cash[b] = w.cash[b] - from_cash;
     sell_crypto(prepayment_by_borrower - from_cash, w.units[b], w.pledged[b], w.net_price);
-    w.covenant_dscr[b] = w.covenant_ltv[b] = false;
+    bool dscr_breach[I], ltv_breach[I];
     for (int i = first_of(b); i < end_of(b); ++i) {
         if (cured_by_borrower) w.outstanding[i] = w.outstanding[i] - excess[i];
-        const bool dscr_breach = test[i] && ((PRM(C_dscr_min)[i] > R(0.0) && c.dscr[b] < PRM(C_dscr_min)[i]) || liquidity_short);
-        const bool ltv_breach = excess[i] > R(0.0) && !cured_by_borrower;
-        if (test[i]) {
-            c.dscr_breaches[i] = dscr_breach ? c.dscr_breaches[i] + R(1.0) : R(0.0);
-            c.ltv_breaches[i] = ltv_breach ? c.ltv_breaches[i] + R(1.0) : R(0.0);
-        }
+        dscr_breach[i] = test[i] && ((PRM(C_dscr_min)[i] > R(0.0) && c.dscr[b] < PRM(C_dscr_min)[i]) || liquidity_short);
+        ltv_breach[i] = excess[i] > R(0.0) && !cured_by_borrower;
+    }
+    covenant_remedies(c, tight, test, dscr_breach, ltv_breach, prm, b, w);
+    w.covenant_dscr[b] = w.covenant_ltv[b] = false;
+    for (int i = first_of(b); i < end_of(b); ++i) {
         w.covenant_dscr[b] |= c.dscr_breaches[i] > PRM(C_cure_periods)[i];
         w.covenant_ltv[b] |= c.ltv_breaches[i] > PRM(C_cure_periods)[i];
     }
@@ -401,7 +450,7 @@ __host__ __device__ __forceinline__ void credit_step(CreditState& c, const Marke
 
     for (int b = 0; b < N_BORROWERS; ++b) {
         c.dscr[b] = trailing_dscr(c, b);
-        covenant_tests(c, step, prm, b, w);
+        covenant_tests(c, tight, step, prm, b, w);
         refinance_or_repay(c, v, tight, step, prm, b, w);
     }
     settle_defaults(c, v, tight, step, prm, w, dumped);

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import types
 from collections.abc import Iterator
@@ -513,7 +514,8 @@ def hand_ledger(m: dict[str, Any]) -> dict[str, Any]:
 
     def coupon(i: int, k: int) -> float:
         inst = debt[i]
-        return inst["coupon"] + (base_rate(k * DT) if inst["rate_type"] == "floating" else 0.0) + spread[i]
+        step_up = (covenants[i] or {}).get("breach_step_up", 0.0) if dscr_breaches[i] + ltv_breaches[i] > 0 else 0.0
+        return inst["coupon"] + (base_rate(k * DT) if inst["rate_type"] == "floating" else 0.0) + (spread[i] + step_up)
 
     pay_steps = [payment_steps(inst) for inst in debt]
     covenants = [inst.get("covenants") for inst in debt]
@@ -536,7 +538,7 @@ def hand_ledger(m: dict[str, Any]) -> dict[str, Any]:
     out = [inst["principal"] for inst in debt]
     maturity = [month_of(inst["maturity_date"]) - 1 for inst in debt]
     spread = [0.0] * n_inst
-    dscr_breaches, ltv_breaches = [0] * n_inst, [0] * n_inst
+    dscr_breaches, ltv_breaches, cures_used = [0] * n_inst, [0] * n_inst, [0] * n_inst
     cfads0 = cfads(0, 0)
     service0 = 0.0
     for i, inst in enumerate(debt):
@@ -596,7 +598,7 @@ def hand_ledger(m: dict[str, Any]) -> dict[str, Any]:
             if cov is None or (k + 1) % cov.get("test_every_months", 3) or opening[i] <= 0.0:
                 continue
             breach = (cov.get("dscr_min") is not None and dscr < cov["dscr_min"]) or liquidity_short
-            dscr_breaches[i] = dscr_breaches[i] + 1 if breach else 0
+            ltv_breach = False
             if cov.get("ltv_max") is not None:
                 basis = coll_book[i] if cov.get("ltv_basis", "mark") == "book" else coll_mark[i]
                 excess = max(out[i] - cov["ltv_max"] * basis, 0.0)
@@ -607,7 +609,24 @@ def hand_ledger(m: dict[str, Any]) -> dict[str, Any]:
                     cash -= from_cash
                     units -= (excess - from_cash) / net_price
                     out[i] -= excess
-                ltv_breaches[i] = ltv_breaches[i] + 1 if excess > 0.0 and not cured else 0
+                ltv_breach = excess > 0.0 and not cured
+            # remedies: a waiver for a fee in the easy regime, else a sponsor equity cure of a DSCR breach
+            fee = (cov.get("waiver_fee") or 0.0) * out[i]
+            waived = (breach or ltv_breach) and not tight and cov.get("waiver_fee") is not None and cash >= fee
+            if waived:
+                cash -= fee
+            cured = breach and not waived and not tight and cures_used[i] < cov.get("equity_cures", 0)
+            if cured:
+                shortfall = max((cov["dscr_min"] - dscr) * sum(service_window), 0.0) if cov.get("dscr_min") else 0.0
+                cash += shortfall + max((b.get("min_liquidity") or 0.0) - cash, 0.0)
+                cures_used[i] += 1
+            dscr_breaches[i] = dscr_breaches[i] + 1 if breach and not waived and not cured else 0
+            ltv_breaches[i] = ltv_breaches[i] + 1 if ltv_breach and not waived else 0
+        for i, cov in enumerate(covenants):  # cash sweeps while in breach, every step
+            if cov is not None and cov.get("cash_sweep_floor") is not None and dscr_breaches[i] + ltv_breaches[i] > 0:
+                sweep = min(max(cash - cov["cash_sweep_floor"], 0.0), out[i])
+                cash -= sweep
+                out[i] -= sweep
         cures = [cov.get("cure_periods", 1) if cov else 0 for cov in covenants]
         covenant_dscr = any(n > c for n, c in zip(dscr_breaches, cures, strict=True))
         covenant_ltv = any(n > c for n, c in zip(ltv_breaches, cures, strict=True))
@@ -796,6 +815,27 @@ def ledger_case(case: str) -> tuple[dict[str, Any], str]:
         case_m, _ = ledger_case("bond-refinanced-early-in-window-tight")
         del case_m["borrowers"][0]["debt"][0]["refinancing"]["tight_spread_step_up"]
         return case_m, "none"
+    if case.startswith("dscr-"):
+        # the term-annuity-dscr loan with a remedy of its DSCR breaches
+        m, _ = ledger_case("term-annuity-dscr")
+        covenants = m["borrowers"][0]["debt"][0]["covenants"]
+        if case == "dscr-step-up-and-sweep":
+            # three cure periods; while in breach the margin steps up 200 bp and cash above 38M sweeps into the loan
+            covenants.update(cure_periods=3, breach_step_up=0.02, cash_sweep_floor=3.8e7)
+            return m, "covenant_dscr"
+        if case == "dscr-waived-for-fees":
+            # every failed test waived for 1 % of the outstanding, paid from cash, while cash lasts
+            covenants.update(waiver_fee=0.01)
+            return m, "none"
+        if case == "dscr-equity-cured-twice":
+            # the sponsor cures the first two failed tests; the next ones count
+            covenants.update(equity_cures=2)
+            return m, "covenant_dscr"
+        if case == "dscr-no-remedy-in-tight":
+            # waivers and equity cures are an easy-regime remedy: in the tight regime the breach counts
+            m["regime"]["initial"] = "tight"
+            covenants.update(waiver_fee=0.01, equity_cures=2)
+            return m, "covenant_dscr"
     raise ValueError(case)
 
 
@@ -808,6 +848,10 @@ LEDGER_CASES = (
     "convertible-maturity-tight",
     "bond-refinanced-early-in-window-tight",
     "bond-tight-not-refinanced-without-tight-terms",
+    "dscr-step-up-and-sweep",
+    "dscr-waived-for-fees",
+    "dscr-equity-cured-twice",
+    "dscr-no-remedy-in-tight",
 )
 
 
@@ -844,10 +888,44 @@ def test_zero_volatility_hand_ledger(case: str) -> None:
     if case == "bond-tight-not-refinanced-without-tight-terms":
         k_maturity = month_of(debt[0]["maturity_date"]) - 1
         assert hand["outstanding"][k_maturity][0] == 0.0  # repaid from cash at maturity
+    if case.startswith("dscr-"):
+        check_remedy(case, m, hand)
     if case == "bond-refinanced-then-repaid":
         k_first = month_of(debt[0]["maturity_date"]) - 1
         assert hand["outstanding"][k_first][0] == debt[0]["principal"]  # refinanced, not repaid
         assert hand["outstanding"][-1][0] == 0.0  # repaid at the new maturity
+
+
+def check_remedy(case: str, m: dict[str, Any], hand: dict[str, Any]) -> None:
+    """Each remedy changes the ledger as it should, against the same loan without it."""
+    covenants = m["borrowers"][0]["debt"][0]["covenants"]
+
+    def without(**changes: Any) -> dict[str, Any]:
+        other = copy.deepcopy(m)
+        cov = other["borrowers"][0]["debt"][0]["covenants"]
+        for key, value in changes.items():
+            if value is None:
+                cov.pop(key, None)
+            else:
+                cov[key] = value
+        return hand_ledger(other)
+
+    plain = without(waiver_fee=None, equity_cures=None, breach_step_up=None, cash_sweep_floor=None)
+    assert plain["reason"] == "covenant_dscr"  # without the remedy the breach is a default
+    if case == "dscr-step-up-and-sweep":
+        no_sweep = without(cash_sweep_floor=None)
+        k = hand["default_step"] - 1
+        assert hand["outstanding"][k][0] < no_sweep["outstanding"][k][0]  # cash above the floor prepaid the loan
+        assert hand["cash"][k] <= covenants["cash_sweep_floor"] + 1e-6
+        assert no_sweep["cash"][k] < plain["cash"][k] - 1.0  # the step-up cost interest while in breach
+    if case == "dscr-waived-for-fees":
+        assert hand["cash"][-1] < plain["cash"][plain["default_step"] - 1]  # the fees came out of cash
+    if case == "dscr-equity-cured-twice":
+        assert hand["default_step"] == plain["default_step"] + 2 * covenants["test_every_months"]
+        assert hand["cash"][plain["default_step"]] > plain["cash"][plain["default_step"] - 1]  # the sponsor's cash came in
+    if case == "dscr-no-remedy-in-tight":
+        assert (hand["default_step"], hand["reason"]) == (plain["default_step"], plain["reason"])
+        np.testing.assert_array_equal(hand["cash"], plain["cash"])
 
 
 def test_contract_expires_on_its_date() -> None:

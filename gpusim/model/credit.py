@@ -46,6 +46,7 @@ class CreditState(NamedTuple):
     loss_nominal: Any  # (I, n)
     exposure: Any  # (I, n) exposure at default, discounted like the loss (so LGD = loss / exposure)
     annuity: Any  # (I, n) risky annuity: sum of DF x outstanding x dt while alive
+    cures_used: Any  # (I, n) sponsor equity cures used (covenant remedies)
 
 
 class CreditView(NamedTuple):
@@ -122,6 +123,7 @@ def initial_credit_state(view: MarketView, m: MarketParams, c: CreditParams, lay
         loss_nominal=zeros_per_instrument,
         exposure=zeros_per_instrument,
         annuity=zeros_per_instrument,
+        cures_used=zeros_per_instrument,
     )
 
 
@@ -204,9 +206,13 @@ def credit_ratios(cs: CreditState, view: MarketView, c: CreditParams, layout: La
 def debt_service_due(
     cs: CreditState, step: int, c: CreditParams, layout: Layout, xp: Any, w: CreditStepValues
 ) -> tuple[Any, CreditStepValues]:
-    """5. Debt service due in (t_k, t_k+1] per borrower (B, n): coupons on payment dates,
-    scheduled principal before maturity; fills interest, principal and matures."""
-    rate = coupon_rate(step, cs.spread_add, c)
+    """5. Debt service due in (t_k, t_k+1] per borrower (B, n): coupons on payment dates (with
+    the margin step-up of an instrument in breach), scheduled principal before maturity; fills
+    interest, principal and matures."""
+    spread = cs.spread_add
+    if layout.covenant_remedies:  # (a step-up of 0 adds exactly 0: CUDA always adds it)
+        spread = spread + c.breach_step_up[:, None] * in_breach(cs.dscr_breaches, cs.ltv_breaches, xp)
+    rate = coupon_rate(step, spread, c)
     due_now = c.payment_due[step][:, None]
     matures = cs.maturity_step == step
     interest = cs.outstanding * rate / c.payments_per_year[:, None] * due_now
@@ -239,6 +245,63 @@ def pay_debt_service(
     )
 
 
+def in_breach(dscr_breaches: Any, ltv_breaches: Any, xp: Any) -> Any:
+    """1 where an instrument is in breach (a failed test not passed since), else 0, (I, n)."""
+    return xp.astype(dscr_breaches + ltv_breaches > 0.0, dscr_breaches.dtype)
+
+
+def trailing_service(service_window: Any) -> Any:
+    """Debt service due in the trailing 12 months per borrower, (B, n), summed oldest first."""
+    return sum_over(service_window, axis=1)
+
+
+def covenant_remedies(
+    cs: CreditState,
+    dscr: Any,
+    tested: Any,
+    dscr_breach: Any,
+    ltv_breach: Any,
+    tight: Any,
+    c: CreditParams,
+    layout: Layout,
+    xp: Any,
+    w: CreditStepValues,
+) -> tuple[Any, Any, Any, Any, Any]:
+    """Remedies of this step's failed tests, instrument by instrument in listed order (each may
+    spend or bring the borrower's cash): in the easy regime a waiver for a fee of the outstanding
+    when cash covers it, else a sponsor equity cure of a DSCR / liquidity breach while cures are
+    left; then the breach counters (a remedied test counts as passed); then, every step, cash
+    above the floor sweeps into each instrument still in breach. Returns the breach counters,
+    equity cures used, cash (B, n) and outstanding (I, n)."""
+    easy = ~tight
+    service = trailing_service(cs.service_window)
+    cash = [w.cash[b] for b in range(layout.n_borrowers)]
+    dscr_rows, ltv_rows, cures_rows = [], [], []
+    for i in range(layout.n_instruments):
+        b = layout.instrument_owner[i]
+        fee = c.waiver_fee[i] * w.outstanding[i]
+        waived = (dscr_breach[i] | ltv_breach[i]) & easy & (c.has_waiver[i] > 0.0) & (cash[b] >= fee)
+        cash[b] = cash[b] - xp.where(waived, fee, 0.0)
+        shortfall = xp.where(c.dscr_min[i] > 0.0, xp.maximum((c.dscr_min[i] - dscr[b]) * service[b], 0.0), 0.0)
+        shortfall = shortfall + xp.maximum(c.min_liquidity[b] - cash[b], 0.0)
+        cured = dscr_breach[i] & ~waived & easy & (cs.cures_used[i] < c.equity_cures[i])
+        cash[b] = cash[b] + xp.where(cured, shortfall, 0.0)
+        dscr_rows.append(
+            xp.where(tested[i], xp.where(dscr_breach[i] & ~waived & ~cured, cs.dscr_breaches[i] + 1.0, 0.0), cs.dscr_breaches[i])
+        )
+        ltv_rows.append(xp.where(tested[i], xp.where(ltv_breach[i] & ~waived, cs.ltv_breaches[i] + 1.0, 0.0), cs.ltv_breaches[i]))
+        cures_rows.append(cs.cures_used[i] + xp.astype(cured, cs.cures_used.dtype))
+    dscr_breaches, ltv_breaches = xp.stack(dscr_rows, axis=0), xp.stack(ltv_rows, axis=0)
+    breached = in_breach(dscr_breaches, ltv_breaches, xp)
+    outstanding = []
+    for i in range(layout.n_instruments):
+        b = layout.instrument_owner[i]
+        sweep = c.has_sweep[i] * breached[i] * xp.minimum(xp.maximum(cash[b] - c.sweep_floor[i], 0.0), w.outstanding[i])
+        cash[b] = cash[b] - sweep
+        outstanding.append(w.outstanding[i] - sweep)
+    return dscr_breaches, ltv_breaches, xp.stack(cures_rows, axis=0), xp.stack(cash, axis=0), xp.stack(outstanding, axis=0)
+
+
 def ltv_excess(outstanding: Any, coll_mark: Any, coll_book: Any, test: Any, c: CreditParams, xp: Any) -> Any:
     """Principal of each instrument above its LTV covenant (on marks, at book or a mix), 0 when not tested."""
     on_mark = c.ltv_on_mark[:, None]
@@ -247,13 +310,15 @@ def ltv_excess(outstanding: Any, coll_mark: Any, coll_book: Any, test: Any, c: C
 
 
 def covenant_tests(
-    cs: CreditState, dscr: Any, step: int, c: CreditParams, layout: Layout, xp: Any, w: CreditStepValues
+    cs: CreditState, dscr: Any, tight: Any, step: int, c: CreditParams, layout: Layout, xp: Any, w: CreditStepValues
 ) -> tuple[CreditState, CreditStepValues]:
     """7. Covenant tests (while a loan is outstanding) against the trailing `dscr` (B, n).
 
     LTV breaches are cured by prepaying from cash and unpledged crypto, all of a borrower's
-    breaches at once or none; a breach counter beyond its cure periods is a covenant default.
-    Returns the state with the new breach counters, and the values after the cures."""
+    breaches at once or none; the configured remedies (waiver, equity cure, cash sweep) follow
+    (covenant_remedies, skipped where no instrument has one); a breach counter beyond its cure
+    periods is a covenant default (an acceleration after the remedies failed). Returns the state
+    with the new breach counters, and the values after the cures."""
     test = (c.covenant_test[step][:, None] > 0.0) & (cs.outstanding > 0.0)
     liquidity_short = by_owner(w.cash < c.min_liquidity[:, None], layout, xp)
     dscr_breach = test & (((c.dscr_min[:, None] > 0.0) & (by_owner(dscr, layout, xp) < c.dscr_min[:, None])) | liquidity_short)
@@ -266,19 +331,20 @@ def covenant_tests(
     _, units = sell_crypto(prepayment_by_borrower - from_cash, w.units, w.pledged, w.net_price, xp)
     cured = by_owner(cured_by_borrower, layout, xp)
     ltv_breach = (excess > 0.0) & ~cured
-    dscr_breaches = xp.where(test, xp.where(dscr_breach, cs.dscr_breaches + 1.0, 0.0), cs.dscr_breaches)
-    ltv_breaches = xp.where(test, xp.where(ltv_breach, cs.ltv_breaches + 1.0, 0.0), cs.ltv_breaches)
+    cash, outstanding, cures_used = w.cash - from_cash, w.outstanding - xp.where(cured, excess, 0.0), cs.cures_used
+    if layout.covenant_remedies:
+        after_cures = w._replace(cash=cash, outstanding=outstanding)
+        dscr_breaches, ltv_breaches, cures_used, cash, outstanding = covenant_remedies(
+            cs, dscr, test, dscr_breach, ltv_breach, tight, c, layout, xp, after_cures
+        )
+    else:
+        dscr_breaches = xp.where(test, xp.where(dscr_breach, cs.dscr_breaches + 1.0, 0.0), cs.dscr_breaches)
+        ltv_breaches = xp.where(test, xp.where(ltv_breach, cs.ltv_breaches + 1.0, 0.0), cs.ltv_breaches)
     cure_periods = c.cure_periods[:, None]
     covenant_dscr = sum_by_owner(xp.astype(dscr_breaches > cure_periods, dscr_breaches.dtype), layout, xp) > 0.0
     covenant_ltv = sum_by_owner(xp.astype(ltv_breaches > cure_periods, ltv_breaches.dtype), layout, xp) > 0.0
-    values = w._replace(
-        cash=w.cash - from_cash,
-        units=units,
-        outstanding=w.outstanding - xp.where(cured, excess, 0.0),
-        covenant_dscr=covenant_dscr,
-        covenant_ltv=covenant_ltv,
-    )
-    return cs._replace(dscr_breaches=dscr_breaches, ltv_breaches=ltv_breaches), values
+    values = w._replace(cash=cash, units=units, outstanding=outstanding, covenant_dscr=covenant_dscr, covenant_ltv=covenant_ltv)
+    return cs._replace(dscr_breaches=dscr_breaches, ltv_breaches=ltv_breaches, cures_used=cures_used), values
 
 
 def refinance_or_repay(
@@ -478,7 +544,7 @@ def credit_step(
         service_window=xp.concat((cs.service_window[:, 1:, :], service[:, None, :]), axis=1),
     )
     dscr = trailing_dscr(cs.cfads_window, cs.service_window, xp)
-    cs, w = covenant_tests(cs, dscr, step, c, layout, xp, w)
+    cs, w = covenant_tests(cs, dscr, tight, step, c, layout, xp, w)
     cs, w = refinance_or_repay(cs, view, tight, dscr, step, c, layout, xp, w)
     cs, w, dumped = settle_defaults(cs, view, tight, step, m, c, layout, xp, w, recoveries)
     new_state = next_credit_state(cs, step, c, layout, xp, w)

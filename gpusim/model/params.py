@@ -44,6 +44,7 @@ class Layout:
     window_steps: int = 12  # steps in the trailing 12 months of the DSCR test
     facilities: tuple[int, ...] = ()  # instruments that are delayed-draw / ABL facilities
     ltv_covenanted: tuple[int, ...] = ()  # instruments with an LTV maintenance covenant
+    covenant_remedies: tuple[int, ...] = ()  # instruments with a remedy of a covenant breach (waiver, cure, step-up, sweep)
 
     @property
     def dt(self) -> float:
@@ -154,6 +155,19 @@ def build_layout(s: Scenario) -> Layout:
         ltv_covenanted=tuple(
             k for k, i in enumerate(i for b in s.borrowers for i in b.debt) if i.covenants is not None and i.covenants.ltv_max is not None
         ),
+        covenant_remedies=tuple(k for k, i in enumerate(i for b in s.borrowers for i in b.debt) if has_remedy(i.covenants)),
+    )
+
+
+def has_remedy(covenants: Any) -> bool:
+    """Whether a covenant package has a remedy of a breach besides its cure periods."""
+    if covenants is None:
+        return False
+    return (
+        covenants.waiver_fee is not None
+        or covenants.equity_cures > 0
+        or covenants.breach_step_up > 0
+        or covenants.cash_sweep_floor is not None
     )
 
 
@@ -319,6 +333,13 @@ class CreditParams(NamedTuple):
     refi_window_steps: Any  # (I,) steps before maturity from which refinancing is attempted
     refi_in_tight: Any  # (I,) 0/1: lenders also refinance in the tight regime
     refi_step_up_tight: Any  # (I,) added to the coupon at a refinancing in the tight regime
+    # covenant remedies (MODEL.md 7.4)
+    waiver_fee: Any  # (I,) share of outstanding paid for a waiver in the easy regime
+    has_waiver: Any  # (I,) 0/1
+    equity_cures: Any  # (I,) sponsor equity cures available over the life
+    breach_step_up: Any  # (I,) added to the coupon while in breach, per year
+    sweep_floor: Any  # (I,) USD of cash kept before a sweep while in breach
+    has_sweep: Any  # (I,) 0/1
 
 
 NO_COVENANT_LTV = 1e12
@@ -471,4 +492,10 @@ def build_credit_params(s: Scenario) -> CreditParams:
         refi_window_steps=per_instrument(lambda bi, i: round(refi(i, "window_months") * grid.steps_per_year / 12.0)),
         refi_in_tight=per_instrument(lambda bi, i: i.refinancing is not None and i.refinancing.tight_spread_step_up is not None),
         refi_step_up_tight=per_instrument(lambda bi, i: refi(i, "tight_spread_step_up") or 0.0),
+        waiver_fee=per_instrument(lambda bi, i: covenant(i, "waiver_fee", 0.0)),
+        has_waiver=per_instrument(lambda bi, i: i.covenants is not None and i.covenants.waiver_fee is not None),
+        equity_cures=per_instrument(lambda bi, i: covenant(i, "equity_cures", 0)),
+        breach_step_up=per_instrument(lambda bi, i: covenant(i, "breach_step_up", 0.0)),
+        sweep_floor=per_instrument(lambda bi, i: covenant(i, "cash_sweep_floor", 0.0)),
+        has_sweep=per_instrument(lambda bi, i: i.covenants is not None and i.covenants.cash_sweep_floor is not None),
     )

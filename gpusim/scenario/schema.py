@@ -217,6 +217,25 @@ class Covenants(Strict):
     )
     test_every_months: Annotated[int, Field(ge=1)] = Field(3, description="covenant test frequency, months")
     cure_periods: Annotated[int, Field(ge=0)] = Field(1, description="consecutive failed tests tolerated before a covenant default")
+    # remedies of a breach (MODEL.md 7.4); none by default
+    waiver_fee: Probability | None = Field(
+        None,
+        description="in the easy regime lenders waive a failed test for a fee of this share of the outstanding, paid from cash "
+        "when cash covers it (the test then counts as passed); none = no waivers",
+    )
+    equity_cures: Annotated[int, Field(ge=0)] = Field(
+        0,
+        description="in the easy regime a failed DSCR or minimum-liquidity test is cured by the sponsor injecting the cash "
+        "shortfall ((dscr_min - DSCR) x trailing debt service, plus min_liquidity - cash), at most this many times over the life; "
+        "the test then counts as passed. 0 = no equity cures",
+    )
+    breach_step_up: NonNegative = Field(
+        0.0, description="margin step-up added to the coupon while the instrument is in breach (a failed test not yet passed), per year"
+    )
+    cash_sweep_floor: NonNegative | None = Field(
+        None,
+        description="while the instrument is in breach, cash above this floor, USD, prepays it every step; none = no cash sweep",
+    )
 
 
 class Refinancing(Strict):
