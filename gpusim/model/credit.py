@@ -138,14 +138,17 @@ def pledged_units(live: Any, c: CreditParams, layout: Layout, xp: Any) -> Any:
     some instrument secured on it is `live` (I, n) bool; a pledge whose loans have all matured
     is released (MODEL.md 6.5)."""
     nu = c.treasury0 * c.pledged_share
-    n_paths = live.shape[-1]
+    no_lien = xp.zeros((live.shape[-1],), dtype=nu.dtype)
     rows = []
     for b in range(layout.n_borrowers):
         per_asset = []
         for a in range(layout.n_assets):
             secured = [i for i in layout.instruments_of(b) if a in layout.collateral_assets[i]]
-            held = xp.zeros((n_paths,), dtype=xp.bool)
-            for i in secured:
+            if not secured:  # pledged to no instrument: no lien (nu 1{false} = 0)
+                per_asset.append(no_lien)
+                continue
+            held = live[secured[0]]
+            for i in secured[1:]:
                 held = held | live[i]
             per_asset.append(nu[b, a] * xp.astype(held, nu.dtype))
         rows.append(xp.stack(per_asset, axis=0))
