@@ -156,7 +156,8 @@ def schema() -> None:
 @click.option(
     "--no-contagion",
     is_flag=True,
-    help="Switch the fire-sale chain off (alpha = alpha_mark = 0) and skip the attribution pass that reruns the paths without it.",
+    help="Switch the fire-sale chain off (no other borrower's fire sale reaches a borrower) and skip the attribution pass "
+    "that reruns the paths without it.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar, estimate or summary table (--json still prints).")
 @json_option
@@ -284,9 +285,11 @@ def _print_inspect(numbers: dict[str, Any]) -> None:
     for key in years:
         borrowers.add_column(f"PD {key}", justify="right")
     borrowers.add_column(f"PD {horizon:g}y (horizon)", justify="right")
+    borrowers.add_column("with a loss", justify="right")
     for b in numbers["borrowers"]:
         horizon_cell = f"{_share(b['pd_horizon'])} ± {_share(b['pd_horizon_se'])}"
-        borrowers.add_row(b["name"], b["type"], *(_share(b["pd"][key]) for key in years), horizon_cell)
+        bearing = _share(b["pd_loss_bearing_horizon"])
+        borrowers.add_row(b["name"], b["type"], *(_share(b["pd"][key]) for key in years), horizon_cell, bearing)
     show(borrowers)
 
     instruments = Table(title="instruments: expected loss (USD m, discounted) and spreads (bps a year)")

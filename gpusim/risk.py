@@ -366,6 +366,7 @@ class RiskAccumulator:
         self._instrument = Moments(0, np.zeros((n_instruments, 4)), np.zeros((n_instruments, 4, 4)))
         self._portfolio = Moments(0, np.zeros((1, 1)), np.zeros((1, 1, 1)))
         self._n_defaults = np.zeros(n_instruments, dtype=np.int64)
+        self._loss_bearing = np.zeros(n_borrowers, dtype=np.int64)  # defaults by the horizon with a loss > 0
         self._starts: list[int] = []  # disjoint, merged ranges of global path indices seen
         self._ends: list[int] = []
 
@@ -382,7 +383,7 @@ class RiskAccumulator:
     def nbytes(self) -> int:
         """Memory held by the accumulator's arrays, for checks that it stays bounded."""
         arrays = [self._tail.loss, self._tail.path, self._contribution_tail.loss, self._contribution_tail.path]
-        arrays += [self._contribution_tail.payload, self._default_counts, self._joint_defaults, self._n_defaults]
+        arrays += [self._contribution_tail.payload, self._default_counts, self._joint_defaults, self._n_defaults, self._loss_bearing]
         arrays += [self._instrument.mean, self._instrument.m2, self._portfolio.mean, self._portfolio.m2]
         return sum(a.nbytes for a in arrays if a is not None) + 16 * len(self._starts)
 
@@ -436,6 +437,10 @@ class RiskAccumulator:
         indicator = defaulted.astype(np.float64)
         self._joint_defaults += np.rint(indicator.T @ indicator).astype(np.int64)
 
+        if self.instrument_borrower is not None:
+            owner = np.zeros((n_inst, B), dtype=np.int64)
+            owner[np.arange(n_inst), self.instrument_borrower] = 1
+            self._loss_bearing += (defaulted & ((loss > 0.0).astype(np.int64) @ owner > 0)).sum(axis=0)
         mask = defaulted[:, self.instrument_borrower] if self.instrument_borrower is not None else ead > 0
         self._n_defaults += mask.sum(axis=0)
         variables = [loss, np.where(mask, loss, 0.0), np.where(mask, ead, 0.0), annuity]  # order of _LOSS.._ANNUITY
@@ -461,6 +466,7 @@ class RiskAccumulator:
         self._default_counts += other._default_counts
         self._joint_defaults += other._joint_defaults
         self._n_defaults += other._n_defaults
+        self._loss_bearing += other._loss_bearing
         self._instrument = merge_moments(self._instrument, other._instrument)
         self._portfolio = merge_moments(self._portfolio, other._portfolio)
         t, c = other._tail, other._contribution_tail
@@ -476,6 +482,8 @@ class RiskAccumulator:
 
         cumulative = np.concatenate([np.zeros((self.n_borrowers, 1), dtype=np.int64), np.cumsum(self._default_counts, axis=1)], axis=1)
         out["pd"], out["pd_se"] = proportion_with_se(cumulative, n)
+        if self.instrument_borrower is not None:  # which losses are a borrower's needs the instruments' owners
+            out["pd_loss_bearing"], out["pd_loss_bearing_se"] = proportion_with_se(self._loss_bearing, n)
 
         mean, cov = self._instrument.mean, covariance(self._instrument)
         out["el"] = mean[:, _LOSS].copy()

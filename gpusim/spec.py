@@ -80,7 +80,7 @@ class CreditOutcomes(NamedTuple):
 
 def build_spec(scenario: Scenario, dtype: DType = "float64", contagion: bool = True) -> RunSpec:
     """Compile a scenario for the backends. `contagion=False` switches the fire-sale chain off
-    (alpha_R = alpha_mark = 0) and skips the attribution pass."""
+    (each defaulter prices only its own dump, L keeps only the outside supply) and skips the attribution pass."""
     layout = build_layout(scenario)
     market = build_market_params(scenario)
     if not contagion:

@@ -35,13 +35,14 @@ struct CreditState {
     real exposure[I];
     real annuity[I];
     real tenant_default_step[TN];  // step each tenant defaulted in, NO_DEFAULT while it performs
+    real cures_used[I];       // sponsor equity cures used (covenant remedies)
 };
 
 // Working values of one credit step (the locals of credit.credit_step), passed between its
 // phases; the state at t_k stays untouched in CreditState until next_credit_state.
 struct CreditStepValues {
     real net_price[A];    // crypto price after the regime's slippage
-    real pledged[B][A];   // units pledged, fixed while the borrower lives
+    real pledged[B][A];   // units under a lien at t_k (pledged_units)
     real interest[I];
     real principal[I];
     bool matures[I];
@@ -65,12 +66,21 @@ __host__ __device__ __forceinline__ real ratio(real numerator, real denominator)
     return denominator > R(0.0) ? numerator / denominator : R(UNBOUNDED_RATIO);
 }
 
+// Units of borrower b's asset a under a lien: the pledged share nu_b,a while some instrument secured
+// on it is `live`; a pledge whose loans have all matured is released (MODEL.md 6.5).
+__host__ __device__ __forceinline__ real pledged_units(const bool* live, const real* prm, int b, int a) {
+    bool held = false;
+    for (int i = first_of(b); i < end_of(b); ++i) held = held || (COLLATERAL_ASSET[i * A + a] != 0 && live[i]);
+    const real nu = PRM(C_treasury0)[b * A + a] * PRM(C_pledged_share)[b * A + a];
+    return nu * (held ? R(1.0) : R(0.0));
+}
+
 // Sell borrower's unpledged treasury crypto, asset by asset in listed order, until `need` is met;
 // `units` is updated in place, the need left is returned.
 __host__ __device__ __forceinline__ real sell_crypto(real need, real* units, const real* pledged, const real* net_price) {
     for (int a = 0; a < A; ++a) {
         const real price = net_price[a];
-        const real sold = m_min(need, (units[a] - pledged[a]) * price);
+        const real sold = m_min(need, m_max(units[a] - pledged[a], R(0.0)) * price);
         units[a] = units[a] - sold / (price > R(0.0) ? price : R(1.0));
         need = need - sold;
     }
@@ -99,7 +109,7 @@ __host__ __device__ __forceinline__ real trailing_dscr(const CreditState& c, int
 }
 
 // Debt of borrower b over its fleets at mark plus its treasury at market: the LTV of the fan
-// charts and of the refinancing test of unsecured debt.
+// charts and of the refinancing test of unsecured debt; 0 without debt.
 __host__ __device__ __forceinline__ real borrower_ltv(const MarketView& v, const real* units, const real* outstanding, const real* prm,
                                                       int b) {
     real fleets = R(0.0), treasury = R(0.0);
@@ -111,7 +121,8 @@ __host__ __device__ __forceinline__ real borrower_ltv(const MarketView& v, const
         const real part = units[a] * v.crypto[a];
         treasury = a == 0 ? part : treasury + part;
     }
-    return ratio(sum_by_owner(outstanding, b), fleets + treasury);
+    const real debt = sum_by_owner(outstanding, b);
+    return debt > R(0.0) ? ratio(debt, fleets + treasury) : R(0.0);
 }
 
 // CFADS and debt service per step of borrower b at t_0 run rates: they fill the DSCR windows at
@@ -154,6 +165,7 @@ __host__ __device__ __forceinline__ void initial_credit_state(const MarketView& 
         c.maturity_step[i] = PRM(C_maturity_step0)[i] + R(0.0);
         c.spread_add[i] = c.dscr_breaches[i] = c.ltv_breaches[i] = R(0.0);
         c.loss[i] = c.loss_nominal[i] = c.exposure[i] = c.annuity[i] = R(0.0);
+        c.cures_used[i] = R(0.0);
     }
     for (int t = 0; t < TN; ++t) c.tenant_default_step[t] = R(NO_DEFAULT);
 }
@@ -169,17 +181,63 @@ __host__ __device__ __forceinline__ void credit_ratios(const CreditState& c, con
     ltv = borrower_ltv(v, c.units[b], c.outstanding, prm, b);
 }
 
+// 1 where an instrument is in breach (a failed test not passed since), else 0.
+__host__ __device__ __forceinline__ real in_breach(real dscr_breaches, real ltv_breaches) {
+    return dscr_breaches + ltv_breaches > R(0.0) ? R(1.0) : R(0.0);
+}
+
+// Debt service due in the trailing window of borrower b, summed oldest first.
+__host__ __device__ __forceinline__ real trailing_service(const CreditState& c, int b) {
+    real service = c.service_window[b][c.head];
+    for (int j = 1, slot = c.head; j < W; ++j) {
+        slot = slot + 1 == W ? 0 : slot + 1;
+        service = service + c.service_window[b][slot];
+    }
+    return service;
+}
+
+// Remedies of borrower b's failed tests, instrument by instrument (each may spend or bring cash):
+// in the easy regime a waiver for a fee of the outstanding when cash covers it, else a sponsor
+// equity cure of a DSCR / liquidity breach while cures are left; then the breach counters (a
+// remedied test counts as passed); then cash above the floor sweeps into each instrument still in
+// breach.
+__host__ __device__ __forceinline__ void covenant_remedies(CreditState& c, bool tight, const bool* tested, const bool* dscr_breach,
+                                                           const bool* ltv_breach, const real* prm, int b, CreditStepValues& w) {
+    const real service = trailing_service(c, b);
+    for (int i = first_of(b); i < end_of(b); ++i) {
+        const real fee = PRM(C_waiver_fee)[i] * w.outstanding[i];
+        const bool waived = (dscr_breach[i] || ltv_breach[i]) && !tight && PRM(C_has_waiver)[i] > R(0.0) && w.cash[b] >= fee;
+        w.cash[b] = w.cash[b] - (waived ? fee : R(0.0));
+        real shortfall = PRM(C_dscr_min)[i] > R(0.0) ? m_max((PRM(C_dscr_min)[i] - c.dscr[b]) * service, R(0.0)) : R(0.0);
+        shortfall = shortfall + m_max(PRM(C_min_liquidity)[b] - w.cash[b], R(0.0));
+        const bool cured = dscr_breach[i] && !waived && !tight && c.cures_used[i] < PRM(C_equity_cures)[i];
+        w.cash[b] = w.cash[b] + (cured ? shortfall : R(0.0));
+        if (tested[i]) {
+            c.dscr_breaches[i] = dscr_breach[i] && !waived && !cured ? c.dscr_breaches[i] + R(1.0) : R(0.0);
+            c.ltv_breaches[i] = ltv_breach[i] && !waived ? c.ltv_breaches[i] + R(1.0) : R(0.0);
+        }
+        c.cures_used[i] = c.cures_used[i] + (cured ? R(1.0) : R(0.0));
+    }
+    for (int i = first_of(b); i < end_of(b); ++i) {
+        const real breached = in_breach(c.dscr_breaches[i], c.ltv_breaches[i]);
+        const real sweep = PRM(C_has_sweep)[i] * breached * m_min(m_max(w.cash[b] - PRM(C_sweep_floor)[i], R(0.0)), w.outstanding[i]);
+        w.cash[b] = w.cash[b] - sweep;
+        w.outstanding[i] = w.outstanding[i] - sweep;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The phases of credit_step, for borrower b
 // ---------------------------------------------------------------------------------------------
 
-// 5. Debt service due in (t_k, t_k+1]: coupons on payment dates, scheduled principal before
-// maturity. The annuity's pow is only evaluated on payment dates (due_now * principal is 0
+// 5. Debt service due in (t_k, t_k+1]: coupons on payment dates (with the margin step-up of an
+// instrument in breach), scheduled principal before maturity. The annuity's pow is only evaluated on payment dates (due_now * principal is 0
 // off them, the principal being finite).
 __host__ __device__ __forceinline__ real debt_service_due(const CreditState& c, int step, const real* prm, int b, CreditStepValues& w) {
     real service = R(0.0);
     for (int i = first_of(b); i < end_of(b); ++i) {
-        const real rate = coupon_rate(step, c.spread_add[i], prm, i);
+        const real spread = c.spread_add[i] + PRM(C_breach_step_up)[i] * in_breach(c.dscr_breaches[i], c.ltv_breaches[i]);
+        const real rate = coupon_rate(step, spread, prm, i);
         const real due_now = PRM(C_payment_due)[step * N_INSTRUMENTS + i];
         w.matures[i] = c.maturity_step[i] == R(step);
         w.interest[i] = c.outstanding[i] * rate / PRM(C_payments_per_year)[i] * due_now;
@@ -221,9 +279,10 @@ __host__ __device__ __forceinline__ real ltv_excess(real outstanding, real coll_
 }
 
 // 7. Covenant tests of borrower b (while a loan is outstanding). LTV breaches are cured by
-// prepaying from cash and unpledged crypto, all of the borrower's breaches at once or none; a
-// breach counter beyond its cure periods is a covenant default.
-__host__ __device__ __forceinline__ void covenant_tests(CreditState& c, int step, const real* prm, int b, CreditStepValues& w) {
+// prepaying from cash and unpledged crypto, all of the borrower's breaches at once or none; the
+// configured remedies follow (covenant_remedies); a breach counter beyond its cure periods is a
+// covenant default (an acceleration after the remedies failed).
+__host__ __device__ __forceinline__ void covenant_tests(CreditState& c, bool tight, int step, const real* prm, int b, CreditStepValues& w) {
     const bool liquidity_short = w.cash[b] < PRM(C_min_liquidity)[b];
     real excess[I];
     bool test[I];
@@ -235,7 +294,7 @@ __host__ __device__ __forceinline__ void covenant_tests(CreditState& c, int step
     }
     real free_crypto = R(0.0);
     for (int a = 0; a < A; ++a) {
-        const real part = (w.units[b][a] - w.pledged[b][a]) * w.net_price[a];
+        const real part = m_max(w.units[b][a] - w.pledged[b][a], R(0.0)) * w.net_price[a];
         free_crypto = a == 0 ? part : free_crypto + part;
     }
     const bool cured_by_borrower = excess_by_borrower > R(0.0) && w.cash[b] + free_crypto >= excess_by_borrower;
@@ -243,47 +302,53 @@ __host__ __device__ __forceinline__ void covenant_tests(CreditState& c, int step
     const real from_cash = m_min(w.cash[b], prepayment_by_borrower);
     w.cash[b] = w.cash[b] - from_cash;
     sell_crypto(prepayment_by_borrower - from_cash, w.units[b], w.pledged[b], w.net_price);
-    w.covenant_dscr[b] = w.covenant_ltv[b] = false;
+    bool dscr_breach[I], ltv_breach[I];
     for (int i = first_of(b); i < end_of(b); ++i) {
         if (cured_by_borrower) w.outstanding[i] = w.outstanding[i] - excess[i];
-        const bool dscr_breach = test[i] && ((PRM(C_dscr_min)[i] > R(0.0) && c.dscr[b] < PRM(C_dscr_min)[i]) || liquidity_short);
-        const bool ltv_breach = excess[i] > R(0.0) && !cured_by_borrower;
-        if (test[i]) {
-            c.dscr_breaches[i] = dscr_breach ? c.dscr_breaches[i] + R(1.0) : R(0.0);
-            c.ltv_breaches[i] = ltv_breach ? c.ltv_breaches[i] + R(1.0) : R(0.0);
-        }
+        dscr_breach[i] = test[i] && ((PRM(C_dscr_min)[i] > R(0.0) && c.dscr[b] < PRM(C_dscr_min)[i]) || liquidity_short);
+        ltv_breach[i] = excess[i] > R(0.0) && !cured_by_borrower;
+    }
+    covenant_remedies(c, tight, test, dscr_breach, ltv_breach, prm, b, w);
+    w.covenant_dscr[b] = w.covenant_ltv[b] = false;
+    for (int i = first_of(b); i < end_of(b); ++i) {
         w.covenant_dscr[b] |= c.dscr_breaches[i] > PRM(C_cure_periods)[i];
         w.covenant_ltv[b] |= c.ltv_breaches[i] > PRM(C_cure_periods)[i];
     }
 }
 
-// 8. Maturities of borrower b: refinance in the easy regime when LTV (its own collateral's if
-// secured, else the borrower's) and DSCR meet the terms, else repay from cash, crypto and the
-// headroom of facilities not maturing now. A borrower that cannot repay in full repays nothing
-// (a maturity default): it enters the workout with the cash and crypto it had, owing what it owed.
+// 8. Maturities of borrower b: within the refinancing window before its maturity, a loan is
+// refinanced in a regime its lenders refinance in when LTV (its own collateral's if secured, else
+// the borrower's) and DSCR meet the terms; at maturity one not refinanced is repaid from cash,
+// crypto (the units pledged to it included: their lien ends with the repayment) and the headroom
+// of facilities not maturing now. A borrower that cannot repay in full repays nothing (a maturity
+// default): it enters the workout with the cash and crypto it had, owing what it owed.
 __host__ __device__ __forceinline__ void refinance_or_repay(CreditState& c, const MarketView& v, bool tight, int step, const real* prm,
                                                             int b, CreditStepValues& w) {
     const real ltv = borrower_ltv(v, w.units[b], w.outstanding, prm, b);
     real owed = R(0.0);
-    bool repay[I];
+    bool repay[I], live[I];
     for (int i = first_of(b); i < end_of(b); ++i) {
         const real ltv_refi = PRM(C_secured)[i] > R(0.0) ? ratio(w.outstanding[i], w.coll_mark[i]) : ltv;
-        const bool due = w.matures[i] && c.alive[b];
-        const bool refinance = due && PRM(C_refinanceable)[i] > R(0.0) && !tight && ltv_refi <= PRM(C_refi_max_ltv)[i] &&
-                               c.dscr[b] >= PRM(C_refi_min_dscr)[i];
+        const bool in_window = c.maturity_step[i] - R(step) <= PRM(C_refi_window_steps)[i] && c.maturity_step[i] >= R(step);
+        const bool refinance = in_window && c.alive[b] && PRM(C_refinanceable)[i] > R(0.0) && (!tight || PRM(C_refi_in_tight)[i] > R(0.0)) &&
+                               ltv_refi <= PRM(C_refi_max_ltv)[i] && c.dscr[b] >= PRM(C_refi_min_dscr)[i];
         if (refinance) {
             c.maturity_step[i] = R(step) + PRM(C_refi_tenor_steps)[i];
-            c.spread_add[i] = c.spread_add[i] + PRM(C_refi_step_up)[i];
+            c.spread_add[i] = c.spread_add[i] + (tight ? PRM(C_refi_step_up_tight)[i] : PRM(C_refi_step_up)[i]);
         }
-        repay[i] = due && !refinance;
+        live[i] = c.maturity_step[i] > R(step);
+        repay[i] = w.matures[i] && c.alive[b] && !refinance;
         const real part = repay[i] ? w.outstanding[i] : R(0.0);
         owed = i == first_of(b) ? part : owed + part;
         if (w.matures[i]) w.headroom[i] = R(0.0);
     }
     const real from_cash = m_min(w.cash[b], owed);
-    real units_after[A];
-    for (int a = 0; a < A; ++a) units_after[a] = w.units[b][a];
-    real short_by_borrower = sell_crypto(owed - from_cash, units_after, w.pledged[b], w.net_price);
+    real units_after[A], liens_left[A];
+    for (int a = 0; a < A; ++a) {
+        units_after[a] = w.units[b][a];
+        liens_left[a] = pledged_units(live, prm, b, a);
+    }
+    real short_by_borrower = sell_crypto(owed - from_cash, units_after, liens_left, w.net_price);
     short_by_borrower = draw_facilities(short_by_borrower, w.headroom, w.drawn, b);
     w.maturity_default[b] = short_by_borrower > R(0.0);
     if (w.maturity_default[b]) return;
@@ -298,6 +363,10 @@ __host__ __device__ __forceinline__ int default_reason(const CreditStepValues& w
                                                                                                                 : REASON_MATURITY;
 }
 
+// The GPUs of this step's fire sales that enter the distressed-supply memory L: all of Q^g with the
+// fire-sale chain on; none with it off, where the memory keeps only the outside supply q_exo.
+__host__ __device__ __forceinline__ real remembered_dump(real dumped, const real* prm) { return PRM(M_chain)[0] * dumped; }
+
 // Q^g: GPUs of generation g that this step's defaults (`newly`) put up for sale.
 __host__ __device__ __forceinline__ void gpus_dumped(const bool* newly, const real* prm, real* dumped) {
     for (int g = 0; g < G; ++g) {
@@ -310,9 +379,10 @@ __host__ __device__ __forceinline__ void gpus_dumped(const bool* newly, const re
     }
 }
 
-// 9. Defaults of this step: GPUs dumped per generation (Q^g, written into `dumped`), fire-sale
-// prices, the recovery waterfall of each defaulting borrower, losses and exposures. A borrower
-// whose debt is all repaid has no lender left to default on.
+// 9. Defaults of this step: GPUs dumped per generation (Q^g), the recovery waterfall of each
+// defaulting borrower at its fire-sale prices, losses and exposures; `dumped` receives the dump the
+// distress memory sees (remembered_dump). A borrower whose debt is all repaid has no lender left to
+// default on.
 __host__ __device__ __forceinline__ void settle_defaults(CreditState& c, const MarketView& v, bool tight, int step, const real* prm,
                                                          CreditStepValues& w, real* dumped) {
     bool any_default = false;
@@ -323,8 +393,6 @@ __host__ __device__ __forceinline__ void settle_defaults(CreditState& c, const M
     }
     gpus_dumped(w.newly, prm, dumped);
     if (!any_default) return;  // the waterfall only runs on paths where some borrower defaults (credit.recoveries_where)
-    real fire_sale[G];
-    for (int g = 0; g < G; ++g) fire_sale[g] = fire_sale_price(v.gpu_mark[g], dumped[g], tight, prm, g);
     real exposure[I], recovered[I];
     for (int b = 0; b < N_BORROWERS; ++b) {
         if (!w.newly[b]) continue;
@@ -333,7 +401,7 @@ __host__ __device__ __forceinline__ void settle_defaults(CreditState& c, const M
         for (int i = first_of(b); i < end_of(b); ++i) exposure[i] = paid_nothing ? c.outstanding[i] + w.interest[i] : w.outstanding[i];
         const real workout_cash = paid_nothing ? m_max(w.available[b], R(0.0)) : w.cash[b];
         const real* workout_units = paid_nothing ? c.units[b] : w.units[b];
-        recovery_waterfall(exposure, fire_sale, workout_units, w.pledged[b], w.net_price, workout_cash, prm, b, recovered);
+        recovery_waterfall(exposure, v.gpu_mark, dumped, tight, workout_units, w.pledged[b], w.net_price, workout_cash, prm, b, recovered);
         for (int i = first_of(b); i < end_of(b); ++i) {
             const real loss_now = exposure[i] - m_min(recovered[i], exposure[i]);
             c.loss[i] = c.loss[i] + loss_now * PRM(C_discount)[step + 1];
@@ -343,6 +411,7 @@ __host__ __device__ __forceinline__ void settle_defaults(CreditState& c, const M
         c.default_step[b] = step;
         c.reason[b] = default_reason(w, b);
     }
+    for (int g = 0; g < G; ++g) dumped[g] = remembered_dump(dumped[g], prm);
 }
 
 // The state at t_{k+1}: survivors keep this step's cash, crypto and debt, defaulted borrowers
@@ -362,14 +431,16 @@ __host__ __device__ __forceinline__ void next_credit_state(int step, const real*
 }
 
 // One step k -> k+1 of every borrower (steps 5-9 of MODEL.md 7) under the regime R_k (`tight`),
-// with the borrowers' revenue-shock draws `z_eps` and the tenants' default draws `u_tenant`; writes the GPUs dumped by this step's
-// defaults per generation (Q^g) into `dumped`.
+// with the borrowers' revenue-shock draws `z_eps` and the tenants' default draws `u_tenant`; writes the GPUs
+// dumped by this step's defaults per generation that the distress memory sees (remembered_dump) into `dumped`.
 __host__ __device__ __forceinline__ void credit_step(CreditState& c, const MarketView& v, bool tight, const real* z_eps,
                                                      const real* u_tenant, int step, const real* prm, real* dumped) {
     CreditStepValues w;
     for (int a = 0; a < A; ++a) w.net_price[a] = v.crypto[a] * (R(1.0) - by_regime(PRM(M_crypto_slippage), tight, A)[a]);
+    bool live[I];
+    for (int i = 0; i < N_INSTRUMENTS; ++i) live[i] = c.maturity_step[i] >= R(step);
     for (int b = 0; b < N_BORROWERS; ++b)
-        for (int a = 0; a < A; ++a) w.pledged[b][a] = PRM(C_treasury0)[b * A + a] * PRM(C_pledged_share)[b * A + a];
+        for (int a = 0; a < A; ++a) w.pledged[b][a] = pledged_units(live, prm, b, a);
 
     for (int t = 0; t < N_TENANTS; ++t) c.tenant_default_step[t] = tenant_defaults(c.tenant_default_step[t], u_tenant[t], tight, step, prm, t);
     for (int b = 0; b < N_BORROWERS; ++b) {
@@ -384,7 +455,7 @@ __host__ __device__ __forceinline__ void credit_step(CreditState& c, const Marke
 
     for (int b = 0; b < N_BORROWERS; ++b) {
         c.dscr[b] = trailing_dscr(c, b);
-        covenant_tests(c, step, prm, b, w);
+        covenant_tests(c, tight, step, prm, b, w);
         refinance_or_repay(c, v, tight, step, prm, b, w);
     }
     settle_defaults(c, v, tight, step, prm, w, dumped);

@@ -87,6 +87,12 @@ __host__ __device__ __forceinline__ real fire_sale_price(real mark, real dumped,
     return mark * (R(1.0) - PRM(M_integration_discount)[0]) * m_exp(-impact);
 }
 
+// GPUs of generation g whose sale sets borrower b's fire-sale price: the step's whole dump Q^g with
+// the fire-sale chain on, only b's own fleet with it off (the other defaulters' sales removed).
+__host__ __device__ __forceinline__ real liquidation_dump(real dumped, int b, const real* prm, int g) {
+    return PRM(M_chain)[0] * dumped + (R(1.0) - PRM(M_chain)[0]) * PRM(C_fleet_count)[b * G + g];
+}
+
 // Pay claimants (instruments of b flagged in `claimant`) from a pool by seniority, pro rata
 // within a rank; returns what is left of the pool (debt.share_pool).
 __host__ __device__ __forceinline__ real share_pool(real pool, const bool* claimant, real* claims, real* recovered, int b) {
@@ -114,17 +120,20 @@ __host__ __device__ __forceinline__ real share_pool(real pool, const bool* claim
 }
 
 // Recovery of borrower b's instruments if it is liquidated now (MODEL.md 7): fleets at fire-sale
-// prices, crypto at the slipped price and cash, less the workout cost; secured lenders first on
-// their own collateral, then everything left pays all claims by rank, pro rata within a rank.
-__host__ __device__ __forceinline__ void recovery_waterfall(const real* exposure, const real* fire_sale, const real* units,
-                                                            const real* pledged, const real* crypto_net_price, real cash, const real* prm,
-                                                            int b, real* recovered) {
+// prices (set by the step's dump `dumped`, or by b's own fleet with the chain off), crypto at the
+// slipped price and cash, less the workout cost; secured lenders first on their own collateral,
+// then everything left pays all claims by rank, pro rata within a rank.
+__host__ __device__ __forceinline__ void recovery_waterfall(const real* exposure, const real* marks, const real* dumped, bool tight,
+                                                            const real* units, const real* pledged, const real* crypto_net_price, real cash,
+                                                            const real* prm, int b, real* recovered) {
     real claims[I];
     bool claimant[I];
     for (int i = first_of(b); i < end_of(b); ++i) {
         claims[i] = exposure[i];
         recovered[i] = R(0.0);
     }
+    real fire_sale[G];
+    for (int g = 0; g < G; ++g) fire_sale[g] = fire_sale_price(marks[g], liquidation_dump(dumped[g], b, prm, g), tight, prm, g);
     real gross = cash;
     for (int g = 0; g < G; ++g) gross = gross + PRM(C_fleet_count)[b * G + g] * fire_sale[g];
     for (int a = 0; a < A; ++a) gross = gross + units[a] * crypto_net_price[a];

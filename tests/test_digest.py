@@ -26,13 +26,13 @@ N_PATHS = 48
 # every repin since is listed with its reason in docs/model.md section 11.
 PINNED_ON = ("2.4", ("AVX512_ICL", "X86_V3", "X86_V4"))
 DIGESTS: dict[str, str] = {
-    "baseline": "32a8f9c2790c7a61a93f97620a7dcd5dd42415b304c6eb01d179de5fbb13d4b6",
-    "bench": "bf63e8522f9c3c602439ff267de00f2f73bd23f59e7ddfc1c93343e5cf2d6bf2",
-    "crypto_winter": "5786847e85ec30d4b7afd2d62a62bbc80aa0a09c1f19f78733cff0f6fcf4eaf6",
-    "deflation_shock": "a9dae1426f374d5eb7941eebcac7695a456a44309338f19fa131dc058ec672a9",
-    "market_freeze": "5bddba6287f69dbd98ba497b7538c6174430fa958604886eadded45a8014f87b",
-    "perfect_storm": "69767886449930d0dece6d31050aadc03a5ba3f88f9238fee9d69858a9c96a77",
-    "rubin_early": "90ffbec6bb6e3ebaef8eceaf24d9d503b69fe1112c0b32df2c8a12b9a7979496",
+    "baseline": "fb0faac6a6a604db58bc215d9741d8ce28ea395f80253710be8129e10c3fb3c4",
+    "bench": "75230cd96932e101a7bc0967e764a5431c187cd4828b2a94154f0034e65f4177",
+    "crypto_winter": "287b5e1fdd1653760e70193be76127749910f837d8482b3b75615cf0fce1f751",
+    "deflation_shock": "93467fdf75d1abf3cf0b0e876dc97d9b3a0ade7d198e25dea5c0d40d44d425c0",
+    "market_freeze": "8c3d1865d7c7b0d0e32224facd54e3c342eea8c2f5470f6e405b16290d6078bb",
+    "perfect_storm": "ad850c32867cd5e9a0b6d8adf7bb54d13d29fb4981531e1c79bd02c233a26423",
+    "rubin_early": "5f04c6e0176e80bcccd67dad442e151e14479bc2e265c3cccbcce48306a18165",
 }
 
 

@@ -81,7 +81,7 @@ def test_bounded_gather_of_defaulting_paths_matches_numpy(backend, spec, n_defau
     from gpusim.backends.jax_backend import bounded_recoveries
     from gpusim.model.credit import recoveries_where
 
-    layout, c = spec.layout, spec.credit
+    layout, m, c = spec.layout, spec.market, spec.credit
     n, B, G, A, I = 1000, layout.n_borrowers, layout.n_generations, layout.n_assets, layout.n_instruments  # noqa: E741
     rng = np.random.default_rng(n_defaulting)
     any_default = np.zeros(n, dtype=bool)
@@ -90,13 +90,15 @@ def test_bounded_gather_of_defaulting_paths_matches_numpy(backend, spec, n_defau
     inputs = (
         any_default,
         rng.uniform(0, 5e8, (I, n)),  # exposure
-        rng.uniform(0, 5e4, (G, n)),  # fire-sale price
+        rng.uniform(0, 5e4, (G, n)),  # GPU marks
+        rng.uniform(0, 5e4, (G, n)),  # GPUs dumped this step
+        rng.uniform(0, 1, n) < 0.3,  # tight regime
         units,
         units * rng.uniform(0, 1, (B, A, 1)),  # pledged
         rng.uniform(0, 1e5, (A, n)),  # net crypto price
         rng.uniform(0, 1e8, (B, n)),  # cash
     )
-    expected = recoveries_where(*inputs, layout, c, np)
-    bounded = jax.jit(lambda *ops: bounded_recoveries(*ops, layout, c, jax.numpy))
+    expected = recoveries_where(*inputs, layout, m, c, np)
+    bounded = jax.jit(lambda *ops: bounded_recoveries(*ops, layout, m, c, jax.numpy))
     np.testing.assert_allclose(np.asarray(bounded(*inputs)), expected, rtol=1e-13, atol=1e-6)
     assert (expected[:, ~any_default] == 0.0).all()

@@ -72,10 +72,30 @@ def test_without_contagion_runs_one_pass(small64: HostModel) -> None:
 
 
 def test_fire_sale_chain_changes_outcomes(small64: HostModel) -> None:
-    """The attribution launch really runs with the chain off: marks differ once fleets are dumped."""
-    got = small64.run_chunk(SEED, 0, 400, 0)
+    """The attribution launch really runs with the chain off: with both borrowers on one GPU
+    generation, one's fire sale depresses the other's marks and recoveries only with the chain on;
+    the launch agrees with numpy's attribution pass."""
+    borrowers = stressed_borrowers()
+    borrowers[0]["fleets"].append({**borrowers[1]["fleets"][0], "count": 6000})  # the miner's B200s, unpledged
+    spec = small_spec_for("float64", name="shared", borrowers=borrowers)
+    got = small64.for_spec(spec).run_chunk(SEED, 0, 400, 0)
     assert got.outcomes is not None and got.outcomes_without_chain is not None
     assert not np.array_equal(got.outcomes.loss, got.outcomes_without_chain.loss)
+    assert_agrees_with_numpy(got, simulate_chunk(spec, SEED, 0, 400, 0, xnp), "host-kernels", "float64")
+
+
+def test_covenant_remedies_agree_with_numpy(small64: HostModel) -> None:
+    """Waivers, equity cures, margin step-ups and cash sweeps (an instrument with all four, one
+    with a sweep only) in the kernels agree with numpy path by path, and change the outcomes."""
+    borrowers = stressed_borrowers()
+    borrowers[0]["debt"][0]["covenants"].update(waiver_fee=0.02, equity_cures=1, breach_step_up=0.03, cash_sweep_floor=5.0e7)
+    borrowers[1]["debt"][0]["covenants"].update(cash_sweep_floor=1.0e6, breach_step_up=0.01)
+    spec = small_spec_for("float64", name="remedies", borrowers=borrowers)
+    got = small64.for_spec(spec).run_chunk(SEED, 0, 400, 0)
+    assert_agrees_with_numpy(got, simulate_chunk(spec, SEED, 0, 400, 0, xnp), "host-kernels", "float64")
+    plain = small64.run_chunk(SEED, 0, 400, 0)
+    assert got.outcomes is not None and plain.outcomes is not None
+    assert not np.array_equal(got.outcomes.default_step, plain.outcomes.default_step)
 
 
 def test_chunking_and_launch_shape_do_not_matter(small32: HostModel) -> None:

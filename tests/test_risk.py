@@ -392,3 +392,37 @@ def test_var_on_an_atom_has_zero_standard_error() -> None:
     summary = acc.finalize()
     assert summary["var"][0] == 0.0 and summary["var_se"][0] == 0.0
     assert summary["var"][1] > 0.0 and summary["var_se"][1] > 0.0
+
+
+def test_loss_bearing_pd_counts_defaults_where_a_lender_loses() -> None:
+    """By hand: three borrowers (the second owns two instruments), six paths. A default counts as
+    loss-bearing when some instrument of that borrower loses more than 0; the count does not
+    depend on chunking or on merging accumulators."""
+    default_step = np.array([[2, -1, 0], [5, 3, -1], [-1, 1, 4], [0, 0, 0], [-1, -1, -1], [7, 2, 1]], dtype=np.int16)
+    loss = np.array(
+        [
+            [1.0, 0.0, 0.0, 0.0],  # borrower 0 loses; borrower 2 defaults with a full recovery
+            [0.0, 0.0, 0.5, 0.0],  # borrower 0 recovers in full; borrower 1 loses on its second instrument
+            [0.0, 0.0, 0.0, 2.0],  # borrower 1 recovers in full; borrower 2 loses
+            [3.0, 1.0, 0.0, 0.0],  # all three default; 0 and 1 lose
+            [0.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 0.0],  # all three default with full recoveries
+        ]
+    )
+    ead = np.where(loss > 0.0, loss, 0.0)
+    annuity = np.ones_like(loss)
+    expected = np.array([2, 2, 1]) / 6.0
+
+    def accumulator() -> RiskAccumulator:
+        return RiskAccumulator(n_borrowers=3, n_instruments=4, n_steps=8, expected_paths=6, instrument_borrower=[0, 1, 1, 2])
+
+    whole = accumulator()
+    whole.add(0, default_step, loss, ead, annuity)
+    first, second = accumulator(), accumulator()
+    first.add(0, default_step[:4], loss[:4], ead[:4], annuity[:4])
+    second.add(4, default_step[4:], loss[4:], ead[4:], annuity[4:])
+    first.merge(second)
+    for summary in (whole.finalize(), first.finalize()):
+        np.testing.assert_array_equal(summary["pd_loss_bearing"], expected)
+        np.testing.assert_allclose(summary["pd_loss_bearing_se"], np.sqrt(expected * (1.0 - expected) / 6.0))
+        np.testing.assert_array_equal(summary["pd"][:, -1], np.array([4, 4, 4]) / 6.0)

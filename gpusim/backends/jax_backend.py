@@ -190,12 +190,15 @@ class JaxBackend:
 def bounded_recoveries(
     any_default: Any,
     exposure: Any,
-    fire: Any,
+    marks: Any,
+    dumped: Any,
+    tight: Any,
     units: Any,
     pledged: Any,
     net_price: Any,
     cash: Any,
     layout: Layout,
+    m: MarketParams,
     c: CreditParams,
     xp: Any,
 ) -> Any:
@@ -204,14 +207,14 @@ def bounded_recoveries(
     step where more paths default, `lax.cond` runs the waterfall on every path instead.
     Same numbers either way; the waterfall's cost drops by about the ratio of the sizes."""
     size = max(64, any_default.shape[-1] // 16)
-    operands = (any_default, exposure, fire, units, pledged, net_price, cash)
+    operands = (any_default, exposure, marks, dumped, tight, units, pledged, net_price, cash)
 
     def gathered(ops: tuple[Any, ...]) -> Any:
         index = jnp.nonzero(ops[0], size=size, fill_value=0)[0]
-        return recoveries_where(*ops, layout, c, xp, index=index)
+        return recoveries_where(*ops, layout, m, c, xp, index=index)
 
     def everywhere(ops: tuple[Any, ...]) -> Any:
-        return xp.where(ops[0], recovery_waterfall(*ops[1:], layout, c, xp), 0.0)
+        return xp.where(ops[0], recovery_waterfall(*ops[1:], layout, m, c, xp), 0.0)
 
     if size >= any_default.shape[-1]:
         return everywhere(operands)

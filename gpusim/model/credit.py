@@ -19,7 +19,6 @@ from gpusim.model.debt import (
     collateral_value,
     coupon_rate,
     facility_headroom,
-    fire_sale_price,
     recovery_waterfall,
     remaining_payments,
     scheduled_principal,
@@ -48,6 +47,7 @@ class CreditState(NamedTuple):
     exposure: Any  # (I, n) exposure at default, discounted like the loss (so LGD = loss / exposure)
     annuity: Any  # (I, n) risky annuity: sum of DF x outstanding x dt while alive
     tenant_default_step: Any  # (T, n) step each tenant defaulted in, NO_DEFAULT while it performs (docs/model.md 5.7)
+    cures_used: Any  # (I, n) sponsor equity cures used (covenant remedies)
 
 
 class CreditView(NamedTuple):
@@ -62,7 +62,7 @@ class CreditStepValues(NamedTuple):
     kernels/credit.cuh); each phase fills its fields, the state at t_k stays as it was."""
 
     net_price: Any  # (A, n) crypto price after the regime's slippage
-    pledged: Any  # (B, A, 1) units pledged, fixed while the borrower lives
+    pledged: Any  # (B, A, n) units under a lien at t_k (pledged_units)
     interest: Any = None  # (I, n) coupon due this step
     principal: Any = None  # (I, n) scheduled principal due this step
     matures: Any = None  # (I, n) bool
@@ -126,6 +126,7 @@ def initial_credit_state(view: MarketView, m: MarketParams, c: CreditParams, lay
         exposure=zeros_per_instrument,
         annuity=zeros_per_instrument,
         tenant_default_step=xp.full((layout.n_tenants, n_paths), NO_DEFAULT, dtype=dtype),
+        cures_used=zeros_per_instrument,
     )
 
 
@@ -135,17 +136,41 @@ def ratio(numerator: Any, denominator: Any, xp: Any) -> Any:
     return xp.where(positive, numerator / xp.where(positive, denominator, 1.0), UNBOUNDED_RATIO)
 
 
+def pledged_units(live: Any, c: CreditParams, layout: Layout, xp: Any) -> Any:
+    """Units of each borrower's treasury under a lien, (B, A, n): the pledged share nu_b,a while
+    some instrument secured on it is `live` (I, n) bool; a pledge whose loans have all matured
+    is released (MODEL.md 6.5)."""
+    nu = c.treasury0 * c.pledged_share
+    no_lien = xp.zeros((live.shape[-1],), dtype=nu.dtype)
+    rows = []
+    for b in range(layout.n_borrowers):
+        per_asset = []
+        for a in range(layout.n_assets):
+            secured = [i for i in layout.instruments_of(b) if a in layout.collateral_assets[i]]
+            if not secured:  # pledged to no instrument: no lien (nu 1{false} = 0)
+                per_asset.append(no_lien)
+                continue
+            held = live[secured[0]]
+            for i in secured[1:]:
+                held = held | live[i]
+            per_asset.append(nu[b, a] * xp.astype(held, nu.dtype))
+        rows.append(xp.stack(per_asset, axis=0))
+    return xp.stack(rows, axis=0)
+
+
 def sell_crypto(need: Any, units: Any, pledged: Any, net_price: Any, xp: Any) -> tuple[Any, Any]:
     """Sell each borrower's unpledged treasury crypto, asset by asset in listed order, until
     `need` (B, n) is met; returns (need left, units left (B, A, n)).
 
-    Pledged units stay with the lenders' collateral until a default: a living borrower cannot
-    sell them to pay other debt, opex or an LTV cure."""
+    Units under a lien (`pledged`) stay with the lenders' collateral: a living borrower cannot
+    sell them to pay other debt, opex or an LTV cure, only to repay the loans they secure at
+    maturity (refinance_or_repay passes the liens left after that repayment). A holding sold
+    down to a rounding residual below its lien sells nothing (never a negative amount)."""
     left = []
     for a in range(units.shape[1]):
         held = units[:, a, :]
         price = net_price[a][None, :]
-        sold = xp.minimum(need, (held - pledged[:, a, :]) * price)
+        sold = xp.minimum(need, xp.maximum(held - pledged[:, a, :], 0.0) * price)
         left.append(held - sold / xp.where(price > 0.0, price, 1.0))
         need = need - sold
     return need, xp.stack(left, axis=1)
@@ -168,10 +193,13 @@ def trailing_dscr(cfads_window: Any, service_window: Any, xp: Any) -> Any:
 
 def borrower_ltv(view: MarketView, units: Any, outstanding: Any, c: CreditParams, layout: Layout, xp: Any) -> Any:
     """Debt of each borrower over its fleets at mark plus its treasury (B, A, n) at market, (B, n):
-    the LTV of the fan charts and of the refinancing test of unsecured debt."""
+    the LTV of the fan charts and of the refinancing test of unsecured debt. 0 without debt, so a
+    borrower that has repaid everything and sold its treasury down to a rounding residual has no
+    LTV of 1e9 (nor one that flips between 0 and 1e9 with the residual's last bit)."""
     fleets = sum_over(c.fleet_count[:, :, None] * view.gpu_mark[None, :, :], axis=1)
     treasury = sum_over(units * view.crypto[None, :, :], axis=1)
-    return ratio(sum_by_owner(outstanding, layout, xp), fleets + treasury, xp)
+    debt = sum_by_owner(outstanding, layout, xp)
+    return xp.where(debt > 0.0, ratio(debt, fleets + treasury, xp), 0.0)
 
 
 def credit_ratios(cs: CreditState, view: MarketView, c: CreditParams, layout: Layout, xp: Any) -> CreditView:
@@ -184,9 +212,13 @@ def credit_ratios(cs: CreditState, view: MarketView, c: CreditParams, layout: La
 def debt_service_due(
     cs: CreditState, step: int, c: CreditParams, layout: Layout, xp: Any, w: CreditStepValues
 ) -> tuple[Any, CreditStepValues]:
-    """5. Debt service due in (t_k, t_k+1] per borrower (B, n): coupons on payment dates,
-    scheduled principal before maturity; fills interest, principal and matures."""
-    rate = coupon_rate(step, cs.spread_add, c)
+    """5. Debt service due in (t_k, t_k+1] per borrower (B, n): coupons on payment dates (with
+    the margin step-up of an instrument in breach), scheduled principal before maturity; fills
+    interest, principal and matures."""
+    spread = cs.spread_add
+    if layout.covenant_remedies:  # (a step-up of 0 adds exactly 0: CUDA always adds it)
+        spread = spread + c.breach_step_up[:, None] * in_breach(cs.dscr_breaches, cs.ltv_breaches, xp)
+    rate = coupon_rate(step, spread, c)
     due_now = c.payment_due[step][:, None]
     matures = cs.maturity_step == step
     interest = cs.outstanding * rate / c.payments_per_year[:, None] * due_now
@@ -219,6 +251,63 @@ def pay_debt_service(
     )
 
 
+def in_breach(dscr_breaches: Any, ltv_breaches: Any, xp: Any) -> Any:
+    """1 where an instrument is in breach (a failed test not passed since), else 0, (I, n)."""
+    return xp.astype(dscr_breaches + ltv_breaches > 0.0, dscr_breaches.dtype)
+
+
+def trailing_service(service_window: Any) -> Any:
+    """Debt service due in the trailing 12 months per borrower, (B, n), summed oldest first."""
+    return sum_over(service_window, axis=1)
+
+
+def covenant_remedies(
+    cs: CreditState,
+    dscr: Any,
+    tested: Any,
+    dscr_breach: Any,
+    ltv_breach: Any,
+    tight: Any,
+    c: CreditParams,
+    layout: Layout,
+    xp: Any,
+    w: CreditStepValues,
+) -> tuple[Any, Any, Any, Any, Any]:
+    """Remedies of this step's failed tests, instrument by instrument in listed order (each may
+    spend or bring the borrower's cash): in the easy regime a waiver for a fee of the outstanding
+    when cash covers it, else a sponsor equity cure of a DSCR / liquidity breach while cures are
+    left; then the breach counters (a remedied test counts as passed); then, every step, cash
+    above the floor sweeps into each instrument still in breach. Returns the breach counters,
+    equity cures used, cash (B, n) and outstanding (I, n)."""
+    easy = ~tight
+    service = trailing_service(cs.service_window)
+    cash = [w.cash[b] for b in range(layout.n_borrowers)]
+    dscr_rows, ltv_rows, cures_rows = [], [], []
+    for i in range(layout.n_instruments):
+        b = layout.instrument_owner[i]
+        fee = c.waiver_fee[i] * w.outstanding[i]
+        waived = (dscr_breach[i] | ltv_breach[i]) & easy & (c.has_waiver[i] > 0.0) & (cash[b] >= fee)
+        cash[b] = cash[b] - xp.where(waived, fee, 0.0)
+        shortfall = xp.where(c.dscr_min[i] > 0.0, xp.maximum((c.dscr_min[i] - dscr[b]) * service[b], 0.0), 0.0)
+        shortfall = shortfall + xp.maximum(c.min_liquidity[b] - cash[b], 0.0)
+        cured = dscr_breach[i] & ~waived & easy & (cs.cures_used[i] < c.equity_cures[i])
+        cash[b] = cash[b] + xp.where(cured, shortfall, 0.0)
+        dscr_rows.append(
+            xp.where(tested[i], xp.where(dscr_breach[i] & ~waived & ~cured, cs.dscr_breaches[i] + 1.0, 0.0), cs.dscr_breaches[i])
+        )
+        ltv_rows.append(xp.where(tested[i], xp.where(ltv_breach[i] & ~waived, cs.ltv_breaches[i] + 1.0, 0.0), cs.ltv_breaches[i]))
+        cures_rows.append(cs.cures_used[i] + xp.astype(cured, cs.cures_used.dtype))
+    dscr_breaches, ltv_breaches = xp.stack(dscr_rows, axis=0), xp.stack(ltv_rows, axis=0)
+    breached = in_breach(dscr_breaches, ltv_breaches, xp)
+    outstanding = []
+    for i in range(layout.n_instruments):
+        b = layout.instrument_owner[i]
+        sweep = c.has_sweep[i] * breached[i] * xp.minimum(xp.maximum(cash[b] - c.sweep_floor[i], 0.0), w.outstanding[i])
+        cash[b] = cash[b] - sweep
+        outstanding.append(w.outstanding[i] - sweep)
+    return dscr_breaches, ltv_breaches, xp.stack(cures_rows, axis=0), xp.stack(cash, axis=0), xp.stack(outstanding, axis=0)
+
+
 def ltv_excess(outstanding: Any, coll_mark: Any, coll_book: Any, test: Any, c: CreditParams, xp: Any) -> Any:
     """Principal of each instrument above its LTV covenant (on marks, at book or a mix), 0 when not tested."""
     on_mark = c.ltv_on_mark[:, None]
@@ -227,65 +316,75 @@ def ltv_excess(outstanding: Any, coll_mark: Any, coll_book: Any, test: Any, c: C
 
 
 def covenant_tests(
-    cs: CreditState, dscr: Any, step: int, c: CreditParams, layout: Layout, xp: Any, w: CreditStepValues
+    cs: CreditState, dscr: Any, tight: Any, step: int, c: CreditParams, layout: Layout, xp: Any, w: CreditStepValues
 ) -> tuple[CreditState, CreditStepValues]:
     """7. Covenant tests (while a loan is outstanding) against the trailing `dscr` (B, n).
 
     LTV breaches are cured by prepaying from cash and unpledged crypto, all of a borrower's
-    breaches at once or none; a breach counter beyond its cure periods is a covenant default.
-    Returns the state with the new breach counters, and the values after the cures."""
+    breaches at once or none; the configured remedies (waiver, equity cure, cash sweep) follow
+    (covenant_remedies, skipped where no instrument has one); a breach counter beyond its cure
+    periods is a covenant default (an acceleration after the remedies failed). Returns the state
+    with the new breach counters, and the values after the cures."""
     test = (c.covenant_test[step][:, None] > 0.0) & (cs.outstanding > 0.0)
     liquidity_short = by_owner(w.cash < c.min_liquidity[:, None], layout, xp)
     dscr_breach = test & (((c.dscr_min[:, None] > 0.0) & (by_owner(dscr, layout, xp) < c.dscr_min[:, None])) | liquidity_short)
     excess = ltv_excess(w.outstanding, w.coll_mark, w.coll_book, test, c, xp)
     excess_by_borrower = sum_by_owner(excess, layout, xp)
-    free_crypto = sum_over((w.units - w.pledged) * w.net_price[None, :, :], axis=1)
+    free_crypto = sum_over(xp.maximum(w.units - w.pledged, 0.0) * w.net_price[None, :, :], axis=1)
     cured_by_borrower = (excess_by_borrower > 0.0) & (w.cash + free_crypto >= excess_by_borrower)
     prepayment_by_borrower = xp.where(cured_by_borrower, excess_by_borrower, 0.0)
     from_cash = xp.minimum(w.cash, prepayment_by_borrower)
     _, units = sell_crypto(prepayment_by_borrower - from_cash, w.units, w.pledged, w.net_price, xp)
     cured = by_owner(cured_by_borrower, layout, xp)
     ltv_breach = (excess > 0.0) & ~cured
-    dscr_breaches = xp.where(test, xp.where(dscr_breach, cs.dscr_breaches + 1.0, 0.0), cs.dscr_breaches)
-    ltv_breaches = xp.where(test, xp.where(ltv_breach, cs.ltv_breaches + 1.0, 0.0), cs.ltv_breaches)
+    cash, outstanding, cures_used = w.cash - from_cash, w.outstanding - xp.where(cured, excess, 0.0), cs.cures_used
+    if layout.covenant_remedies:
+        after_cures = w._replace(cash=cash, outstanding=outstanding)
+        dscr_breaches, ltv_breaches, cures_used, cash, outstanding = covenant_remedies(
+            cs, dscr, test, dscr_breach, ltv_breach, tight, c, layout, xp, after_cures
+        )
+    else:
+        dscr_breaches = xp.where(test, xp.where(dscr_breach, cs.dscr_breaches + 1.0, 0.0), cs.dscr_breaches)
+        ltv_breaches = xp.where(test, xp.where(ltv_breach, cs.ltv_breaches + 1.0, 0.0), cs.ltv_breaches)
     cure_periods = c.cure_periods[:, None]
     covenant_dscr = sum_by_owner(xp.astype(dscr_breaches > cure_periods, dscr_breaches.dtype), layout, xp) > 0.0
     covenant_ltv = sum_by_owner(xp.astype(ltv_breaches > cure_periods, ltv_breaches.dtype), layout, xp) > 0.0
-    values = w._replace(
-        cash=w.cash - from_cash,
-        units=units,
-        outstanding=w.outstanding - xp.where(cured, excess, 0.0),
-        covenant_dscr=covenant_dscr,
-        covenant_ltv=covenant_ltv,
-    )
-    return cs._replace(dscr_breaches=dscr_breaches, ltv_breaches=ltv_breaches), values
+    values = w._replace(cash=cash, units=units, outstanding=outstanding, covenant_dscr=covenant_dscr, covenant_ltv=covenant_ltv)
+    return cs._replace(dscr_breaches=dscr_breaches, ltv_breaches=ltv_breaches, cures_used=cures_used), values
 
 
 def refinance_or_repay(
     cs: CreditState, view: MarketView, tight: Any, dscr: Any, step: int, c: CreditParams, layout: Layout, xp: Any, w: CreditStepValues
 ) -> tuple[CreditState, CreditStepValues]:
-    """8. Maturities: refinance in the easy regime when LTV (the loan's own collateral's if
-    secured, else the borrower's) and DSCR meet the terms, else repay from cash, crypto and
-    the headroom of facilities not maturing now. A borrower that cannot repay in full repays
-    nothing (a maturity default): it enters the workout with the cash and crypto it had, owing
-    what it owed. Returns the state with refinanced maturities and spreads, and the values after repaying."""
+    """8. Maturities: within the refinancing window before its maturity, a loan is refinanced
+    in a regime its lenders refinance in when LTV (the loan's own collateral's if secured, else
+    the borrower's) and DSCR meet the terms; at maturity an instrument not refinanced is repaid
+    from cash, crypto (the units pledged to it included: their lien ends with the repayment)
+    and the headroom of facilities not maturing now. A borrower that cannot repay in full
+    repays nothing (a maturity default): it enters the workout with the cash and crypto it had,
+    owing what it owed. Returns the state with refinanced maturities and spreads, and the values after repaying."""
     ltv_refi = xp.where(
         c.secured[:, None] > 0.0,
         ratio(w.outstanding, w.coll_mark, xp),
         by_owner(borrower_ltv(view, w.units, w.outstanding, c, layout, xp), layout, xp),
     )
-    due = w.matures & by_owner(cs.alive, layout, xp)
+    alive = by_owner(cs.alive, layout, xp)
+    in_window = (cs.maturity_step - step <= c.refi_window_steps[:, None]) & (cs.maturity_step >= step)
     refinance = (
-        due
+        in_window
+        & alive
         & (c.refinanceable[:, None] > 0.0)
-        & ~tight
+        & (~tight | (c.refi_in_tight[:, None] > 0.0))
         & (ltv_refi <= c.refi_max_ltv[:, None])
         & (by_owner(dscr, layout, xp) >= c.refi_min_dscr[:, None])
     )
-    repay = due & ~refinance
+    maturity_step = xp.where(refinance, step + c.refi_tenor_steps[:, None], cs.maturity_step)
+    step_up = xp.where(tight, c.refi_step_up_tight[:, None], c.refi_step_up[:, None])
+    repay = w.matures & alive & ~refinance
     owed = sum_by_owner(xp.where(repay, w.outstanding, 0.0), layout, xp)
     from_cash = xp.minimum(w.cash, owed)
-    short_by_borrower, units_after = sell_crypto(owed - from_cash, w.units, w.pledged, w.net_price, xp)
+    liens_left = pledged_units(maturity_step > step, c, layout, xp)
+    short_by_borrower, units_after = sell_crypto(owed - from_cash, w.units, liens_left, w.net_price, xp)
     short_by_borrower, drawn = draw_facilities(short_by_borrower, xp.where(w.matures, 0.0, w.headroom), layout, xp)
     maturity_default = short_by_borrower > 0.0
     defaulted_by_instrument = by_owner(maturity_default, layout, xp)
@@ -297,8 +396,8 @@ def refinance_or_repay(
         maturity_default=maturity_default,
     )
     refinanced = cs._replace(
-        maturity_step=xp.where(refinance, step + c.refi_tenor_steps[:, None], cs.maturity_step),
-        spread_add=xp.where(refinance, cs.spread_add + c.refi_step_up[:, None], cs.spread_add),
+        maturity_step=maturity_step,
+        spread_add=xp.where(refinance, cs.spread_add + step_up, cs.spread_add),
     )
     return refinanced, values
 
@@ -316,6 +415,13 @@ def default_reason(payment_default: Any, covenant_dscr: Any, covenant_ltv: Any, 
     )
 
 
+def remembered_dump(dumped: Any, m: MarketParams) -> Any:
+    """The GPUs of this step's fire sales that enter the distressed-supply memory L, (G, n): all
+    of Q^g with the fire-sale chain on; none with it off, where the memory keeps only the
+    outside supply q_exo (a defaulter has left, so only other borrowers could feel its dump)."""
+    return m.chain * dumped
+
+
 def gpus_dumped(newly: Any, c: CreditParams, xp: Any) -> Any:
     """Q^g: GPUs of each generation that this step's defaults `newly` (B, n) put up for sale, (G, n)."""
     newly_defaulted_weight = xp.astype(newly, c.fleet_count.dtype)
@@ -325,12 +431,15 @@ def gpus_dumped(newly: Any, c: CreditParams, xp: Any) -> Any:
 def recoveries_where(
     any_default: Any,
     exposure: Any,
-    fire: Any,
+    marks: Any,
+    dumped: Any,
+    tight: Any,
     units: Any,
     pledged: Any,
     net_price: Any,
     cash: Any,
     layout: Layout,
+    m: MarketParams,
     c: CreditParams,
     xp: Any,
     index: Any = None,
@@ -350,7 +459,8 @@ def recoveries_where(
     def pick(x: Any) -> Any:
         return xp.take(x, index, axis=x.ndim - 1)
 
-    recovered = recovery_waterfall(pick(exposure), pick(fire), pick(units), pick(pledged), pick(net_price), pick(cash), layout, c, xp)
+    picked = (pick(x) for x in (exposure, marks, dumped, tight, units, pledged, net_price, cash))
+    recovered = recovery_waterfall(*picked, layout, m, c, xp)
     position = xp.clip(xp.cumulative_sum(xp.astype(any_default, xp.int64)) - 1, 0, None)
     return xp.where(any_default, xp.take(recovered, position, axis=1), 0.0)
 
@@ -367,14 +477,13 @@ def settle_defaults(
     w: CreditStepValues,
     recoveries: Callable[..., Any] = recoveries_where,
 ) -> tuple[CreditState, CreditStepValues, Any]:
-    """9. Defaults of this step: GPUs dumped per generation (Q^g), fire-sale prices, the
-    recovery waterfall of each defaulting borrower, losses and exposures. A borrower whose debt
-    is all repaid has no lender left to default on. Returns the state with the defaults, losses
-    and exposures booked, the values with `newly`, and Q^g (G, n)."""
+    """9. Defaults of this step: GPUs dumped per generation (Q^g), the recovery waterfall of each
+    defaulting borrower at its fire-sale prices, losses and exposures. A borrower whose debt is
+    all repaid has no lender left to default on. Returns the state with the defaults, losses
+    and exposures booked, the values with `newly`, and the dump the distress memory sees (G, n)."""
     owes = sum_by_owner(cs.outstanding, layout, xp) > 0.0
     newly = cs.alive & owes & (w.payment_default | w.covenant_dscr | w.covenant_ltv | w.maturity_default)
     dumped = gpus_dumped(newly, c, xp)
-    fire = fire_sale_price(view.gpu_mark, dumped, tight, m, xp)
     # a borrower that cannot pay in full goes into the workout with what it had before paying
     paid_nothing = by_owner(w.payment_default, layout, xp)
     exposure = xp.where(paid_nothing, cs.outstanding + w.interest, w.outstanding)
@@ -382,7 +491,9 @@ def settle_defaults(
     workout_units = xp.where(w.payment_default[:, None, :], cs.units, w.units)
     any_default = sum_over(xp.astype(newly, dumped.dtype), axis=0) > 0.0
     pledged = xp.broadcast_to(w.pledged, workout_units.shape)
-    recovered = recoveries(any_default, exposure, fire, workout_units, pledged, w.net_price, workout_cash, layout, c, xp)
+    recovered = recoveries(
+        any_default, exposure, view.gpu_mark, dumped, tight, workout_units, pledged, w.net_price, workout_cash, layout, m, c, xp
+    )
     newly_by_instrument = by_owner(newly, layout, xp)
     loss_now = xp.where(newly_by_instrument, exposure - xp.minimum(recovered, exposure), 0.0)
     settled = cs._replace(
@@ -392,7 +503,7 @@ def settle_defaults(
         loss_nominal=cs.loss_nominal + loss_now,
         exposure=cs.exposure + xp.where(newly_by_instrument, exposure, 0.0) * c.discount[step + 1],
     )
-    return settled, w._replace(newly=newly), dumped
+    return settled, w._replace(newly=newly), remembered_dump(dumped, m)
 
 
 def next_credit_state(cs: CreditState, step: int, c: CreditParams, layout: Layout, xp: Any, w: CreditStepValues) -> CreditState:
@@ -423,12 +534,12 @@ def credit_step(
     recoveries: Callable[..., Any] = recoveries_where,
 ) -> tuple[CreditState, Any, CreditView]:
     """One step k -> k+1 of every borrower (steps 5-9 of MODEL.md 7); returns the new state, the
-    GPUs dumped per generation by this step's defaults Q^g (G, n), and the ratios for fan charts.
-    `u_tenant` (T, n) are the tenants' default draws. `recoveries` has the signature of
-    `recoveries_where` (a backend may bound its gather)."""
+    GPUs dumped by this step's defaults that the distress memory sees (remembered_dump, (G, n)),
+    and the ratios for fan charts. `u_tenant` (T, n) are the tenants' default draws.
+    `recoveries` has the signature of `recoveries_where` (a backend may bound its gather)."""
     w = CreditStepValues(
         net_price=view.crypto * (1.0 - by_regime(m.crypto_slippage, tight, xp)),
-        pledged=(c.treasury0 * c.pledged_share)[:, :, None],
+        pledged=pledged_units(cs.maturity_step >= step, c, layout, xp),
     )
     eps = revenue_shock_step(cs.eps, z_eps, c)
     tenants = tenant_defaults(cs.tenant_default_step, u_tenant, tight, step, c, xp)
@@ -442,7 +553,7 @@ def credit_step(
         service_window=xp.concat((cs.service_window[:, 1:, :], service[:, None, :]), axis=1),
     )
     dscr = trailing_dscr(cs.cfads_window, cs.service_window, xp)
-    cs, w = covenant_tests(cs, dscr, step, c, layout, xp, w)
+    cs, w = covenant_tests(cs, dscr, tight, step, c, layout, xp, w)
     cs, w = refinance_or_repay(cs, view, tight, dscr, step, c, layout, xp, w)
     cs, w, dumped = settle_defaults(cs, view, tight, step, m, c, layout, xp, w, recoveries)
     new_state = next_credit_state(cs, step, c, layout, xp, w)

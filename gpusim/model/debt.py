@@ -88,6 +88,12 @@ def fire_sale_price(marks: Any, dumped: Any, tight: Any, m: MarketParams, xp: An
     return marks * (1.0 - m.integration_discount) * xp.exp(-impact)
 
 
+def liquidation_dump(dumped: Any, b: int, m: MarketParams, c: CreditParams) -> Any:
+    """GPUs whose sale sets borrower b's fire-sale price, (G, n): the step's whole dump Q^g with the
+    fire-sale chain on, only b's own fleet with it off (the other defaulters' sales removed)."""
+    return m.chain * dumped + (1.0 - m.chain) * c.fleet_count[b][:, None]
+
+
 def share_pool(pool: Any, claimants: list[int], claims: list[Any], recovered: list[Any], layout: Layout, xp: Any) -> Any:
     """Pay claimants from a pool by seniority, pro rata within a rank; return what is left of the pool."""
     for rank in sorted({layout.seniority[i] for i in claimants}):
@@ -108,18 +114,22 @@ def share_pool(pool: Any, claimants: list[int], claims: list[Any], recovered: li
 
 def recovery_waterfall(
     exposure: Any,
-    fire_sale: Any,
+    marks: Any,
+    dumped: Any,
+    tight: Any,
     units: Any,
     pledged: Any,
     crypto_net_price: Any,
     cash: Any,
     layout: Layout,
+    m: MarketParams,
     c: CreditParams,
     xp: Any,
 ) -> Any:
     """Recovery of each instrument if its borrower is liquidated now, (I, n) (MODEL.md 7).
 
-    Proceeds are fleets at the fire-sale price, crypto at the slipped price and cash, less the
+    Proceeds are fleets at the fire-sale price (set by the step's dump Q^g `dumped`, or by the
+    borrower's own fleet with the chain off), crypto at the slipped price and cash, less the
     workout cost (a share of exposure, taken from all proceeds pro rata). Secured lenders are
     paid first from their own collateral (by rank, pro rata within a rank); what is left of
     every pool joins the unencumbered assets, which pay all remaining claims by rank.
@@ -129,6 +139,7 @@ def recovery_waterfall(
     fleet_count = c.fleet_count
     for b in range(layout.n_borrowers):
         members = layout.instruments_of(b)
+        fire_sale = fire_sale_price(marks, liquidation_dump(dumped, b, m, c), tight, m, xp)
         fleets = [(g, fleet_count[b, g] * fire_sale[g]) for g in range(layout.n_generations)]
         gross = cash[b]
         for _, value in fleets:

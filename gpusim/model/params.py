@@ -46,6 +46,7 @@ class Layout:
     ltv_covenanted: tuple[int, ...] = ()  # instruments with an LTV maintenance covenant
     tenant_owner: tuple[int, ...] = ()  # borrower index of each tenant contract (grouped by borrower)
     tenant_generation: tuple[int, ...] = ()  # generation of each gpu_hours tenant's GPUs (0 for colocation, which has none)
+    covenant_remedies: tuple[int, ...] = ()  # instruments with a remedy of a covenant breach (waiver, cure, step-up, sweep)
 
     @property
     def dt(self) -> float:
@@ -131,6 +132,7 @@ class MarketParams(NamedTuple):
     hashrate_drift_step: Any  # (2,) m_R dt with a hashrate process, else 0
     hashrate_vol_step: Any  # () sigma_H sqrt(dt)
     hashrate_btc_elasticity: Any  # () e: response of ln H to the step's log BTC return
+    chain: Any  # () 1: the fire-sale chain on; 0: off (the attribution pass, MODEL.md 8.9)
 
 
 def _pair(by_regime: Any) -> list[float]:
@@ -170,6 +172,19 @@ def build_layout(s: Scenario) -> Layout:
         ),
         tenant_owner=tuple(bi for bi, b in enumerate(s.borrowers) for _ in b.tenants),
         tenant_generation=tuple(gens.index(t.generation) if t.generation else 0 for b in s.borrowers for t in b.tenants),
+        covenant_remedies=tuple(k for k, i in enumerate(i for b in s.borrowers for i in b.debt) if has_remedy(i.covenants)),
+    )
+
+
+def has_remedy(covenants: Any) -> bool:
+    """Whether a covenant package has a remedy of a breach besides its cure periods."""
+    if covenants is None:
+        return False
+    return (
+        covenants.waiver_fee is not None
+        or covenants.equity_cures > 0
+        or covenants.breach_step_up > 0
+        or covenants.cash_sweep_floor is not None
     )
 
 
@@ -265,6 +280,7 @@ def build_market_params(s: Scenario) -> MarketParams:
         price_impact=np.array(_pair(s.secondary_market.price_impact)),
         crypto_slippage=np.array([_pair(a.sale_slippage) for a in assets]).T,
         **hashrate_params(s),
+        chain=np.float64(1.0),
     )
 
 
@@ -283,8 +299,10 @@ def hashrate_params(s: Scenario) -> dict[str, Any]:
 
 
 def without_contagion(p: MarketParams) -> MarketParams:
-    """The same market with the fire-sale chain switched off (alpha_R = alpha_mark = 0, MODEL.md 4)."""
-    return p._replace(price_impact=np.zeros_like(p.price_impact), mark_impact=np.float64(0.0))
+    """The same market with the fire-sale chain switched off (MODEL.md 8.9): each defaulter's
+    fire-sale price feels only its own dump, and the distressed-supply memory only the outside
+    supply q_exo. Price impact and marks stay, so a lone borrower's outcomes do not change."""
+    return p._replace(chain=np.float64(0.0))
 
 
 def cast_params(params: NamedTuple, xp: Any, dtype: Any) -> Any:
@@ -356,6 +374,17 @@ class CreditParams(NamedTuple):
     tenant_spot_revenue: Any  # (T,) colocation: USD per step at the spot colocation rate (0 for gpu_hours)
     tenant_default_prob: Any  # (2, T) per-step default probability 1 - exp(-h_R dt), the backstop's hazard where there is one
     tenant_lag_steps: Any  # (T,) re-leasing lag in steps
+    # refinancing window and the tight regime (MODEL.md 7.5)
+    refi_window_steps: Any  # (I,) steps before maturity from which refinancing is attempted
+    refi_in_tight: Any  # (I,) 0/1: lenders also refinance in the tight regime
+    refi_step_up_tight: Any  # (I,) added to the coupon at a refinancing in the tight regime
+    # covenant remedies (MODEL.md 7.4)
+    waiver_fee: Any  # (I,) share of outstanding paid for a waiver in the easy regime
+    has_waiver: Any  # (I,) 0/1
+    equity_cures: Any  # (I,) sponsor equity cures available over the life
+    breach_step_up: Any  # (I,) added to the coupon while in breach, per year
+    sweep_floor: Any  # (I,) USD of cash kept before a sweep while in breach
+    has_sweep: Any  # (I,) 0/1
 
 
 NO_COVENANT_LTV = 1e12
@@ -511,6 +540,15 @@ def build_credit_params(s: Scenario) -> CreditParams:
         breakeven_kwh_per_day=np.array([24.0 * b.mining.efficiency if b.mining else 0.0 for b in s.borrowers]),
         power_take_or_pay=np.array([b.mining.power_take_or_pay if b.mining else 0.0 for b in s.borrowers]),
         **tenant_params(s, fleet),
+        refi_window_steps=per_instrument(lambda bi, i: round(refi(i, "window_months") * grid.steps_per_year / 12.0)),
+        refi_in_tight=per_instrument(lambda bi, i: i.refinancing is not None and i.refinancing.tight_spread_step_up is not None),
+        refi_step_up_tight=per_instrument(lambda bi, i: refi(i, "tight_spread_step_up") or 0.0),
+        waiver_fee=per_instrument(lambda bi, i: covenant(i, "waiver_fee", 0.0)),
+        has_waiver=per_instrument(lambda bi, i: i.covenants is not None and i.covenants.waiver_fee is not None),
+        equity_cures=per_instrument(lambda bi, i: covenant(i, "equity_cures", 0)),
+        breach_step_up=per_instrument(lambda bi, i: covenant(i, "breach_step_up", 0.0)),
+        sweep_floor=per_instrument(lambda bi, i: covenant(i, "cash_sweep_floor", 0.0)),
+        has_sweep=per_instrument(lambda bi, i: i.covenants is not None and i.covenants.cash_sweep_floor is not None),
     )
 
 

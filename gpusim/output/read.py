@@ -345,7 +345,8 @@ def headline(results: Results | BatchResults) -> dict[str, Any]:
     """The numbers `gpusim inspect` shows, as plain Python (floats, None for NaN), JSON-ready.
 
     Run facts; per borrower the PD at 1, 3 and 5 years (those within the horizon) and at the
-    horizon; per instrument EL, LGD and spreads; portfolio EL, VaR and ES; the contagion
+    horizon, and the PD of a loss-bearing default by the horizon (None in files written without
+    it); per instrument EL, LGD and spreads; portfolio EL, VaR and ES; the contagion
     share. A run without borrowers gets factor fan quantiles at the horizon instead.
     """
     if isinstance(results, BatchResults):
@@ -385,6 +386,7 @@ def headline(results: Results | BatchResults) -> dict[str, Any]:
             "pd": {f"{y}y": _number(s["pd"].values[b, y * grid.steps_per_year]) for y in years},
             "pd_horizon": _number(s["pd"].values[b, -1]),
             "pd_horizon_se": _number(s["pd_se"].values[b, -1]),
+            "pd_loss_bearing_horizon": _number(s["pd_loss_bearing"].values[b]) if "pd_loss_bearing" in s else None,
         }
         for b, name in enumerate(s["borrower"].values)
     ]

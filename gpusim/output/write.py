@@ -93,6 +93,10 @@ def _write_credit_summary(summary: h5py.Group, result: RunResult) -> None:
     for name, (dims, units, long_name) in table.items():
         _write(summary, name, risk[name], dims, units, long_name)
         _write(summary, f"{name}_se", risk[f"{name}_se"], dims, units, _se_of(name))
+    if "pd_loss_bearing" in risk:
+        long_name = "probability of a loss-bearing default by the horizon: the borrower defaults and some lender of it loses more than 0"
+        _write(summary, "pd_loss_bearing", risk["pd_loss_bearing"], ("borrower",), "1", long_name)
+        _write(summary, "pd_loss_bearing_se", risk["pd_loss_bearing_se"], ("borrower",), "1", _se_of("pd_loss_bearing"))
     defined = _write(summary, "lgd_defined", risk["lgd_defined"].astype(np.int8), ("instrument",), None, "whether lgd is defined")
     _flags(defined, {"no_default_on_any_path": 0, "defaulted_on_some_path": 1})
     dims = ("borrower", "other_borrower")
@@ -119,7 +123,7 @@ def _write_credit_summary(summary: h5py.Group, result: RunResult) -> None:
             _write(contagion, f"pd_{tag}", source["pd"][:, -1], ("borrower",), "1", "probability of default by the horizon")
         on, without = float(risk["portfolio_el"]), float(off["portfolio_el"])
         contagion.attrs["contagion_share_of_el"] = (on - without) / on if on > 0 else 0.0
-        contagion.attrs["note"] = "same paths and seed; without_chain sets alpha_R = alpha_mark = 0 (MODEL.md 4)"
+        contagion.attrs["note"] = "same paths and seed; without_chain: a defaulter's fire sale prices only its own dump, L keeps only q_exo"
 
 
 NETCDF_PURE_DIMENSION = "This is a netCDF dimension but not a netCDF variable.%10d"

@@ -287,13 +287,45 @@ class Covenants(Strict):
     )
     test_every_months: Annotated[int, Field(ge=1, le=120)] = Field(3, description="covenant test frequency, months")
     cure_periods: Annotated[int, Field(ge=0, le=120)] = Field(1, description="consecutive failed tests tolerated before a covenant default")
+    # remedies of a breach (docs/model.md 7.4); none by default
+    waiver_fee: Probability | None = Field(
+        None,
+        description="in the easy regime lenders waive a failed test for a fee of this share of the outstanding, paid from cash "
+        "when cash covers it (the test then counts as passed); none = no waivers",
+    )
+    equity_cures: Annotated[int, Field(ge=0, le=1000)] = Field(
+        0,
+        description="in the easy regime a failed DSCR or minimum-liquidity test is cured by the sponsor injecting the cash "
+        "shortfall ((dscr_min - DSCR) x trailing debt service, plus min_liquidity - cash), at most this many times over the life; "
+        "the test then counts as passed. 0 = no equity cures",
+    )
+    breach_step_up: NonNegativeRate = Field(
+        0.0, description="margin step-up added to the coupon while the instrument is in breach (a failed test not yet passed), per year"
+    )
+    cash_sweep_floor: Amount | None = Field(
+        None,
+        description="while the instrument is in breach, cash above this floor, USD, prepays it every step; none = no cash sweep",
+    )
 
 
 class Refinancing(Strict):
-    max_ltv: Ratio = Field(description="LTV at maturity at or below which lenders refinance (easy regime only)")
+    max_ltv: Ratio = Field(
+        description="LTV at or below which lenders refinance (in the easy regime, and in the tight one where tight_spread_step_up is set)"
+    )
     min_dscr: Ratio = Field(description="trailing DSCR at or above which lenders refinance")
     tenor_years: Years = Field(description="tenor of the refinanced loan, years")
-    spread_step_up: NonNegativeRate = Field(0.0, description="added to the coupon of the refinanced loan, per year")
+    spread_step_up: NonNegativeRate = Field(0.0, description="added to the coupon of a loan refinanced in the easy regime, per year")
+    # refinancing window and the tight regime
+    window_months: Annotated[int, Field(ge=0, le=1200)] = Field(
+        0,
+        description="refinancing is attempted in every step from this many months before maturity up to the maturity step, months; "
+        "0 = only in the maturity step",
+    )
+    tight_spread_step_up: NonNegativeRate | None = Field(
+        None,
+        description="added to the coupon of a loan refinanced in the tight regime, per year; "
+        "none = lenders refinance only in the easy regime",
+    )
 
 
 class Collateral(Strict):
