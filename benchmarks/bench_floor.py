@@ -1,6 +1,6 @@
 """The floor: draw and sum the random numbers a run uses, nothing else, for the roofline ratio.
 
-Every path-step of the model consumes the same Philox4x32-10 slots (MODEL.md 3): the words,
+Every path-step of the model consumes the same Philox4x32-10 slots (docs/model.md 3): the words,
 their uniforms, the Box-Muller normals and the Poisson uniforms of the slot table. A kernel
 that only draws and sums them (so that no compiler can drop them) costs what no model kernel
 can go below on the same device; the ratio model time / floor time says how far the model is

@@ -3,13 +3,13 @@
 The sub-task: GBM and Merton (1976) jump-diffusion paths of one asset, `--paths` x `--steps`
 monthly steps, float64, every path kept in memory as prices. A speed figure only compares
 correct generators, so each generator's paths are first checked against the closed forms
-(MODEL.md 9): the mean and variance of ln(S_t / S_0) and the mean of S_t / S_0 at half the
+(docs/model.md 9): the mean and variance of ln(S_t / S_0) and the mean of S_t / S_0 at half the
 horizon and at the horizon, each as a z-score with its Monte Carlo standard error, and the
 European call on the paths against Black-Scholes (GBM) or Merton's series (jumps).
 
 Generators:
 - gpusim, numpy and JAX on the CPU: the model's own crypto equation (`factors.log_crypto_step`
-  and `jump_counts` on `draw_step`'s Philox slots, MODEL.md 3 and 4) on a one-asset market
+  and `jump_counts` on `draw_step`'s Philox slots, docs/model.md 3 and 4) on a one-asset market
   that never leaves the easy regime, built from bench.yaml's BTC parameters. It draws the whole
   slot table of that market every step (10 slots in 3 Philox blocks, where GBM needs one
   normal): the cost of the fixed random-stream contract. numpy runs on one thread; JAX (jit,

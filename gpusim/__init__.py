@@ -1,4 +1,4 @@
-"""gpusim: Monte Carlo stress simulator for AI-infrastructure credit (see MODEL.md)."""
+"""gpusim: Monte Carlo stress simulator for AI-infrastructure credit (see docs/model.md)."""
 
 from __future__ import annotations
 

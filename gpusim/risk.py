@@ -1,4 +1,4 @@
-"""Credit-risk summary (MODEL.md 8) that streams over chunks of paths.
+"""Credit-risk summary (docs/model.md 8) that streams over chunks of paths.
 
 A run may hold 10^7 paths or more, so nothing here keeps a row per path. What is kept, and
 why the result does not depend on how the paths were chunked or in which order chunks came:

@@ -1,4 +1,4 @@
-// borrowers.cuh: borrower cash flows of MODEL.md section 5 for one path (gpusim/model/borrowers.py).
+// borrowers.cuh: borrower cash flows of docs/model.md section 5 for one path (gpusim/model/borrowers.py).
 //
 // One function per equation, named as its numpy twin, with the same operations in the same
 // order; each takes one borrower b (and generation g) where the numpy function takes arrays over

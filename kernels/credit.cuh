@@ -1,4 +1,4 @@
-// credit.cuh: steps 5-9 of MODEL.md 7 for every borrower of one path (gpusim/model/credit.py):
+// credit.cuh: steps 5-9 of docs/model.md 7 for every borrower of one path (gpusim/model/credit.py):
 // cash flows, payments, covenants, maturities, defaults, fire sales and recoveries.
 //
 // Functions named as in credit.py compute the same operations in the same order as their numpy
@@ -67,7 +67,7 @@ __host__ __device__ __forceinline__ real ratio(real numerator, real denominator)
 }
 
 // Units of borrower b's asset a under a lien: the pledged share nu_b,a while some instrument secured
-// on it is `live`; a pledge whose loans have all matured is released (MODEL.md 6.5).
+// on it is `live`; a pledge whose loans have all matured is released (docs/model.md 6.5).
 __host__ __device__ __forceinline__ real pledged_units(const bool* live, const real* prm, int b, int a) {
     bool held = false;
     for (int i = first_of(b); i < end_of(b); ++i) held = held || (COLLATERAL_ASSET[i * A + a] != 0 && live[i]);
@@ -430,7 +430,7 @@ __host__ __device__ __forceinline__ void next_credit_state(int step, const real*
     }
 }
 
-// One step k -> k+1 of every borrower (steps 5-9 of MODEL.md 7) under the regime R_k (`tight`),
+// One step k -> k+1 of every borrower (steps 5-9 of docs/model.md 7) under the regime R_k (`tight`),
 // with the borrowers' revenue-shock draws `z_eps` and the tenants' default draws `u_tenant`; writes the GPUs
 // dumped by this step's defaults per generation that the distress memory sees (remembered_dump) into `dumped`.
 __host__ __device__ __forceinline__ void credit_step(CreditState& c, const MarketView& v, bool tight, const real* z_eps,

@@ -1,4 +1,4 @@
-// debt.cuh: debt instruments of MODEL.md section 6 for one path (gpusim/model/debt.py): coupons,
+// debt.cuh: debt instruments of docs/model.md section 6 for one path (gpusim/model/debt.py): coupons,
 // schedules, collateral, fire sales, recoveries.
 //
 // One function per equation, named as its numpy twin, with the same operations in the same
@@ -119,7 +119,7 @@ __host__ __device__ __forceinline__ real share_pool(real pool, const bool* claim
     return pool;
 }
 
-// Recovery of borrower b's instruments if it is liquidated now (MODEL.md 7): fleets at fire-sale
+// Recovery of borrower b's instruments if it is liquidated now (docs/model.md 7): fleets at fire-sale
 // prices (set by the step's dump `dumped`, or by b's own fleet with the chain off), crypto at the
 // slipped price and cash, less the workout cost; secured lenders first on their own collateral,
 // then everything left pays all claims by rank, pro rata within a rank.

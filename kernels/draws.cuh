@@ -1,4 +1,4 @@
-// draws.cuh: the random draws of one step for one path (MODEL.md 3; market.Draws, market.draw_step):
+// draws.cuh: the random draws of one step for one path (docs/model.md 3; market.Draws, market.draw_step):
 // the Philox blocks of the step turned into the uniforms and Box-Muller normals that the slot
 // table (gpusim/model/slots.py, SLOT_* in the generated header) names.
 #pragma once

@@ -1,4 +1,4 @@
-// market.cuh: the market factors of MODEL.md section 4 for one path (gpusim/model/market.py).
+// market.cuh: the market factors of docs/model.md section 4 for one path (gpusim/model/market.py).
 //
 // One function per equation, named as its numpy twin and computing it with the same operations
 // in the same order, so that float64 agrees with numpy bit for bit. Where the numpy function
@@ -185,7 +185,7 @@ __host__ __device__ __forceinline__ void initial_state(const real* prm, MarketSt
     s.hashrate_deviation = R(0.0);
 }
 
-// Step 4 of MODEL.md 7: factor levels at t_step. Called after advance_market, the state still
+// Step 4 of docs/model.md 7: factor levels at t_step. Called after advance_market, the state still
 // holds R_k and L_k, which set utilization, values and marks at t_{k+1}.
 __host__ __device__ __forceinline__ void observe(const MarketState& s, int step, const real* prm, MarketView& v) {
     for (int a = 0; a < A; ++a) v.crypto[a] = m_exp(s.log_crypto[a]);
@@ -212,7 +212,7 @@ __host__ __device__ __forceinline__ void fan_coordinates(const MarketState& s, c
     f.network_hashrate = m_log(v.network_hashrate);
 }
 
-// Steps 2-3 of MODEL.md 7 for k -> k+1: launches, then crypto, X, rates, power under R_k. The
+// Steps 2-3 of docs/model.md 7 for k -> k+1: launches, then crypto, X, rates, power under R_k. The
 // regime and the distress memory stay at R_k and L_k until close_step.
 __host__ __device__ __forceinline__ void advance_market(MarketState& s, const Draws& d, int step, const real* prm) {
     const bool tight = s.tight;
@@ -234,7 +234,7 @@ __host__ __device__ __forceinline__ void advance_market(MarketState& s, const Dr
     s.hashrate_deviation = log_hashrate_step(s.hashrate_deviation, d.hashrate_shock[0], s.log_crypto[BTC] - log_btc_before, tight, prm);
 }
 
-// Step 10 of MODEL.md 7: update L with this step's fire sales Q^g (`dumped`), then draw R_{k+1}.
+// Step 10 of docs/model.md 7: update L with this step's fire sales Q^g (`dumped`), then draw R_{k+1}.
 __host__ __device__ __forceinline__ void close_step(MarketState& s, const real* dumped, const Draws& d, const real* prm) {
     for (int g = 0; g < G; ++g) s.distress_memory[g] = distress_memory_step(s.distress_memory[g], dumped[g], s.tight, prm, g);
     s.tight = next_regime(s.tight, d.u[SLOT_REGIME], PRM(M_regime_switch_prob));

@@ -1,4 +1,4 @@
-// philox.cuh: the random-number contract of MODEL.md section 3, in CUDA C++.
+// philox.cuh: the random-number contract of docs/model.md section 3, in CUDA C++.
 //
 // Mirrors gpusim/model/rng.py (the numpy reference) function by function:
 //   philox4x32_10          <-> rng.philox4x32_10     Philox4x32-10 (Salmon et al., SC'11)
@@ -29,7 +29,7 @@
 namespace gpusim {
 
 // ---------------------------------------------------------------------------------------------
-// Philox4x32-10 (MODEL.md 3, "Generator"). Constants as in Random123 and gpusim/model/rng.py.
+// Philox4x32-10 (docs/model.md 3, "Generator"). Constants as in Random123 and gpusim/model/rng.py.
 // ---------------------------------------------------------------------------------------------
 constexpr unsigned int PHILOX_M0 = 0xD2511F53u;  // multiplies counter word 0
 constexpr unsigned int PHILOX_M1 = 0xCD9E8D57u;  // multiplies counter word 2
@@ -72,7 +72,7 @@ __host__ __device__ __forceinline__ uint4 philox4x32_10(uint4 ctr, uint2 key) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Streams (MODEL.md 3): key = 64-bit seed split low word first; the counter of path p, step k,
+// Streams (docs/model.md 3): key = 64-bit seed split low word first; the counter of path p, step k,
 // block b is (p mod 2^32, k, b, p div 2^32); slot s of a step is word s mod 4 of block s div 4.
 // Which slot feeds which variable is gpusim/model/slots.py's table, passed in as offsets.
 // ---------------------------------------------------------------------------------------------
@@ -100,7 +100,7 @@ __host__ __device__ __forceinline__ unsigned int philox_slot(unsigned long long 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Uniforms (MODEL.md 3), exact in their dtype and never 0 or 1:
+// Uniforms (docs/model.md 3), exact in their dtype and never 0 or 1:
 //   float32: ((x >> 9) + 0.5) * 2^-23      float64: (x + 0.5) * 2^-32
 // Both products are by a power of two and the sums fit the mantissa, so every backend
 // produces the same bits.
@@ -122,7 +122,7 @@ template <>
 __host__ __device__ __forceinline__ double u01<double>(unsigned int x) { return u01_f64(x); }
 
 // ---------------------------------------------------------------------------------------------
-// Normals (MODEL.md 3): Box-Muller on the uniforms of slots (2i, 2i+1),
+// Normals (docs/model.md 3): Box-Muller on the uniforms of slots (2i, 2i+1),
 //   z0 = sqrt(-2 ln u0) cos(2 pi u1),   z1 = sqrt(-2 ln u0) sin(2 pi u1).
 // Evaluated in T as rng.box_muller does in numpy (2 pi rounded to T first, then times u1), so
 // the results agree to the last few ulps of the libraries' log/cos/sin.
@@ -145,7 +145,7 @@ __host__ __device__ __forceinline__ void box_muller(T u0, T u1, T& z0, T& z1) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Poisson counts (MODEL.md 3): inverse CDF on one uniform, capped at 16.
+// Poisson counts (docs/model.md 3): inverse CDF on one uniform, capped at 16.
 // cdf[n] = F(n) for n = 0..15, built once on the host by rng.poisson_cdf_table (float64).
 // The count of entries below u equals min{n : F(n) >= u} capped at 16 (F is nondecreasing),
 // and needs no branch on the data. The comparison runs in the wider of T and Table: with a

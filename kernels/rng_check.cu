@@ -1,4 +1,4 @@
-// rng_check.cu: kernels that expose the random-number contract (philox.cuh, MODEL.md section 3)
+// rng_check.cu: kernels that expose the random-number contract (philox.cuh, docs/model.md section 3)
 // to tests, so the GPU streams can be compared with gpusim/model/rng.py. Loaded with
 // cupy.RawModule(path=..., options=("-I", <kernels dir>)); every kernel is extern "C" so its
 // name is not mangled.

@@ -1,7 +1,7 @@
 // simulate.cu: the fused kernel of the cupy backend. One thread owns one path (grid-stride loop)
-// and runs it through every step of MODEL.md 7 with its whole state in registers and local
+// and runs it through every step of docs/model.md 7 with its whole state in registers and local
 // arrays (the model headers market.cuh, credit.cuh, ...); only what the outputs need leaves the kernel:
-//   - per-path credit outcomes (MODEL.md 8), path last: default_step, reason (B, n),
+//   - per-path credit outcomes (docs/model.md 8), path last: default_step, reason (B, n),
 //     loss, exposure, annuity (I, n), portfolio nominal loss (n),
 //   - the saved factor paths of the paths below n_saved, (n_saved, steps+1, SAVE_WIDTH) and the
 //     regime (n_saved, steps+1), in ChunkResult's layout,
@@ -94,7 +94,7 @@ __host__ __device__ __forceinline__ void save_view(const MarketView& v, bool tig
 }
 
 #if GPUSIM_HAS_CREDIT
-// Per-path credit outcomes of path j (MODEL.md 8), path last so that neighbouring threads write
+// Per-path credit outcomes of path j (docs/model.md 8), path last so that neighbouring threads write
 // neighbouring words: default_step, reason (B, n), loss, exposure, annuity (I, n), portfolio
 // nominal loss (n).
 __host__ __device__ __forceinline__ void write_outcomes(const CreditState& c, int j, int n_paths, short* default_step, signed char* reason,
@@ -176,7 +176,7 @@ extern "C" __global__ void simulate_paths(unsigned long long seed, unsigned long
         }
         if (keep) save_view(v, s.tight, j, 0, saved, saved_regime);
         for (int k = 0; k < STEPS; ++k) {
-            // MODEL.md 7: 1. draws, 2-3. market under R_k, 4. values and marks, 5-9. borrowers,
+            // docs/model.md 7: 1. draws, 2-3. market under R_k, 4. values and marks, 5-9. borrowers,
             // 10. distress memory with this step's fire sales, then R_{k+1}
             draw_step(seed, path, k, d);
             advance_market(s, d, k, prm);

@@ -1,9 +1,9 @@
-"""Shared fixtures: a small self-contained scenario that tests modify field by field."""
+"""Shared fixtures: the small scenario of tests/helpers.py, validated and compiled."""
 
 from __future__ import annotations
 
 import pytest
-from helpers import SMALL, small_mapping  # noqa: F401  (test modules import the small scenario from here too)
+from helpers import small_mapping
 
 from gpusim.scenario import Scenario, validate_mapping
 from gpusim.spec import RunSpec, build_spec

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import small_mapping
+from helpers import small_mapping
 
 from gpusim import __version__
 from gpusim.batch import load_batch

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import small_mapping
+from helpers import small_mapping
 
 from gpusim.cli import main
 

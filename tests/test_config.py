@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 import yaml
-from conftest import small_mapping
+from helpers import small_mapping
 
 from gpusim.scenario import (
     ConfigError,

@@ -1,4 +1,4 @@
-"""Credit model (MODEL.md 5-9) against closed forms, hand ledgers and monotonicity properties.
+"""Credit model (docs/model.md 5-9) against closed forms, hand ledgers and monotonicity properties.
 
 1. Merton (1974): a BTC-only borrower owing a zero-coupon bullet defaults at maturity iff
    u S_T < F, so PD(T) = N(-d2).
@@ -25,7 +25,7 @@ from typing import Any
 import array_api_compat.numpy as xnp
 import numpy as np
 import pytest
-from conftest import small_mapping
+from helpers import small_mapping
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -423,7 +423,7 @@ def months_to(iso: str) -> float:
 def hand_ledger(m: dict[str, Any]) -> dict[str, Any]:
     """The one borrower of a zero-volatility scenario, followed with plain floats.
 
-    Written from the config numbers and MODEL.md 4-7 as credit.py implements them: step k runs on
+    Written from the config numbers and docs/model.md 4-7 as credit.py implements them: step k runs on
     the market at t_{k+1}, contracts and hashprice at t_k; debt service on payment dates (interest
     on the opening balance, scheduled principal except at maturity); pay from cash, then crypto at
     S (1 - slip), then facility headroom; covenant tests (DSCR on 12 months of CFADS / service,

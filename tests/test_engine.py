@@ -1,4 +1,4 @@
-"""Engine contracts: chunking, seeds, threads and NaN guards (MODEL.md section 3)."""
+"""Engine contracts: chunking, seeds, threads and NaN guards (docs/model.md section 3)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import copy
 
 import numpy as np
 import pytest
-from conftest import small_mapping
+from helpers import small_mapping
 
 import gpusim.model.market as factors
 from gpusim.backends import get_backend

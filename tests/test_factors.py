@@ -1,4 +1,4 @@
-"""Statistical checks of the market factors (MODEL.md 4) against closed forms (MODEL.md 9), and
+"""Statistical checks of the market factors (docs/model.md 4) against closed forms (docs/model.md 9), and
 the checks that the factor and slot tables set every layout that depends on them.
 
 Every Monte Carlo check uses a fixed seed and a tolerance of Z_TOL standard errors, where the
@@ -20,7 +20,7 @@ from typing import Any
 import array_api_compat.numpy as xnp
 import numpy as np
 import pytest
-from conftest import small_mapping
+from helpers import small_mapping
 
 import gpusim.backends
 import gpusim.engine

@@ -1,4 +1,4 @@
-"""Host checks of the CUDA random-number contract (kernels/philox.cuh, MODEL.md section 3).
+"""Host checks of the CUDA random-number contract (kernels/philox.cuh, docs/model.md section 3).
 
 kernels/philox.cuh is compiled as plain C++ (through kernels/host_shim.h) into the driver
 tests/host/philox_host.cpp, whose plain-text output is compared with the numpy reference

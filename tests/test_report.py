@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import small_mapping
+from helpers import small_mapping
 
 from gpusim.api import open_results, simulate
 from gpusim.backends import get_backend

@@ -1,4 +1,4 @@
-"""Checks of the streaming credit-risk summary (MODEL.md 8) on synthetic paths.
+"""Checks of the streaming credit-risk summary (docs/model.md 8) on synthetic paths.
 
 References are computed directly from the full sample with numpy (np.sort for VaR and ES,
 np.corrcoef for default correlation, plain means and ratios), or are closed forms (the credit

@@ -1,4 +1,4 @@
-"""The random-number contract of MODEL.md section 3 on the numpy reference."""
+"""The random-number contract of docs/model.md section 3 on the numpy reference."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A Pallas kernel for the market half of a step: Philox draws, steps 2-3 of MODEL.md 7 and
+"""A Pallas kernel for the market half of a step: Philox draws, steps 2-3 of docs/model.md 7 and
 the observed levels, fused into one kernel over blocks of paths.
 
 Under plain `jax.jit` XLA splits a step into dozens of loops that each write their results to

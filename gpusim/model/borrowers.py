@@ -1,4 +1,4 @@
-"""Borrower cash flows of MODEL.md section 5, written once against the array API.
+"""Borrower cash flows of docs/model.md section 5, written once against the array API.
 
 Per-path arrays carry the path on the last axis: (B, n) per borrower, (B, G, n) per borrower
 and generation. Every function is pure and branch-free on values; sums over generations and

@@ -10,7 +10,7 @@ from enum import IntEnum
 
 
 class DefaultReason(IntEnum):
-    """Why a borrower defaulted (MODEL.md 7, step 9); the code stored per path and borrower.
+    """Why a borrower defaulted (docs/model.md 7, step 9); the code stored per path and borrower.
 
     When several tests fail in the same step the first in this order is reported.
     """
@@ -46,4 +46,4 @@ DAYS_PER_YEAR = 365.0
 """Days in a model year: mining revenue (hashprice) is quoted per day."""
 
 POISSON_CAP = 16
-"""Poisson jump counts are drawn by inverse CDF and capped at this value (MODEL.md 3)."""
+"""Poisson jump counts are drawn by inverse CDF and capped at this value (docs/model.md 3)."""

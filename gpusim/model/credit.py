@@ -1,4 +1,4 @@
-"""Steps 5-9 of MODEL.md 7 for every borrower of a path: cash flows, payments, covenants,
+"""Steps 5-9 of docs/model.md 7 for every borrower of a path: cash flows, payments, covenants,
 maturities, defaults, fire sales and recoveries.
 
 `credit_step` is a pure array-API function of the credit state, this step's market levels
@@ -139,7 +139,7 @@ def ratio(numerator: Any, denominator: Any, xp: Any) -> Any:
 def pledged_units(live: Any, c: CreditParams, layout: Layout, xp: Any) -> Any:
     """Units of each borrower's treasury under a lien, (B, A, n): the pledged share nu_b,a while
     some instrument secured on it is `live` (I, n) bool; a pledge whose loans have all matured
-    is released (MODEL.md 6.5)."""
+    is released (docs/model.md 6.5)."""
     nu = c.treasury0 * c.pledged_share
     no_lien = xp.zeros((live.shape[-1],), dtype=nu.dtype)
     rows = []
@@ -533,7 +533,7 @@ def credit_step(
     xp: Any,
     recoveries: Callable[..., Any] = recoveries_where,
 ) -> tuple[CreditState, Any, CreditView]:
-    """One step k -> k+1 of every borrower (steps 5-9 of MODEL.md 7); returns the new state, the
+    """One step k -> k+1 of every borrower (steps 5-9 of docs/model.md 7); returns the new state, the
     GPUs dumped by this step's defaults that the distress memory sees (remembered_dump, (G, n)),
     and the ratios for fan charts. `u_tenant` (T, n) are the tenants' default draws.
     `recoveries` has the signature of `recoveries_where` (a backend may bound its gather)."""

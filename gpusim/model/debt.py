@@ -1,4 +1,4 @@
-"""Debt instruments of MODEL.md section 6: coupons, schedules, collateral, fire sales, recoveries.
+"""Debt instruments of docs/model.md section 6: coupons, schedules, collateral, fire sales, recoveries.
 
 Array-API functions on per-instrument arrays (I, n) and per-borrower arrays (B, n). Which
 instrument belongs to which borrower, and their seniority, are static (`Layout`), so loops
@@ -126,7 +126,7 @@ def recovery_waterfall(
     c: CreditParams,
     xp: Any,
 ) -> Any:
-    """Recovery of each instrument if its borrower is liquidated now, (I, n) (MODEL.md 7).
+    """Recovery of each instrument if its borrower is liquidated now, (I, n) (docs/model.md 7).
 
     Proceeds are fleets at the fire-sale price (set by the step's dump Q^g `dumped`, or by the
     borrower's own fleet with the chain off), crypto at the slipped price and cash, less the

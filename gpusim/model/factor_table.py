@@ -83,7 +83,7 @@ OBSERVED_FACTORS: tuple[Factor, ...] = (
     ),
     Factor("network_hashrate", "path", "EH/s (bitcoin network hashrate)", FanGrid(True, -6.0, 6.0), "EH/s", "bitcoin network hashrate"),
 )
-"""The market levels at t_k that borrowers, covenants and outputs read (MODEL.md 4), in save order:
+"""The market levels at t_k that borrowers, covenants and outputs read (docs/model.md 4), in save order:
 the order of the market view's fields, of the fan charts and of the kernel's saved columns."""
 
 CREDIT_RATIOS: tuple[Factor, ...] = (

@@ -1,4 +1,4 @@
-"""Market factors of MODEL.md section 4, written once against the array API.
+"""Market factors of docs/model.md section 4, written once against the array API.
 
 Every function is pure: arrays in, new arrays out, no in-place updates and no Python branch
 on array values, so the same code runs on numpy, jax.numpy (under jit / lax.scan) and cupy.
@@ -16,7 +16,7 @@ from gpusim.model.rng import box_muller, poisson_inverse_cdf, step_words, unifor
 from gpusim.model.slots import SLOT_ENTRIES
 
 Draws = NamedTuple("Draws", [(entry.name, Any) for entry in SLOT_ENTRIES])
-Draws.__doc__ = """This step's random variables, one field per entry of the slot table (MODEL.md 3): shape (n,)
+Draws.__doc__ = """This step's random variables, one field per entry of the slot table (docs/model.md 3): shape (n,)
 for a one-slot entry, (count, n) otherwise (e.g. `crypto_diffusion` (A, n), `revenue_shock` (B, n))."""
 
 
@@ -150,7 +150,7 @@ def utilization(x: Any, tight: Any, p: MarketParams, xp: Any) -> Any:
 
 
 def income_value(rate: Any, util: Any, power_price: Any, remaining_steps: Any, tight: Any, p: MarketParams, dt: float, xp: Any) -> Any:
-    """Income-approach value of one GPU (MODEL.md 4): remaining net rent, cut off when rent < power.
+    """Income-approach value of one GPU (docs/model.md 4): remaining net rent, cut off when rent < power.
 
     V = max(scrap, h [u r a (1 - a^n*) / (1 - a) - c d (1 - d^n*) / (1 - d)]) with
     a = exp(-(y_R + dbar) dt), d = exp(-y_R dt), c = kW PUE power, n* = min(n, floor(ln(u r / c) / (dbar dt))).
@@ -224,7 +224,7 @@ def initial_state(n_paths: int, p: MarketParams, layout: Layout, xp: Any) -> Mar
 
 def observe(state: MarketState, step: int, p: MarketParams, layout: Layout, xp: Any) -> MarketView:
     """Factor levels at t_step. Called after `advance_market`, the state still holds R_k and L_k,
-    which MODEL.md 7 says set utilization, values and marks at t_{k+1}."""
+    which docs/model.md 7 says set utilization, values and marks at t_{k+1}."""
     regime_for_levels = state.tight
     rate = xp.exp(log_rental_rate(state.cum_deflation, state.compute_shock, state.obsolescence, p))
     util = utilization(state.compute_shock, regime_for_levels, p, xp)
@@ -258,7 +258,7 @@ def fan_coordinates(state: MarketState, view: MarketView, p: MarketParams, xp: A
 
 
 def advance_market(state: MarketState, draws: Draws, step: int, p: MarketParams, layout: Layout, xp: Any) -> MarketState:
-    """Steps 2-3 of MODEL.md 7 for k -> k+1: launches, then crypto, X, rates, power under R_k.
+    """Steps 2-3 of docs/model.md 7 for k -> k+1: launches, then crypto, X, rates, power under R_k.
 
     The regime and the distress memory are left at R_k and L_k: they change in `close_step`,
     after the borrowers of this step have defaulted and dumped their fleets.
@@ -284,7 +284,7 @@ def advance_market(state: MarketState, draws: Draws, step: int, p: MarketParams,
 
 
 def close_step(state: MarketState, dumped: Any, draws: Draws, p: MarketParams, xp: Any) -> MarketState:
-    """Step 10 of MODEL.md 7: update L with this step's fire sales Q (G, n), then draw R_{k+1}."""
+    """Step 10 of docs/model.md 7: update L with this step's fire sales Q (G, n), then draw R_{k+1}."""
     return state._replace(
         distress_memory=distress_memory_step(state.distress_memory, dumped, state.tight, p, xp),
         tight=next_regime(state.tight, draws.regime, p.regime_switch_prob, xp),

@@ -84,7 +84,7 @@ class Layout:
 
 
 class MarketParams(NamedTuple):
-    """Market-factor parameters of MODEL.md section 4, pre-scaled to one step."""
+    """Market-factor parameters of docs/model.md section 4, pre-scaled to one step."""
 
     regime_initial_tight: Any  # () 0/1
     regime_switch_prob: Any  # (2,) per-step probability of leaving easy / leaving tight
@@ -132,7 +132,7 @@ class MarketParams(NamedTuple):
     hashrate_drift_step: Any  # (2,) m_R dt with a hashrate process, else 0
     hashrate_vol_step: Any  # () sigma_H sqrt(dt)
     hashrate_btc_elasticity: Any  # () e: response of ln H to the step's log BTC return
-    chain: Any  # () 1: the fire-sale chain on; 0: off (the attribution pass, MODEL.md 8.9)
+    chain: Any  # () 1: the fire-sale chain on; 0: off (the attribution pass, docs/model.md 8.9)
 
 
 def _pair(by_regime: Any) -> list[float]:
@@ -299,7 +299,7 @@ def hashrate_params(s: Scenario) -> dict[str, Any]:
 
 
 def without_contagion(p: MarketParams) -> MarketParams:
-    """The same market with the fire-sale chain switched off (MODEL.md 8.9): each defaulter's
+    """The same market with the fire-sale chain switched off (docs/model.md 8.9): each defaulter's
     fire-sale price feels only its own dump, and the distressed-supply memory only the outside
     supply q_exo. Price impact and marks stay, so a lone borrower's outcomes do not change."""
     return p._replace(chain=np.float64(0.0))
@@ -311,7 +311,7 @@ def cast_params(params: NamedTuple, xp: Any, dtype: Any) -> Any:
 
 
 class CreditParams(NamedTuple):
-    """Borrower and debt parameters of MODEL.md sections 5-6 as flat arrays.
+    """Borrower and debt parameters of docs/model.md sections 5-6 as flat arrays.
 
     B borrowers, G generations, A assets, I instruments, K steps. Tables with a leading K
     (or K+1) axis are calendars evaluated once on the host; step k reads row k.
@@ -374,11 +374,11 @@ class CreditParams(NamedTuple):
     tenant_spot_revenue: Any  # (T,) colocation: USD per step at the spot colocation rate (0 for gpu_hours)
     tenant_default_prob: Any  # (2, T) per-step default probability 1 - exp(-h_R dt), the backstop's hazard where there is one
     tenant_lag_steps: Any  # (T,) re-leasing lag in steps
-    # refinancing window and the tight regime (MODEL.md 7.5)
+    # refinancing window and the tight regime (docs/model.md 7.5)
     refi_window_steps: Any  # (I,) steps before maturity from which refinancing is attempted
     refi_in_tight: Any  # (I,) 0/1: lenders also refinance in the tight regime
     refi_step_up_tight: Any  # (I,) added to the coupon at a refinancing in the tight regime
-    # covenant remedies (MODEL.md 7.4)
+    # covenant remedies (docs/model.md 7.4)
     waiver_fee: Any  # (I,) share of outstanding paid for a waiver in the easy regime
     has_waiver: Any  # (I,) 0/1
     equity_cures: Any  # (I,) sponsor equity cures available over the life

@@ -1,4 +1,4 @@
-"""Philox4x32-10 random streams, the contract of MODEL.md section 3.
+"""Philox4x32-10 random streams, the contract of docs/model.md section 3.
 
 Counter-based: the words for (path, step, block) are a pure function of the seed, so any
 chunking, ordering or backend gives the same paths. Written against the array API; the

@@ -1,4 +1,4 @@
-"""The slot table: which random slot of a step feeds which model variable (MODEL.md 3).
+"""The slot table: which random slot of a step feeds which model variable (docs/model.md 3).
 
 Defined once here: the named draws of a step (`market.Draws`, `market.draw_step`, the Pallas
 kernel) are read off `SLOT_ENTRIES` and the offsets of `SlotTable`, and the CUDA kernels receive

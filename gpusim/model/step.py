@@ -1,4 +1,4 @@
-"""One step of the whole model (MODEL.md 7) as a pure function over a carry.
+"""One step of the whole model (docs/model.md 7) as a pure function over a carry.
 
 Every backend that runs the array-API model drives the same two functions: `initial_carry`
 builds the state at t_0, `model_step` takes it from t_k to t_{k+1}. numpy and cupy call
@@ -47,7 +47,7 @@ MarketStep = Callable[[MarketState, Any, "ChunkInputs"], tuple[MarketState, Mark
 
 
 def market_step(state: MarketState, k: Any, inputs: ChunkInputs) -> tuple[MarketState, MarketView, Draws]:
-    """Steps 1-4 of MODEL.md 7: this step's draws, launches, factors under R_k, then the levels at t_{k+1}."""
+    """Steps 1-4 of docs/model.md 7: this step's draws, launches, factors under R_k, then the levels at t_{k+1}."""
     p, layout, xp = inputs.p, inputs.layout, inputs.xp
     draws = draw_step(inputs.seed, inputs.path_start, state.tight.shape[0], k, layout, p.log_spot.dtype, xp)
     state = advance_market(state, draws, k, p, layout, xp)
@@ -79,7 +79,7 @@ def initial_carry(inputs: ChunkInputs, n_paths: int) -> tuple[StepCarry, StepObs
 
 
 def model_step(carry: StepCarry, k: Any, inputs: ChunkInputs) -> tuple[StepCarry, StepObservables]:
-    """Step k -> k+1 in the order of MODEL.md 7: market (1-4), borrowers (5-9), then L and R_{k+1} (10)."""
+    """Step k -> k+1 in the order of docs/model.md 7: market (1-4), borrowers (5-9), then L and R_{k+1} (10)."""
     p, layout, xp = inputs.p, inputs.layout, inputs.xp
     state, view, draws = inputs.market_step(carry.market, k, inputs)
     credit, ratios = carry.credit, None

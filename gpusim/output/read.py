@@ -351,7 +351,7 @@ def headline(results: Results | BatchResults) -> dict[str, Any]:
     """
     if isinstance(results, BatchResults):
         raise ResultsError(
-            f"{results.source}: a batch of {len(results.scenarios)} scenarios, not one run: `gpusim report FILE --out DIR` compares "
+            f"{results.source}: a batch of {len(results.scenarios)} scenarios, not one run: `gpusim report FILE --out PAGE.html` compares "
             "them; each scenario is the group /scenarios/<name> (docs/batches.md)"
         )
     a = results.attrs

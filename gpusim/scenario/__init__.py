@@ -1,4 +1,4 @@
-"""Scenario files: the schema of MODEL.md sections 2-6 (`schema`), YAML loading with `extends:`
+"""Scenario files: the schema of docs/model.md sections 2-6 (`schema`), YAML loading with `extends:`
 and `--set` overrides (`loading`), and the calendar that puts dated events on the time grid
 (`calendar`)."""
 

@@ -1,4 +1,4 @@
-"""The scenario schema: pydantic models of MODEL.md sections 2-6 and the checks across fields.
+"""The scenario schema: pydantic models of docs/model.md sections 2-6 and the checks across fields.
 
 Each field states its meaning and units once, in its description; `gpusim schema` prints
 them as JSON Schema. `check_references` finds what pydantic cannot see field by field
