@@ -56,3 +56,22 @@ def test_array_only_functions_are_current() -> None:
     python, cuda = python_functions(), cuda_functions()
     assert not sorted(set(ARRAY_ONLY) - set(python)), "ARRAY_ONLY lists functions the Python model no longer has"
     assert not sorted(set(ARRAY_ONLY) & cuda), "ARRAY_ONLY lists functions that have a CUDA twin"
+
+
+DOC_REFERENCE = re.compile(r"`((?:kernels|gpusim)/[\w/]+\.(?:py|cuh|cu)): ([\w, ]+)`((?:, `\w+`)*)")
+"""`path: name` in docs/model.md, optionally followed by more names: `path: a, b` or `path: a`, `b`."""
+
+
+def test_docs_model_names_functions_that_exist() -> None:
+    """Every `file: name` that docs/model.md gives beside an equation names a file of the
+    repository that defines (or declares) that name, so one grep finds the equation in code."""
+    text = (ROOT / "docs" / "model.md").read_text()
+    references = list(DOC_REFERENCE.finditer(text))
+    assert len(references) > 40, "docs/model.md gives the Python and CUDA function of every equation"
+    missing = []
+    for match in references:
+        path = ROOT / match.group(1)
+        names = [n.strip() for n in match.group(2).split(",") if n.strip()] + re.findall(r"`(\w+)`", match.group(3))
+        source = path.read_text() if path.is_file() else ""
+        missing += [f"{match.group(1)}: {name}" for name in names if not re.search(rf"\b{re.escape(name)}\b", source)]
+    assert not missing, f"docs/model.md names what its file does not define: {missing}"
