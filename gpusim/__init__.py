@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any
 from gpusim.version import __version__
 
 if TYPE_CHECKING:
-    from gpusim.api import Results, open_results, simulate
+    from gpusim.api import Results, open_results, report_figures, simulate
 
-__all__ = ["Results", "__version__", "open_results", "simulate"]
+__all__ = ["Results", "__version__", "open_results", "report_figures", "simulate"]
 
-_LAZY_API = {"Results", "open_results", "simulate"}
+_LAZY_API = {"Results", "open_results", "report_figures", "simulate"}
 
 
 def __getattr__(name: str) -> Any:

@@ -75,3 +75,10 @@ def file_headline(path: str | os.PathLike[str]) -> dict[str, Any]:
     finally:
         if results.outcomes is not None:
             results.outcomes.close()
+
+
+def report_figures(results: Results) -> dict[str, Any]:
+    """The charts of `gpusim report` for a run, as matplotlib Figures by name (matplotlib loads here)."""
+    from gpusim.report import report_figures as figures
+
+    return figures(results)

@@ -115,6 +115,18 @@ def test_credit_run_is_one_file_embedding_every_chart_as_svg(credit):
     assert not re.search(r"""(src|href)=(?!"data:|"#)""", page), "the page must load nothing from outside itself"
 
 
+def test_api_gives_the_page_charts_as_matplotlib_figures(credit):
+    """gpusim.report_figures: the charts of the page, by the same names, as Figures one can save."""
+    from matplotlib.figure import Figure
+
+    import gpusim
+
+    results, page_path = credit
+    figures = gpusim.report_figures(results)
+    assert list(figures) == list(_figures(page_path.read_text(encoding="utf-8")))
+    assert all(isinstance(fig, Figure) and fig.axes for fig in figures.values())
+
+
 def test_summary_comes_first_and_run_facts_last(credit):
     _, page_path = credit
     page = page_path.read_text(encoding="utf-8")

@@ -8,6 +8,6 @@
 """
 
 from gpusim.report.figures import FIGSIZE, ReportError
-from gpusim.report.pages import write_report
+from gpusim.report.pages import report_figures, write_report
 
-__all__ = ["FIGSIZE", "ReportError", "write_report"]
+__all__ = ["FIGSIZE", "ReportError", "report_figures", "write_report"]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from gpusim.output.read import BatchResults
 from gpusim.report.batch_page import write_batch_report
@@ -65,9 +66,7 @@ ChartStep = tuple[str, Callable[[ChartBook], Chart]]
 """A chart still to draw: its progress label and the call that draws it."""
 
 
-def write_report(
-    results: Any, out: str | os.PathLike[str], overwrite: bool = False, pdf: bool = False, progress: bool = False
-) -> Path:
+def write_report(results: Any, out: str | os.PathLike[str], overwrite: bool = False, pdf: bool = False, progress: bool = False) -> Path:
     """Write the report of `results` (from open_results) to the HTML file `out`; return its path.
 
     A batch file (BatchResults) gets its scenario comparison page instead (`write_batch_report`).
@@ -100,6 +99,17 @@ def run_money(results: Any) -> Money:
     """The page's money unit, from the largest amount it shows (exposure, a path's loss, ES)."""
     risk = risk_levels(results)
     return page_money(np.r_[instrument_commitment(results), np.max(portfolio_losses(results), initial=0.0), risk["es"], risk["var"]])
+
+
+def report_figures(results: Any) -> dict[str, Figure]:
+    """The report's charts of a run as matplotlib Figures, by anchor name, in page order: for a
+    notebook or a memo of one's own (`fig.savefig(...)`), drawn exactly as on the page."""
+    credit = has_credit(results)
+    money = run_money(results) if credit else Money(1e6, "USD m")
+    book = ChartBook()
+    for _, draw in chart_steps(results, credit, money):
+        draw(book)
+    return {chart.name: chart.figure for chart in book.charts}
 
 
 def chart_steps(results: Any, credit: bool, money: Money) -> list[ChartStep]:
