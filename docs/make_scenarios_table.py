@@ -93,9 +93,11 @@ def read_run(name: str, path: Path) -> Run:
         debt = [i for b in config["borrowers"] for i in b["debt"]]
         s = f["summary"]
         c = s["contagion"]
-        codes = f["outcomes/default_reason"].attrs["codes"]
-        codes = codes.decode() if isinstance(codes, bytes) else str(codes)
-        reasons = [item.strip().split(" ", 1)[1].strip() for item in codes.split(",")]
+        flags = f["outcomes/default_reason"].attrs
+        meanings = flags["flag_meanings"]
+        meanings = (meanings.decode() if isinstance(meanings, bytes) else str(meanings)).split()
+        by_code = dict(zip((int(v) for v in flags["flag_values"]), meanings, strict=True))
+        reasons = [by_code[code] for code in range(max(by_code) + 1)]
         return Run(
             name=name,
             path=path,
@@ -165,7 +167,7 @@ def reusable(path: Path, paths: int, seed: int, dtype: str) -> bool:
 def simulate(name: str, out: Path, args: argparse.Namespace) -> float:
     """`gpusim run` in a subprocess; returns the wall time in seconds."""
     command = [sys.executable, "-m", "gpusim", "run", name, "--paths", str(args.paths), "--seed", str(args.seed)]
-    command += ["--out", str(out), "--dtype", "float64", "--save-paths", "0", "--quiet"]
+    command += ["--out", str(out), "--overwrite", "--dtype", "float64", "--save-paths", "0", "--quiet"]
     if args.workers:
         command += ["--workers", str(args.workers)]
     started = time.perf_counter()
@@ -247,8 +249,8 @@ def portfolio_table(runs: list[Run]) -> str:
         f"USD bn, discounted to the start at the base curve. Total drawn principal at the start: "
         f"USD {' / '.join(sorted(principal))} bn (the same portfolio in every scenario). Largest Monte Carlo "
         f"standard error of a VaR or ES above: USD {bn(se_var)} bn (VaR) and {bn(se_es)} bn (ES). "
-        "Contagion share = (EL - EL without the fire-sale chain) / EL, on the same paths with "
-        "`price_impact` and `mark_impact` set to 0."
+        "Contagion share = (EL - EL without the fire-sale chain) / EL, on the same paths with the other "
+        "borrowers' liquidations removed (each defaulter's own fire sale and the outside distressed supply kept)."
     )
     return table(header, rows) + "\n\n" + note
 
