@@ -219,6 +219,21 @@ kind: a crypto- and fleet-secured facility that can refinance, an annuity loan o
 junior convertible maturing inside the horizon."""
 
 
+def token_note(name: str) -> dict[str, Any]:
+    """A USD 1 zero-coupon bond due in 2040: a borrower must owe something to be simulated, and this
+    debt never bites, so a test sees the borrower's cash flows alone."""
+    return {
+        "name": name,
+        "kind": "bond",
+        "principal": 1.0,
+        "rate_type": "fixed",
+        "coupon": 0.0,
+        "issue_date": "2025-01-01",
+        "maturity_date": "2040-01-01",
+        "market_spread_bps": 0,
+    }
+
+
 def stressed_borrowers() -> list[dict[str, Any]]:
     """The small scenario's neocloud, thinner in cash and more indebted, plus MINER."""
     neo = copy.deepcopy(SMALL["borrowers"][0])

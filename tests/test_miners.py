@@ -13,7 +13,7 @@ from typing import Any
 import array_api_compat.numpy as xnp
 import numpy as np
 import pytest
-from helpers import HostModel, assert_agrees_with_numpy, small_mapping, stressed_borrowers
+from helpers import HostModel, assert_agrees_with_numpy, small_mapping, stressed_borrowers, token_note
 from test_credit import spec_of, steps, zero_vol_market
 from test_factors import assert_close, mean_se, var_se
 
@@ -39,18 +39,7 @@ def miner(curtail: bool, take_or_pay: float) -> dict[str, Any]:
         "power_price_ratio": 0.8,
         "revenue_shock": {"vol": 0.0, "mean_reversion": 2.0},
         "mining": {"hashrate": 1000.0, "efficiency": 20.0, "curtail": curtail, "power_take_or_pay": take_or_pay},
-        "debt": [
-            {
-                "name": "Dig note",
-                "kind": "bond",
-                "principal": 1.0,
-                "rate_type": "fixed",
-                "coupon": 0.0,
-                "issue_date": "2025-01-01",
-                "maturity_date": "2040-01-01",
-                "market_spread_bps": 0,
-            }
-        ],
+        "debt": [token_note("Dig note")],
     }
 
 

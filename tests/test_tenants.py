@@ -12,7 +12,7 @@ from typing import Any
 import array_api_compat.numpy as xnp
 import numpy as np
 import pytest
-from helpers import HostModel, assert_agrees_with_numpy, small_mapping, stressed_borrowers
+from helpers import HostModel, assert_agrees_with_numpy, small_mapping, stressed_borrowers, token_note
 from test_credit import neocloud, spec_of, steps, zero_vol_market
 
 from gpusim.backends.array_model import simulate_chunk
@@ -69,18 +69,7 @@ def test_tenant_default_moves_capacity_to_spot_after_the_lag(hazard: float) -> N
     m = zero_vol_market(n_steps)
     neo = neocloud([], cash=1.0e12)
     neo["fleets"][0].update(contracted_share=0.0, contract_expiry=None)
-    neo["debt"] = [
-        {
-            "name": "Neo note",
-            "kind": "bond",
-            "principal": 1.0,
-            "rate_type": "fixed",
-            "coupon": 0.0,
-            "issue_date": "2025-01-01",
-            "maturity_date": "2040-01-01",
-            "market_spread_bps": 0,
-        }
-    ]
+    neo["debt"] = [token_note("Neo note")]
     neo["tenants"] = [gpu_tenant(hazard), colocation_tenant(hazard)]
     m["borrowers"] = [neo]
     spec = spec_of(m)
@@ -114,18 +103,7 @@ def test_tenant_default_frequency_is_exponential(hazard: float, backstop: float 
     its backstop's where it has one (the contract fails only when the guarantor does)."""
     m = zero_vol_market(24)
     neo = neocloud([], cash=1.0e12)
-    neo["debt"] = [
-        {
-            "name": "Neo note",
-            "kind": "bond",
-            "principal": 1.0,
-            "rate_type": "fixed",
-            "coupon": 0.0,
-            "issue_date": "2025-01-01",
-            "maturity_date": "2040-01-01",
-            "market_spread_bps": 0,
-        }
-    ]
+    neo["debt"] = [token_note("Neo note")]
     credit = {"hazard": hazard} if backstop is None else {"hazard": hazard, "backstop": {"name": "Parent", "hazard": backstop}}
     neo["tenants"] = [gpu_tenant(hazard, expiry="2030-01-01", credit=credit)]
     m["borrowers"] = [neo]
