@@ -501,3 +501,49 @@ def batch_command(
                 f"on {done.where} ({', '.join(sorted(done.backends)) or 'no new units'}) in {done.runtime_s:,.1f} s; wrote {out}"
             )
     _exit_if_interrupted_at_the_end(interrupted, out)
+
+
+# ---------------------------------------------------------------------------------------
+# Deal portfolios in spreadsheets (gpusim.scenario.spreadsheet, docs/deals.md)
+
+
+@main.command("import")
+@click.argument("source", type=click.Path())
+@click.option("--out", type=click.Path(dir_okay=False), callback=_output_file, required=True, help="Scenario YAML to write, e.g. portfolio.yaml.")
+@click.option(
+    "--market",
+    default="baseline",
+    show_default=True,
+    help="Scenario (a YAML file or a shipped name) whose market the portfolio extends; its own borrowers are replaced.",
+)
+@click.option("--fragment", is_flag=True, help="Write only the borrowers (no extends:), still checked against --market.")
+@overwrite_option
+@user_errors
+def import_command(source: str, out: str, market: str, fragment: bool, overwrite: bool) -> None:
+    """Read borrowers, fleets, tenants, treasury and debt from SOURCE (an .xlsx workbook, or a folder or .zip of CSV files) into a scenario."""
+    from gpusim.scenario.spreadsheet import import_portfolio
+
+    borrowers = import_portfolio(source, out, market, fragment, overwrite)
+    instruments = sum(len(b.debt) for b in borrowers)
+    click.echo(f"wrote {out}: {len(borrowers)} borrowers, {instruments} instruments" + ("" if fragment else f", on the market of {market}"))
+
+
+@main.command("export")
+@click.argument("config")
+@click.option(
+    "--out",
+    type=click.Path(),
+    callback=_output_file,
+    required=True,
+    help="deals.xlsx (a workbook), deals.zip (CSV files) or a folder (CSV files, one per sheet).",
+)
+@override_option
+@overwrite_option
+@user_errors
+def export_command(config: str, out: str, overrides: tuple[str, ...], overwrite: bool) -> None:
+    """Write the borrowers of CONFIG as a spreadsheet `gpusim import` reads back (the market stays in YAML)."""
+    from gpusim.scenario.spreadsheet import export_portfolio
+
+    scenario = load_scenario(config, list(overrides))
+    written = export_portfolio(scenario.borrowers, out, overwrite)
+    click.echo(f"wrote {written}: {len(scenario.borrowers)} borrowers")

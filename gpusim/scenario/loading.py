@@ -141,6 +141,7 @@ def load_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError([f"{path}: extends forms a cycle: {cycle}"])
     data = _read_yaml(path)
     parent = data.pop("extends", None)
+    replaced = _replaced_fields(path, data.pop("replace", None))
     if parent is None:
         return data
     if not isinstance(parent, str):
@@ -152,7 +153,19 @@ def load_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     base = load_raw(parent_path, (*_chain, resolved))
     base.pop("name", None)
     base.pop("description", None)
+    for key in replaced:
+        base.pop(key, None)
     return deep_merge(base, data)
+
+
+def _replaced_fields(path: Path, replace: Any) -> list[str]:
+    """`replace: [borrowers]`: top-level fields this file states whole instead of merging into its parent's
+    (a portfolio imported onto a market scenario keeps none of the market file's borrowers)."""
+    if replace is None:
+        return []
+    if not isinstance(replace, list) or not all(isinstance(key, str) for key in replace):
+        raise ConfigError([f"{path}: replace: must be a list of top-level field names, got {shown(replace)}"])
+    return replace
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
