@@ -509,7 +509,9 @@ def batch_command(
 
 @main.command("import")
 @click.argument("source", type=click.Path())
-@click.option("--out", type=click.Path(dir_okay=False), callback=_output_file, required=True, help="Scenario YAML to write, e.g. portfolio.yaml.")
+@click.option(
+    "--out", type=click.Path(dir_okay=False), callback=_output_file, required=True, help="Scenario YAML to write, e.g. portfolio.yaml."
+)
 @click.option(
     "--market",
     default="baseline",
@@ -520,7 +522,8 @@ def batch_command(
 @overwrite_option
 @user_errors
 def import_command(source: str, out: str, market: str, fragment: bool, overwrite: bool) -> None:
-    """Read borrowers, fleets, tenants, treasury and debt from SOURCE (an .xlsx workbook, or a folder or .zip of CSV files) into a scenario."""
+    """Read borrowers, fleets, tenants, treasury and debt from SOURCE (an .xlsx workbook, or a folder or .zip
+    of CSV files) into a scenario that extends --market; every problem names its sheet, row and column."""
     from gpusim.scenario.spreadsheet import import_portfolio
 
     borrowers = import_portfolio(source, out, market, fragment, overwrite)

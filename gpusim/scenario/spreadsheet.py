@@ -344,7 +344,7 @@ def _read_workbook(path: Path) -> list[Sheet]:
             for c, cell in enumerate(row, start=1):
                 if isinstance(cell, str) and cell.startswith("=") and r <= len(rows) and rows[r - 1][c - 1] is None:
                     missing[(r, c)] = cell
-        sheets.append(Sheet(ws.title, f"{path.name}: sheet {ws.title}", rows, missing))
+        sheets.append(Sheet(ws.title, f"{path}: sheet {ws.title}", rows, missing))
     return sheets
 
 
@@ -365,10 +365,10 @@ def _read_csv_files(source: Path) -> list[Sheet]:
         with zipfile.ZipFile(source) as archive:
             for member in archive.namelist():
                 if member.endswith(".csv") and not Path(member).name.startswith("."):
-                    files[Path(member).stem] = (f"{source.name}/{member}", archive.read(member))
+                    files[Path(member).stem] = (f"{source}/{member}", archive.read(member))
     else:
         for p in sorted(source.glob("*.csv")):
-            files[p.stem] = (f"{source.name}/{p.name}", p.read_bytes())
+            files[p.stem] = (f"{source}/{p.name}", p.read_bytes())
     return [Sheet(name, where, _read_csv_text(data, where)) for name, (where, data) in files.items()]
 
 
@@ -602,12 +602,12 @@ def _error_place(record: Record, loc: tuple[Any, ...]) -> tuple[Record, str]:
 
 def _validation_problems(record: Record, exc: ValidationError, read: dict[str, ReadTable], problems: Problems) -> None:
     for err, line in zip(exc.errors(include_url=False), format_validation_errors("", exc), strict=False):
-        message = line.split(": ", 2)[-1]
+        message = line.split(": ", 2)[-1].removeprefix("Value error, ")
         row_record, column = _error_place(record, err["loc"])
         rt = read[row_record.table.sheet]
         child = next((t for t in row_record.table.children if t.field == column), None)
         if child is not None:
-            problems.add(rt.sheet.where, f"{message}: no rows on sheet {child.sheet} for this {child.keys[-1]}", row_record.row)
+            problems.add(rt.sheet.where, f"{err['msg']}: no rows on sheet {child.sheet} for this {child.keys[-1]}", row_record.row)
         elif column in rt.letters or column in {c.name for c in row_record.table.columns}:
             if err["type"] == "missing":
                 message += " (empty cell)" if column in rt.letters else " (no such column on the sheet)"
@@ -627,7 +627,9 @@ def _reference_problem(message: str, roots: list[Record], read: dict[str, ReadTa
         field_name, name = duplicate.groups()
         rt = next(rt for rt in read.values() if rt.table.field == field_name)
         rows = [str(r.row) for r in rt.records if r.data.get("name") == name]
-        problems.add(rt.sheet.where, f"name {name!r} appears more than once (rows {', '.join(rows)})", column="name", letter=rt.letters.get("name"))
+        problems.add(
+            rt.sheet.where, f"name {name!r} appears more than once (rows {', '.join(rows)})", column="name", letter=rt.letters.get("name")
+        )
         return
     match = _REFERENCE.match(message)
     if not match:
@@ -733,7 +735,10 @@ def table_rows(borrowers: list[Borrower]) -> dict[str, list[list[Any]]]:
     items: dict[str, list[tuple[tuple[Any, ...], BaseModel]]] = {ROOT_SHEET: [((), b) for b in borrowers]}
     for t in layout():
         columns = t.exported_columns()
-        rows: list[list[Any]] = [[*t.keys, *(c.name for c in columns)], [*(f"name of the {k}" for k in t.keys), *(c.description for c in columns)]]
+        rows: list[list[Any]] = [
+            [*t.keys, *(c.name for c in columns)],
+            [*(f"name of the {k}" for k in t.keys), *(c.description for c in columns)],
+        ]
         for keys, obj in items.get(t.sheet, []):
             rows.append([*keys, *(cell_text(_value_at(obj, c.path), c) for c in columns)])
             for child in t.children:
@@ -748,10 +753,18 @@ def notes_rows() -> list[list[Any]]:
     rows: list[list[Any]] = [["sheet", "column", "type", "required", "default", "allowed", "meaning and units"]]
     for t in layout():
         for k in t.keys:
-            rows.append([t.sheet, k, "str", "yes", None, f"a name on sheet {ROOT_SHEET if k == 'borrower' else k}", f"the {k} this row belongs to"])
+            rows.append(
+                [t.sheet, k, "str", "yes", None, f"a name on sheet {ROOT_SHEET if k == 'borrower' else k}", f"the {k} this row belongs to"]
+            )
         for c in t.columns:
             kind = f"list of {c.item_kind}" if c.kind == "list" else c.kind
-            default = None if c.required or c.default is None or c.default == [] else cell_text(c.default, c) if c.kind == "list" else str(c.default)
+            default = (
+                None
+                if c.required or c.default is None or c.default == []
+                else cell_text(c.default, c)
+                if c.kind == "list"
+                else str(c.default)
+            )
             note = "instead of .easy and .tight: one value for both regimes" if c.both_regimes else c.description
             rows.append([t.sheet, c.name, kind, "yes" if c.required else "no", default, c.limits or None, note])
     return rows
@@ -840,7 +853,9 @@ def sheet_contents(source: str | Path) -> dict[str, list[list[Any]]]:
     return {s.name: [[v for v in row] for row in s.rows] for s in read_sheets(source)}
 
 
-def import_portfolio(source: str | Path, out: str | Path, market: str = "baseline", fragment: bool = False, overwrite: bool = False) -> list[Borrower]:
+def import_portfolio(
+    source: str | Path, out: str | Path, market: str = "baseline", fragment: bool = False, overwrite: bool = False
+) -> list[Borrower]:
     """`gpusim import`: read and check the spreadsheet, then write the portfolio scenario (or fragment) to `out`."""
     path = Path(out)
     if path.is_symlink() or (path.exists() and not path.is_file()):

@@ -1,0 +1,314 @@
+"""Deal portfolios in spreadsheets: `gpusim import` and `gpusim export` (docs/deals.md).
+
+The shipped template is the shipped baseline's borrowers and must import back to exactly the
+baseline scenario; every bad spreadsheet gives exit code 2 and a message naming its sheet, row
+and column, never a traceback.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from gpusim.cli import main
+from gpusim.scenario import ConfigError, load_scenario, scenario_from
+from gpusim.scenario.spreadsheet import layout, read_portfolio, sheet_contents
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "templates" / "deals.xlsx"
+REGENERATE = "gpusim export baseline --out templates/deals.xlsx --overwrite"
+
+
+def _invoke(*args: Any):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def _same_scenario_but_labels(imported, reference) -> bool:
+    return imported.model_copy(update={"name": reference.name, "description": reference.description}) == reference
+
+
+def test_shipped_template_imports_to_the_shipped_baseline_exactly(tmp_path):
+    out = tmp_path / "portfolio.yaml"
+    result = _invoke("import", TEMPLATE, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "7 borrowers, 20 instruments" in result.output
+    imported, baseline = load_scenario(out), load_scenario("baseline")
+    assert imported.borrowers == baseline.borrowers
+    assert _same_scenario_but_labels(imported, baseline)
+
+
+def test_shipped_template_is_current(tmp_path):
+    """templates/deals.xlsx is what `gpusim export baseline` writes today: the schema and baseline.yaml
+    decide its sheets and columns, so a new field or a changed baseline needs the file regenerated."""
+    fresh = tmp_path / "deals.xlsx"
+    assert _invoke("export", "baseline", "--out", fresh).exit_code == 0
+    assert sheet_contents(TEMPLATE) == sheet_contents(fresh), f"templates/deals.xlsx is stale: regenerate it with `{REGENERATE}`"
+
+
+def test_layout_follows_the_schema():
+    """Nested models flatten to dotted columns, lists of models are child sheets keyed by their parents,
+    by-regime values have .easy and .tight columns."""
+    tables = {t.sheet: t for t in layout()}
+    assert list(tables)[:1] == ["borrowers"] and {"fleets", "treasury", "debt", "tenants"} <= set(tables)
+    assert tables["fleets"].keys == ("borrower",)
+    debt = {c.name for c in tables["debt"].columns}
+    assert {"covenants.dscr_min", "refinancing.window_months", "collateral.fleets"} <= debt
+    tenants = {c.name for c in tables["tenants"].columns}
+    assert {"credit.hazard.easy", "credit.hazard.tight", "credit.backstop.hazard.easy"} <= tenants
+    assert "revenue_shock.vol" in {c.name for c in tables["borrowers"].columns}
+
+
+def _with_tenants() -> Any:
+    """The baseline with two tenant contracts of Helios: GPU-hours, and a colocation lease with a backstop."""
+    data = load_scenario("baseline").model_dump(mode="json")
+    data["borrowers"][0]["tenants"] = [
+        {"name": "AI lab", "kind": "gpu_hours", "generation": "H100", "gpus": 400, "rate": 3.0, "expiry": "2027-01-01",
+         "credit": {"hazard": {"easy": 0.05, "tight": 0.2}}},
+        {"name": "Hyperscaler lease", "kind": "colocation", "capacity_kw": 20000.0, "rate": 150.0, "escalator": 0.03,
+         "expiry": "2027-07-01", "spot_rate_per_kw_month": 90.0,
+         "credit": {"hazard": 5.0, "backstop": {"name": "Hyperscaler parent", "hazard": 0.01}}},
+    ]  # fmt: skip
+    return scenario_from(data)
+
+
+@pytest.mark.parametrize("form", ["deals.zip", "deals_csv"])
+def test_csv_files_round_trip_with_tenants(tmp_path, form):
+    scenario = _with_tenants()
+    market = tmp_path / "market.yaml"
+    market.write_text(yaml.safe_dump(scenario.model_dump(mode="json")))
+    assert _invoke("export", market, "--out", tmp_path / form).exit_code == 0
+    out = tmp_path / "portfolio.yaml"
+    result = _invoke("import", tmp_path / form, "--out", out, "--market", market)
+    assert result.exit_code == 0, result.output
+    assert _same_scenario_but_labels(load_scenario(out), scenario)
+
+
+def test_one_column_sets_both_regimes_and_a_fragment_holds_only_borrowers(tmp_path):
+    """`credit.hazard` without .easy/.tight sets both regimes, as a plain number does in YAML."""
+    folder = tmp_path / "csv"
+    _invoke("export", "baseline", "--out", folder)
+    (folder / "tenants.csv").write_text(
+        "borrower,name,kind,generation,gpus,rate,expiry,credit.hazard\n"
+        "-,-,-,-,-,-,-,-\n"
+        "Helios Compute,AI lab,gpu_hours,H100,400,3.0,2027-01-01,0.25\n"
+    )
+    out = tmp_path / "fragment.yaml"
+    assert _invoke("import", folder, "--out", out, "--fragment").exit_code == 0
+    data = yaml.safe_load(out.read_text())
+    assert list(data) == ["borrowers"]
+    tenant = read_portfolio(folder)[0].tenants[0]
+    assert tenant.credit.hazard.pair() == (0.25, 0.25) and tenant.gpus == 400
+
+
+def test_replace_states_a_field_whole_instead_of_merging(tmp_path):
+    """`replace: [borrowers]` drops the parent's borrowers; without it the borrowers merge by name."""
+    one = load_scenario("baseline").borrowers[2].model_dump(mode="json")
+    one["name"] = "Solo"
+    for inst in one["debt"]:
+        inst["name"] = "Solo " + inst["name"]
+    merged, replaced = tmp_path / "merged.yaml", tmp_path / "replaced.yaml"
+    merged.write_text(yaml.safe_dump({"extends": "baseline", "borrowers": [one]}))
+    replaced.write_text(yaml.safe_dump({"extends": "baseline", "replace": ["borrowers"], "borrowers": [one]}))
+    assert [b.name for b in load_scenario(merged).borrowers][-1] == "Solo" and len(load_scenario(merged).borrowers) == 8
+    assert [b.name for b in load_scenario(replaced).borrowers] == ["Solo"]
+    replaced.write_text(yaml.safe_dump({"extends": "baseline", "replace": "borrowers"}))
+    with pytest.raises(ConfigError, match="replace: must be a list"):
+        load_scenario(replaced)
+
+
+# ---------------------------------------------------------------------------------------
+# Bad spreadsheets: one clear line each, exit code 2, no traceback
+
+
+@pytest.fixture(scope="module")
+def template_copy(tmp_path_factory) -> Path:
+    return Path(shutil.copy(TEMPLATE, tmp_path_factory.mktemp("template") / "deals.xlsx"))
+
+
+def _delete_sheet(sheet: str):
+    def change(wb: openpyxl.Workbook) -> None:
+        del wb[sheet]
+
+    return change
+
+
+def _rename_sheet(sheet: str, new: str):
+    def change(wb: openpyxl.Workbook) -> None:
+        wb[sheet].title = new
+
+    return change
+
+
+def _append(sheet: str, values: list[Any]):
+    def change(wb: openpyxl.Workbook) -> None:
+        wb[sheet].append(values)
+
+    return change
+
+
+def _column(wb: openpyxl.Workbook, sheet: str, name: str) -> str:
+    """The letter of a column by its name in row 1, so the cases name fields, not positions."""
+    for cell in wb[sheet][1]:
+        if cell.value == name:
+            return cell.column_letter
+    raise KeyError(name)
+
+
+def _edit_named(sheet: str, column: str, row: int, value: Any, number_format: str | None = None):
+    def change(wb: openpyxl.Workbook) -> None:
+        cell = wb[sheet][f"{_column(wb, sheet, column)}{row}"]
+        cell.value = value
+        if number_format is not None:
+            cell.number_format = number_format
+
+    return change
+
+
+# Row 3 of each sheet is its first data row: Helios Compute, its H100 fleet, its DDTL-1.
+BAD = {
+    "missing sheet": (
+        _delete_sheet("debt"),
+        "deals.xlsx: sheet debt is missing (every borrower needs rows there)",
+    ),
+    "unknown sheet": (
+        _rename_sheet("fleets", "fleet"),
+        "sheet fleet: unknown sheet (did you mean 'fleets'?",
+    ),
+    "unknown column": (
+        _edit_named("borrowers", "cash", 1, "csh"),
+        "sheet borrowers, column C: unknown column 'csh'; did you mean 'cash'?",
+    ),
+    "missing required column": (
+        _edit_named("fleets", "count", 1, None),
+        "sheet fleets: column 'count' is missing (GPUs owned)",
+    ),
+    "wrong type": (
+        _edit_named("fleets", "count", 3, "lots"),
+        "sheet fleets, row 3, column count (C): expected a number, got 'lots'",
+    ),
+    "fractional count": (
+        _edit_named("fleets", "count", 3, 10.5),
+        "sheet fleets, row 3, column count (C): Input should be a valid integer",
+    ),
+    "out of range": (
+        _edit_named("borrowers", "pue", 4, 0.5),
+        "sheet borrowers, row 4, column pue (F): Input should be greater than or equal to 1",
+    ),
+    "duplicate borrower": (
+        _edit_named("borrowers", "name", 4, "Helios Compute"),
+        "sheet borrowers, row 4, column name (A): name 'Helios Compute' is already on row 3",
+    ),
+    "duplicate instrument": (
+        _edit_named("debt", "name", 8, "Helios DDTL-1"),
+        "sheet debt, column name (B): name 'Helios DDTL-1' appears more than once (rows 3, 8)",
+    ),
+    "orphan child row": (
+        _edit_named("fleets", "borrower", 5, "Nobody"),
+        "sheet fleets, row 5, column borrower (A): borrower 'Nobody' is not on sheet borrowers",
+    ),
+    "empty key": (
+        _edit_named("fleets", "borrower", 5, None),
+        "sheet fleets, row 5, column borrower (A): empty: name the borrower this row belongs to",
+    ),
+    "unknown generation": (
+        _edit_named("fleets", "generation", 4, "X300"),
+        "sheet fleets, row 4, column generation (B): 'X300' is not one of",
+    ),
+    "collateral not owned": (
+        _edit_named("debt", "collateral.fleets", 3, "H100, A100"),
+        "sheet debt, row 3, column collateral.fleets (N): 'A100' is not a fleet of Helios Compute",
+    ),
+    "bad date": (
+        _edit_named("debt", "issue_date", 3, "2023-02-30"),
+        "sheet debt, row 3, column issue_date (K): expected a date as YYYY-MM-DD, got '2023-02-30'",
+    ),
+    "number in a date": (
+        _edit_named("debt", "issue_date", 3, 45000, "General"),
+        "sheet debt, row 3, column issue_date (K): expected a date (a date cell or YYYY-MM-DD), got the number 45000",
+    ),
+    "empty required cell": (
+        _edit_named("debt", "coupon", 3, None),
+        "sheet debt, row 3, column coupon (I): required field is missing (empty cell)",
+    ),
+    "formula error": (
+        _edit_named("borrowers", "cash", 3, "#DIV/0!"),
+        "sheet borrowers, row 3, column cash (C): formula error #DIV/0!",
+    ),
+    "formula without result": (
+        _edit_named("borrowers", "cash", 3, "=2*3"),
+        "sheet borrowers, row 3, column cash (C): formula '=2*3' has no saved result",
+    ),
+    "kind rule": (
+        _edit_named("debt", "commitment", 4, None),
+        "sheet debt, row 4: a facility needs commitment and advance_rate",
+    ),
+    "unknown choice": (
+        _edit_named("debt", "kind", 3, "loan"),
+        "sheet debt, row 3, column kind (C): Input should be 'term_loan', 'facility', 'bond' or 'convertible'",
+    ),
+    "data in row 2": (
+        _edit_named("fleets", "count", 2, 100),
+        "sheet fleets, column C: row 2 holds each column's meaning and units, not data (got 100); data start in row 3",
+    ),
+    "borrower without debt": (
+        _append("borrowers", ["Lonely", "neocloud", 1e6, None, 1e5, 1.2, 1.0, 0.1, 1.0]),
+        "sheet borrowers, row 10: List should have at least 1 item after validation, not 0: no rows on sheet debt for this borrower",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_spreadsheet_names_sheet_row_and_column(case, template_copy, tmp_path):
+    change, expected = BAD[case]
+    wb = openpyxl.load_workbook(template_copy)
+    change(wb)
+    bad = tmp_path / "deals.xlsx"
+    wb.save(bad)
+    result = _invoke("import", bad, "--out", tmp_path / "p.yaml")
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert expected in result.output, result.output
+    assert not (tmp_path / "p.yaml").exists()
+
+
+@pytest.mark.parametrize(
+    "content,expected",
+    [
+        (b"PK\x03\x04 not really a workbook", "not a readable .xlsx workbook"),
+        (b"name,type\n", "expected an .xlsx workbook, a folder of .csv files or a .zip of them"),
+    ],
+    ids=["corrupt-xlsx", "wrong-suffix"],
+)
+def test_unreadable_sources_exit_2(tmp_path, content, expected):
+    bad = tmp_path / ("deals.xlsx" if content.startswith(b"PK") else "deals.txt")
+    bad.write_bytes(content)
+    result = _invoke("import", bad, "--out", tmp_path / "p.yaml")
+    assert result.exit_code == 2 and expected in result.output and "Traceback" not in result.output
+
+
+def test_csv_problems_name_the_file_row_and_column(tmp_path):
+    folder = tmp_path / "deals"
+    _invoke("export", "baseline", "--out", folder)
+    lines = (folder / "treasury.csv").read_text().splitlines()
+    lines[2] = lines[2].replace("BTC", "DOGE", 1)
+    (folder / "treasury.csv").write_text("\n".join(lines) + "\n")
+    result = _invoke("import", folder, "--out", tmp_path / "p.yaml")
+    assert result.exit_code == 2
+    assert "deals/treasury.csv, row 3, column asset (B): 'DOGE' is not one of ['BTC', 'ETH']" in result.output, result.output
+
+
+def test_export_and_import_refuse_to_overwrite(tmp_path):
+    out = tmp_path / "deals.xlsx"
+    out.write_text("keep")
+    result = _invoke("export", "baseline", "--out", out)
+    assert result.exit_code == 2 and "exists (use --overwrite" in result.output and out.read_text() == "keep"
+    target = tmp_path / "p.yaml"
+    target.write_text("keep")
+    result = _invoke("import", TEMPLATE, "--out", target)
+    assert result.exit_code == 2 and "exists (use --overwrite" in result.output and target.read_text() == "keep"
