@@ -8,6 +8,7 @@ and column, never a traceback.
 from __future__ import annotations
 
 import shutil
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,12 @@ import openpyxl
 import pytest
 import yaml
 from click.testing import CliRunner
+from pydantic import Field
 
 from gpusim.cli import main
 from gpusim.scenario import ConfigError, load_scenario, scenario_from
-from gpusim.scenario.spreadsheet import layout, read_portfolio, sheet_contents
+from gpusim.scenario.schema import Strict
+from gpusim.scenario.spreadsheet import Table, add_table, cell_text, layout, read_cell, read_portfolio, sheet_contents
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "templates" / "deals.xlsx"
@@ -64,6 +67,35 @@ def test_layout_follows_the_schema():
     assert "revenue_shock.vol" in {c.name for c in tables["borrowers"].columns}
 
 
+class _Site(Strict):
+    name: str = Field(description="site")
+    mw: float = Field(description="IT load, MW")
+
+
+class _Campus(Strict):
+    sites: list[_Site] = Field(default_factory=list, description="sites of the campus")
+    opened: date = Field(description="opening date")
+
+
+class _Owner(Strict):
+    name: str = Field(description="owner")
+    campus: _Campus | None = Field(None, description="a campus")
+    weights: dict[str, float] = Field(default_factory=dict, description="weights by region")
+
+
+def test_shapes_without_a_sheet_of_their_own_are_yaml_cells():
+    """A list of models inside a nested model and a mapping become one YAML cell each, written and read back."""
+    tables: list[Table] = []
+    owners = add_table(_Owner, "owners", None, True, tables)
+    kinds = {c.name: c.kind for c in owners.columns}
+    assert len(tables) == 1 and kinds == {"name": "str", "campus.sites": "yaml", "campus.opened": "date", "weights": "yaml"}
+    owner = _Owner(name="A", campus={"sites": [{"name": "s1", "mw": 20.0}], "opened": "2026-01-01"}, weights={"us": 0.5})
+    column = next(c for c in owners.columns if c.name == "campus.sites")
+    text = cell_text(owner.campus.sites, column)
+    assert text == "[{name: s1, mw: 20.0}]"
+    assert _Campus(sites=read_cell(text, "yaml"), opened=date(2026, 1, 1)) == owner.campus
+
+
 def _with_tenants() -> Any:
     """The baseline with two tenant contracts of Helios: GPU-hours, and a colocation lease with a backstop."""
     data = load_scenario("baseline").model_dump(mode="json")
@@ -104,6 +136,33 @@ def test_one_column_sets_both_regimes_and_a_fragment_holds_only_borrowers(tmp_pa
     assert list(data) == ["borrowers"]
     tenant = read_portfolio(folder)[0].tenants[0]
     assert tenant.credit.hazard.pair() == (0.25, 0.25) and tenant.gpus == 400
+
+
+def test_a_hand_made_workbook_with_only_the_required_columns(tmp_path):
+    """Columns in any order, optional ones left out (their defaults apply), rows of two borrowers
+    interleaved (each keeps its own order), dates as date cells or text, no notes sheet."""
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "borrowers"
+    ws.append(["name", "type", "pue", "cash", "fixed_opex_per_month", "revenue_shock.vol", "revenue_shock.mean_reversion"])
+    ws.append([])
+    ws.append(["Alpha", "neocloud", 1.2, 5e7, 1e6, 0.2, 1.0])
+    ws.append(["Beta", "miner", 1.1, 2e7, 5e5, 0.3, 2.0])
+    ws = wb.create_sheet("debt")
+    ws.append(["borrower", "name", "kind", "principal", "rate_type", "coupon", "issue_date", "maturity_date", "market_spread_bps"])
+    ws.append([])
+    ws.append(["Alpha", "Alpha Notes", "bond", 1e8, "fixed", 0.09, datetime(2025, 1, 1), "2030-01-01", 550])
+    ws.append(["Beta", "Beta Loan", "term_loan", 5e7, "floating", 0.05, "2025-06-01", "2029-06-01", 500])
+    ws.append(["Alpha", "Alpha Converts", "convertible", 2e7, "fixed", 0.01, "2025-03-01", "2031-03-01", 600])
+    path = tmp_path / "hand.xlsx"
+    wb.save(path)
+    alpha, beta = read_portfolio(path)
+    assert [i.name for i in alpha.debt] == ["Alpha Notes", "Alpha Converts"] and [i.name for i in beta.debt] == ["Beta Loan"]
+    assert alpha.power_price_ratio == 1.0 and alpha.fleets == [] and alpha.mining is None and alpha.min_liquidity is None
+    notes = alpha.debt[0]
+    assert notes.issue_date == date(2025, 1, 1) and notes.maturity_date == date(2030, 1, 1)
+    assert (notes.payments_per_year, notes.seniority, notes.amortization, notes.covenants) == (4, 1, "bullet", None)
+    assert beta.revenue_shock.mean_reversion == 2.0 and beta.debt[0].coupon == 0.05
 
 
 def test_replace_states_a_field_whole_instead_of_merging(tmp_path):
@@ -219,6 +278,10 @@ BAD = {
     "unknown generation": (
         _edit_named("fleets", "generation", 4, "X300"),
         "sheet fleets, row 4, column generation (B): 'X300' is not one of",
+    ),
+    "two fleets of one generation": (
+        _edit_named("fleets", "generation", 4, "H100"),
+        "sheet fleets, rows 3, 4, 5: generation 'H100' appears more than once (merge the fleets)",
     ),
     "collateral not owned": (
         _edit_named("debt", "collateral.fleets", 3, "H100, A100"),

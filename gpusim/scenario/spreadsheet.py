@@ -11,7 +11,8 @@ model under it appears in the template and is read by the importer without a cha
 - a list of models (`fleets`, `debt`, ...) is its own sheet, each row keyed by the name of its
   parent in a column named after the parent (`borrower`, and for a list under an instrument
   also `instrument`); rows keep their order;
-- a list of plain values (`collateral.fleets`) is one cell, comma separated;
+- a list of plain values (`collateral.fleets`) is one cell, comma separated; anything else (a list
+  of models inside a nested model, a mapping) is one cell of YAML such as `[{name: a, x: 1}]`;
 - row 1 holds the column names, row 2 each column's meaning and units (ignored on import), data
   start in row 3; the `notes` sheet lists every column with its range and default.
 
@@ -37,6 +38,7 @@ import annotated_types
 import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
+from pydantic_core import to_jsonable_python
 
 from gpusim.scenario.loading import ConfigError, format_validation_errors, load_raw, resolve_path, shipped_scenarios, shown
 from gpusim.scenario.schema import Borrower, ByRegime, Scenario, check_references
@@ -90,16 +92,20 @@ class Table:
     @property
     def identity(self) -> str:
         """The field that names a row for its child sheets: `name`, else the first required text field."""
-        fields = self.model.model_fields
-        if "name" in fields:
-            return "name"
-        for name, info in fields.items():
-            if info.is_required() and _strip(info.annotation)[0] is str:
-                return name
-        raise TypeError(f"{self.model.__name__} has no name field its child sheets could refer to")
+        name = identity_field(self.model)
+        assert name is not None, "a table has child sheets only when its rows have a name"
+        return name
 
     def exported_columns(self) -> list[Column]:
         return [c for c in self.columns if not c.both_regimes]
+
+
+def identity_field(model: type[BaseModel]) -> str | None:
+    """The field that names a row of `model` for rows under it: `name`, else the first required text field."""
+    fields = model.model_fields
+    if "name" in fields:
+        return "name"
+    return next((n for n, info in fields.items() if info.is_required() and _strip(info.annotation)[0] is str), None)
 
 
 def _strip(annotation: Any) -> tuple[Any, bool]:
@@ -164,11 +170,9 @@ def _columns(model: type[BaseModel], prefix: str, required: bool, context: str, 
                 if not _is_model(item) and _scalar_kind(item) != "yaml":
                     columns.append(Column(path, _scalar_kind(item), description, False, None, "", both_regimes=True))
             columns += _columns(inner, f"{path}.", needed and not optional, description, table, tables)
-        elif typing.get_origin(inner) is list and _is_model(_strip(typing.get_args(inner)[0])[0]):
-            if prefix:
-                raise TypeError(f"{model.__name__}.{name}: a list of rows inside a nested model has no sheet layout")
+        elif typing.get_origin(inner) is list and _is_model(_strip(typing.get_args(inner)[0])[0]) and not prefix and identity_field(model):
             child_model = _strip(typing.get_args(inner)[0])[0]
-            _add_table(child_model, name, table, info.is_required(), tables)
+            add_table(child_model, name, table, info.is_required(), tables)
         elif typing.get_origin(inner) is list and _scalar_kind(typing.get_args(inner)[0]) != "yaml":
             item_kind = _scalar_kind(typing.get_args(inner)[0])
             columns.append(Column(path, "list", description, needed, _default(info), "comma-separated", item_kind))
@@ -191,7 +195,7 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def _add_table(model: type[BaseModel], field_name: str, parent: Table | None, required: bool, tables: list[Table]) -> Table:
+def add_table(model: type[BaseModel], field_name: str, parent: Table | None, required: bool, tables: list[Table]) -> Table:
     keys = () if parent is None else (*parent.keys, _snake(parent.model.__name__))
     table = Table(field_name, model, field_name, parent, required, keys, [])
     if parent is not None:
@@ -207,7 +211,7 @@ def _add_table(model: type[BaseModel], field_name: str, parent: Table | None, re
 def layout() -> list[Table]:
     """Every table of a portfolio spreadsheet, parents before children, from the schema of `Borrower`."""
     tables: list[Table] = []
-    _add_table(Borrower, ROOT_SHEET, None, True, tables)
+    add_table(Borrower, ROOT_SHEET, None, True, tables)
     taken: dict[str, int] = {}
     for t in tables:
         taken[t.sheet] = taken.get(t.sheet, 0) + 1
@@ -301,7 +305,7 @@ def cell_text(value: Any, column: Column) -> Any:
     if column.kind == "list":
         return f"{LIST_SEPARATOR} ".join(v.isoformat() if isinstance(v, date) else str(v) for v in value) or None
     if column.kind == "yaml":
-        return yaml.safe_dump(value, default_flow_style=True, width=10**9).strip()
+        return yaml.safe_dump(to_jsonable_python(value), default_flow_style=True, sort_keys=False, width=10**9).strip()
     return value
 
 
@@ -620,7 +624,7 @@ _REFERENCE = re.compile(r"^borrowers\[(\d+)\]((?:\.\w+\[\d+\])*)\.?([\w.]*): (.*
 _DUPLICATE = re.compile(r"^borrowers\[\*\]\.(\w+): \w+ name '(.+)' appears more than once$")
 
 
-def _reference_problem(message: str, roots: list[Record], read: dict[str, ReadTable], problems: Problems) -> None:
+def _reference_problem(message: str, roots: list[Record], read: dict[str, ReadTable], problems: Problems, market: str) -> None:
     """A check_references message (`borrowers[0].fleets[1].generation: ...`) placed on its sheet, row and column."""
     duplicate = _DUPLICATE.match(message)
     if duplicate:
@@ -633,12 +637,18 @@ def _reference_problem(message: str, roots: list[Record], read: dict[str, ReadTa
         return
     match = _REFERENCE.match(message)
     if not match:
-        problems.add(problems.source, message)
+        problems.add(market, message)  # the market scenario's own problem
         return
-    loc: list[Any] = [ROOT_SHEET, int(match.group(1))]
-    for part in re.findall(r"\.(\w+)\[(\d+)\]", match.group(2)):
-        loc += [part[0], int(part[1])]
-    record, column = _error_place(roots[loc[1]], (*loc[2:], *(match.group(3).split(".") if match.group(3) else ())))
+    loc: list[Any] = []
+    for name, index in re.findall(r"\.(\w+)\[(\d+)\]", match.group(2)):
+        loc += [name, int(index)]
+    record, column = _error_place(roots[int(match.group(1))], (*loc, *(match.group(3).split(".") if match.group(3) else ())))
+    rows = record.children.get(column)
+    if rows is not None:  # about the rows of a child sheet together (two fleets of one generation)
+        child = read[rows[0].table.sheet] if rows else read[record.table.sheet]
+        where = f"{child.sheet.where}, rows {', '.join(str(r.row) for r in rows)}"
+        problems.add(where, match.group(4))
+        return
     rt = read[record.table.sheet]
     problems.add(rt.sheet.where, match.group(4), record.row, column or None, rt.letters.get(column))
 
@@ -690,7 +700,7 @@ def read_portfolio(source: str | Path, market: str = "baseline") -> list[Borrowe
     except ValidationError as exc:
         raise ConfigError(format_validation_errors(market, exc)) from None
     for message in check_references(scenario):
-        _reference_problem(message, roots, read, problems)
+        _reference_problem(message, roots, read, problems, market)
     problems.raise_if_any()
     return borrowers
 
