@@ -20,6 +20,7 @@ from pydantic import Field
 
 from gpusim.cli import main
 from gpusim.scenario import ConfigError, load_scenario, scenario_from
+from gpusim.scenario.loading import MAX_PROBLEMS
 from gpusim.scenario.schema import Strict
 from gpusim.scenario.spreadsheet import Table, add_table, cell_text, layout, read_cell, read_portfolio, sheet_contents
 
@@ -353,6 +354,19 @@ def test_unreadable_sources_exit_2(tmp_path, content, expected):
     bad.write_bytes(content)
     result = _invoke("import", bad, "--out", tmp_path / "p.yaml")
     assert result.exit_code == 2 and expected in result.output and "Traceback" not in result.output
+
+
+def test_a_mistake_down_a_whole_sheet_is_listed_then_counted(tmp_path):
+    folder = tmp_path / "deals"
+    _invoke("export", "baseline", "--out", folder)
+    lines = (folder / "fleets.csv").read_text().splitlines()
+    rows = [",".join(["Helios Compute", "H100", "many", *line.split(",")[3:]]) for line in lines[2:3] * 100]
+    (folder / "fleets.csv").write_text("\n".join(lines[:2] + rows) + "\n")
+    result = _invoke("import", folder, "--out", tmp_path / "p.yaml")
+    assert result.exit_code == 2
+    errors = result.output.splitlines()
+    assert len(errors) == MAX_PROBLEMS + 1 and errors[-1].endswith(f"... and {100 - MAX_PROBLEMS} more problems")
+    assert errors[0].endswith("deals/fleets.csv, row 3, column count (C): expected a number, got 'many'")
 
 
 def test_csv_problems_name_the_file_row_and_column(tmp_path):

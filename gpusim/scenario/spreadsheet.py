@@ -40,7 +40,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
-from gpusim.scenario.loading import ConfigError, format_validation_errors, load_raw, resolve_path, shipped_scenarios, shown
+from gpusim.scenario.loading import MAX_PROBLEMS, ConfigError, format_validation_errors, load_raw, resolve_path, shipped_scenarios, shown
 from gpusim.scenario.schema import Borrower, ByRegime, Scenario, check_references
 
 ROOT_SHEET = "borrowers"
@@ -403,6 +403,8 @@ class Record:
 
     table: Table
     row: int
+    keys: tuple[Any, ...]
+    """The names in the key columns: the parents this row belongs to (None where a cell was unreadable)."""
     data: dict[str, Any]
     children: dict[str, list[Record]] = field(default_factory=dict)
 
@@ -425,6 +427,9 @@ class Problems:
         self.lines.append(f"{place}: {message}")
 
     def raise_if_any(self) -> None:
+        """Stop with every problem so far; a mistake repeated down a generated sheet is listed MAX_PROBLEMS times, then counted."""
+        if len(self.lines) > MAX_PROBLEMS:
+            raise ConfigError([*self.lines[:MAX_PROBLEMS], f"{self.source}: ... and {len(self.lines) - MAX_PROBLEMS} more problems"])
         if self.lines:
             raise ConfigError(self.lines)
 
@@ -521,7 +526,7 @@ def _read_rows(table: Table, sheet: Sheet, problems: Problems) -> ReadTable | No
             continue
         data: dict[str, Any] = {}
         keys: dict[str, Any] = {}
-        for index, column in sorted(columns.items(), key=lambda item: isinstance(item[1], Column) and item[1].both_regimes):
+        for index, column in columns.items():
             name = column if isinstance(column, str) else column.name
             raw = row[index - 1] if index <= len(row) else None
             if (row_number, index) in sheet.formulas:
@@ -546,9 +551,8 @@ def _read_rows(table: Table, sheet: Sheet, problems: Problems) -> ReadTable | No
                     _set_path(data, column.path, value)
             except CellProblem as exc:
                 problems.add(sheet.where, str(exc), row_number, name, letters[name])
-        records.append(Record(table, row_number, data))
-        records[-1].children = {child.field: [] for child in table.children}
-        records[-1].data["__keys__"] = tuple(keys.get(k) for k in table.keys)
+        children: dict[str, list[Record]] = {child.field: [] for child in table.children}
+        records.append(Record(table, row_number, tuple(keys.get(k) for k in table.keys), data, children))
     return ReadTable(table, sheet, letters, records)
 
 
@@ -560,7 +564,7 @@ def _attach_children(read: dict[str, ReadTable], problems: Problems) -> list[Rec
         table = rt.table
         identity = table.identity if table.children else None
         for record in rt.records:
-            keys = record.data.pop("__keys__")
+            keys = record.keys
             if table.parent is None:
                 roots.append(record)
             elif None not in keys:
@@ -605,7 +609,8 @@ def _error_place(record: Record, loc: tuple[Any, ...]) -> tuple[Record, str]:
 
 
 def _validation_problems(record: Record, exc: ValidationError, read: dict[str, ReadTable], problems: Problems) -> None:
-    for err, line in zip(exc.errors(include_url=False), format_validation_errors("", exc), strict=False):
+    errors = exc.errors(include_url=False)[:MAX_PROBLEMS]
+    for err, line in zip(errors, format_validation_errors("", exc)[: len(errors)], strict=True):
         message = line.split(": ", 2)[-1].removeprefix("Value error, ")
         row_record, column = _error_place(record, err["loc"])
         rt = read[row_record.table.sheet]
