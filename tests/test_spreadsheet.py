@@ -47,6 +47,15 @@ def test_shipped_template_imports_to_the_shipped_baseline_exactly(tmp_path):
     assert _same_scenario_but_labels(imported, baseline)
 
 
+def test_the_same_portfolio_on_another_market(tmp_path):
+    """--market names the scenario the portfolio extends: the baseline's borrowers on the crypto-winter
+    market are exactly crypto_winter (which changes the market only)."""
+    out = tmp_path / "winter.yaml"
+    assert _invoke("import", TEMPLATE, "--out", out, "--market", "crypto_winter").exit_code == 0
+    assert yaml.safe_load(out.read_text())["extends"] == "crypto_winter"
+    assert _same_scenario_but_labels(load_scenario(out), load_scenario("crypto_winter"))
+
+
 def test_shipped_template_is_current(tmp_path):
     """templates/deals.xlsx is what `gpusim export baseline` writes today: the schema and baseline.yaml
     decide its sheets and columns, so a new field or a changed baseline needs the file regenerated."""

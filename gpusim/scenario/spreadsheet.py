@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import difflib
 import io
+import os
 import re
 import types
 import typing
@@ -716,7 +717,7 @@ def portfolio_yaml(borrowers: list[Borrower], source: str, market: str | None, o
     body: dict[str, Any] = {}
     head = f"# Borrowers imported by `gpusim import {Path(source).name}`"
     if market is not None:
-        body["extends"] = market if market in shipped_scenarios() and not Path(market).exists() else _relative(market, out)
+        body["extends"] = _extends(market, out)
         body["replace"] = ["borrowers"]
         body["description"] = f"Portfolio from {Path(source).name} on the market of {Path(market).stem}"
         head += f"; every other field is {market}'s"
@@ -724,12 +725,12 @@ def portfolio_yaml(borrowers: list[Borrower], source: str, market: str | None, o
     return head + ".\n" + yaml.safe_dump(body, sort_keys=False, allow_unicode=True, width=120)
 
 
-def _relative(market: str, out: Path) -> str:
-    path = resolve_path(market).resolve()
-    try:
-        return str(path.relative_to(out.resolve().parent))
-    except ValueError:
-        return str(path)
+def _extends(market: str, out: Path) -> str:
+    """How the written file names its market: a shipped scenario by name, a file relative to the output file."""
+    name = market[:-5] if market.endswith(".yaml") else market
+    if Path(market).parent == Path(".") and not Path(market).exists() and name in shipped_scenarios():
+        return name
+    return os.path.relpath(resolve_path(market).resolve(), out.resolve().parent)
 
 
 # ---------------------------------------------------------------------------------------
