@@ -142,11 +142,20 @@ def _scalar_kind(annotation: Any) -> Kind:
 
 
 def _limits(info: FieldInfo, annotation: Any) -> str:
+    """The allowed values as the notes sheet states them: `>= 0, <= 1e+13`, `one of a, b`, a date."""
     inner, _ = _strip(annotation)
     if typing.get_origin(inner) is Literal:
         return "one of " + ", ".join(str(v) for v in typing.get_args(inner))
+    kind = _scalar_kind(inner)
+    if kind in ("date", "bool"):
+        return {"date": "a date cell or YYYY-MM-DD", "bool": "TRUE or FALSE"}[kind]
+    metadata = list(info.metadata)
+    for arg in typing.get_args(annotation):  # `Amount | None` keeps Amount's range inside the union
+        if typing.get_origin(arg) is typing.Annotated:
+            for meta in typing.get_args(arg)[1:]:
+                metadata += meta.metadata if isinstance(meta, FieldInfo) else [meta]
     parts = []
-    for meta in info.metadata:
+    for meta in metadata:
         for attr, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
             if isinstance(meta, getattr(annotated_types, attr.capitalize())):
                 parts.append(f"{sign} {getattr(meta, attr):g}")
@@ -157,31 +166,37 @@ def _is_by_regime(model: type[BaseModel]) -> bool:
     return issubclass(model, ByRegime)
 
 
-def _columns(model: type[BaseModel], prefix: str, required: bool, context: str, table: Table, tables: list[Table]) -> list[Column]:
-    """The leaf columns of `model` under `prefix`; lists of models become child tables."""
+def _columns(
+    model: type[BaseModel], prefix: str, required: bool, context: str, table: Table, tables: list[Table], defaults: Any = None
+) -> list[Column]:
+    """The leaf columns of `model` under `prefix`; lists of models become child tables. `defaults`: the
+    enclosing field's default as a mapping (a by-regime hazard defaulting to 0 has leaves defaulting to 0)."""
     columns: list[Column] = []
     for name, info in model.model_fields.items():
         inner, optional = _strip(info.annotation)
         path = f"{prefix}{name}"
         needed = required and info.is_required()
         description = info.description or context
+        default = _default(info) if not info.is_required() else defaults.get(name) if isinstance(defaults, dict) else None
         if _is_model(inner):
             if _is_by_regime(inner):
                 item = _strip(inner.model_fields["easy"].annotation)[0]
                 if not _is_model(item) and _scalar_kind(item) != "yaml":
                     columns.append(Column(path, _scalar_kind(item), description, False, None, "", both_regimes=True))
-            columns += _columns(inner, f"{path}.", needed and not optional, description, table, tables)
+            if _is_by_regime(inner) and default is not None and not isinstance(default, dict):
+                default = {"easy": default, "tight": default}
+            columns += _columns(inner, f"{path}.", needed and not optional, description, table, tables, default)
         elif typing.get_origin(inner) is list and _is_model(_strip(typing.get_args(inner)[0])[0]) and not prefix and identity_field(model):
             child_model = _strip(typing.get_args(inner)[0])[0]
             add_table(child_model, name, table, info.is_required(), tables)
         elif typing.get_origin(inner) is list and _scalar_kind(typing.get_args(inner)[0]) != "yaml":
             item_kind = _scalar_kind(typing.get_args(inner)[0])
-            columns.append(Column(path, "list", description, needed, _default(info), "comma-separated", item_kind))
+            columns.append(Column(path, "list", description, needed, default, "comma-separated", item_kind))
         else:
             kind = _scalar_kind(inner)
             if _is_by_regime(model):
                 description = f"{context} ({name} regime)"
-            columns.append(Column(path, kind, description, needed, _default(info), _limits(info, info.annotation)))
+            columns.append(Column(path, kind, description, needed, default, _limits(info, info.annotation)))
     return columns
 
 
@@ -189,7 +204,7 @@ def _default(info: FieldInfo) -> Any:
     if info.is_required():
         return None
     value = info.get_default(call_default_factory=True)
-    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+    return value.model_dump(mode="json", warnings=False) if isinstance(value, BaseModel) else value
 
 
 def _snake(name: str) -> str:
@@ -768,10 +783,13 @@ def notes_rows() -> list[list[Any]]:
     """The notes sheet: every column of every sheet with its type, range, default and meaning."""
     rows: list[list[Any]] = [["sheet", "column", "type", "required", "default", "allowed", "meaning and units"]]
     for t in layout():
-        for k in t.keys:
-            rows.append(
-                [t.sheet, k, "str", "yes", None, f"a name on sheet {ROOT_SHEET if k == 'borrower' else k}", f"the {k} this row belongs to"]
-            )
+        ancestors = []
+        parent = t.parent
+        while parent is not None:
+            ancestors.insert(0, parent)
+            parent = parent.parent
+        for k, owner in zip(t.keys, ancestors, strict=True):
+            rows.append([t.sheet, k, "str", "yes", None, f"a {owner.identity} on sheet {owner.sheet}", f"the {k} this row belongs to"])
         for c in t.columns:
             kind = f"list of {c.item_kind}" if c.kind == "list" else c.kind
             default = (
