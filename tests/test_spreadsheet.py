@@ -398,3 +398,8 @@ def test_export_and_import_refuse_to_overwrite(tmp_path):
     target.write_text("keep")
     result = _invoke("import", TEMPLATE, "--out", target)
     assert result.exit_code == 2 and "exists (use --overwrite" in result.output and target.read_text() == "keep"
+    result = _invoke("export", "baseline", "--out", tmp_path / "no" / "such" / "deals.xlsx")
+    assert result.exit_code == 2 and "does not exist" in result.output
+    (tmp_path / "folder.xlsx").mkdir()
+    result = _invoke("export", "baseline", "--out", tmp_path / "folder.xlsx", "--overwrite")
+    assert result.exit_code == 2 and "not a regular file; not replaced" in result.output

@@ -400,7 +400,10 @@ def read_sheets(source: str | Path) -> list[Sheet]:
     if path.is_dir() or path.suffix.lower() == ".zip":
         if path.is_file() and not zipfile.is_zipfile(path):
             raise ConfigError([f"{source}: not a readable .zip of CSV files"])
-        sheets = _read_csv_files(path)
+        try:
+            sheets = _read_csv_files(path)
+        except OSError as exc:
+            raise ConfigError([f"{source}: cannot read ({exc.strerror or exc})"]) from None
         if not sheets:
             raise ConfigError([f"{source}: no .csv files (one per sheet: {', '.join(t.sheet for t in layout())})"])
         return sheets
@@ -857,29 +860,32 @@ def export_portfolio(borrowers: list[Borrower], out: str | Path, overwrite: bool
     """Write the borrowers as an .xlsx workbook, a .zip of CSV files, or CSV files in a folder."""
     path = Path(out)
     sheets = {**table_rows(borrowers), NOTES_SHEET: notes_rows()}
-    if path.suffix.lower() in (".xlsx", ".zip"):
-        if path.exists() and not overwrite:
-            raise ConfigError([f"{out}: exists (use --overwrite to replace it)"])
-        if path.is_symlink() or (path.exists() and not path.is_file()):
-            raise ConfigError([f"{out}: not a regular file; not replaced"])
-        if not path.parent.is_dir():
-            raise ConfigError([f"{out}: folder {path.parent} does not exist"])
-        if path.suffix.lower() == ".xlsx":
-            write_workbook(borrowers, path)
-        else:
-            with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-                for name, rows in sheets.items():
-                    archive.writestr(f"{name}.csv", csv_text(rows))
+    try:
+        if path.suffix.lower() in (".xlsx", ".zip"):
+            if path.is_symlink() or (path.exists() and not path.is_file()):
+                raise ConfigError([f"{out}: not a regular file; not replaced"])
+            if path.exists() and not overwrite:
+                raise ConfigError([f"{out}: exists (use --overwrite to replace it)"])
+            if not path.parent.is_dir():
+                raise ConfigError([f"{out}: folder {path.parent} does not exist"])
+            if path.suffix.lower() == ".xlsx":
+                write_workbook(borrowers, path)
+            else:
+                with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+                    for name, rows in sheets.items():
+                        archive.writestr(f"{name}.csv", csv_text(rows))
+            return path
+        if path.exists() and not path.is_dir():
+            raise ConfigError([f"{out}: exists and is not a folder (CSV export writes one file per sheet into a folder)"])
+        existing = [n for n in sheets if (path / f"{n}.csv").exists()]
+        if existing and not overwrite:
+            raise ConfigError([f"{out}: already holds {', '.join(f'{n}.csv' for n in existing)} (use --overwrite to replace them)"])
+        path.mkdir(parents=True, exist_ok=True)
+        for name, rows in sheets.items():
+            (path / f"{name}.csv").write_text(csv_text(rows), encoding="utf-8")
         return path
-    if path.exists() and not path.is_dir():
-        raise ConfigError([f"{out}: exists and is not a folder (CSV export writes one file per sheet into a folder)"])
-    existing = [n for n in sheets if (path / f"{n}.csv").exists()]
-    if existing and not overwrite:
-        raise ConfigError([f"{out}: already holds {', '.join(f'{n}.csv' for n in existing)} (use --overwrite to replace them)"])
-    path.mkdir(parents=True, exist_ok=True)
-    for name, rows in sheets.items():
-        (path / f"{name}.csv").write_text(csv_text(rows), encoding="utf-8")
-    return path
+    except OSError as exc:
+        raise ConfigError([f"{out}: cannot write ({exc.strerror or exc})"]) from None
 
 
 def sheet_contents(source: str | Path) -> dict[str, list[list[Any]]]:
