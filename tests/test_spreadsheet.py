@@ -21,8 +21,8 @@ from pydantic import Field
 from gpusim.cli import main
 from gpusim.scenario import ConfigError, load_scenario, scenario_from
 from gpusim.scenario.loading import MAX_PROBLEMS
-from gpusim.scenario.schema import Strict
-from gpusim.scenario.spreadsheet import Table, add_table, cell_text, layout, read_cell, read_portfolio, sheet_contents
+from gpusim.scenario.schema import ByRegime, Strict
+from gpusim.scenario.spreadsheet import Table, csv_text, layout, read_portfolio, read_tables, sheet_contents, table_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "templates" / "deals.xlsx"
@@ -77,33 +77,75 @@ def test_layout_follows_the_schema():
     assert "revenue_shock.vol" in {c.name for c in tables["borrowers"].columns}
 
 
-class _Site(Strict):
+class Lease(Strict):
+    tenant: str = Field(description="tenant")
+    kw: float = Field(gt=0, description="capacity leased, kW")
+    start: date = Field(description="start of the lease")
+
+
+class Hall(Strict):
+    name: str = Field(description="hall")
+    racks: int = Field(description="racks")
+
+
+class Site(Strict):
     name: str = Field(description="site")
-    mw: float = Field(description="IT load, MW")
+    mw: ByRegime[float] = Field(description="IT load, MW")
+    leases: list[Lease] = Field(default_factory=list, description="leases at the site")
 
 
-class _Campus(Strict):
-    sites: list[_Site] = Field(default_factory=list, description="sites of the campus")
+class Campus(Strict):
+    halls: list[Hall] = Field(default_factory=list, description="halls of the campus")
     opened: date = Field(description="opening date")
 
 
-class _Owner(Strict):
+class Owner(Strict):
     name: str = Field(description="owner")
-    campus: _Campus | None = Field(None, description="a campus")
+    campus: Campus | None = Field(None, description="a campus")
     weights: dict[str, float] = Field(default_factory=dict, description="weights by region")
+    sites: list[Site] = Field(min_length=1, description="sites owned")
 
 
-def test_shapes_without_a_sheet_of_their_own_are_yaml_cells():
-    """A list of models inside a nested model and a mapping become one YAML cell each, written and read back."""
-    tables: list[Table] = []
-    owners = add_table(_Owner, "owners", None, True, tables)
-    kinds = {c.name: c.kind for c in owners.columns}
-    assert len(tables) == 1 and kinds == {"name": "str", "campus.sites": "yaml", "campus.opened": "date", "weights": "yaml"}
-    owner = _Owner(name="A", campus={"sites": [{"name": "s1", "mw": 20.0}], "opened": "2026-01-01"}, weights={"us": 0.5})
-    column = next(c for c in owners.columns if c.name == "campus.sites")
-    text = cell_text(owner.campus.sites, column)
-    assert text == "[{name: s1, mw: 20.0}]"
-    assert _Campus(sites=read_cell(text, "yaml"), opened=date(2026, 1, 1)) == owner.campus
+OWNERS = [
+    Owner(
+        name="A",
+        campus={"halls": [{"name": "h1", "racks": 20}], "opened": "2026-01-01"},
+        weights={"us": 0.5},
+        sites=[
+            {"name": "north", "mw": 20.0, "leases": [{"tenant": "lab", "kw": 500.0, "start": "2026-02-01"}]},
+            {"name": "south", "mw": {"easy": 10.0, "tight": 8.0}},
+        ],
+    ),
+    Owner(name="B", sites=[{"name": "north", "mw": 5.0, "leases": [{"tenant": "x", "kw": 1.0, "start": "2027-01-01"}] * 2}]),
+]
+
+
+def _write_csv_folder(folder: Path, owners: list[Owner], tables: list[Table]) -> None:
+    folder.mkdir()
+    for sheet, rows in table_rows(owners, tables).items():
+        (folder / f"{sheet}.csv").write_text(csv_text(rows))
+
+
+def test_the_layout_of_any_schema_round_trips(tmp_path):
+    """The layout works from the schema alone: a list under a list is a sheet keyed by both ancestors
+    (`owner`, `site`), a list of models inside a nested model and a mapping are YAML cells. A field
+    other engineers add to `Borrower` is handled the same way."""
+    tables = layout(Owner, "owners")
+    assert [(t.sheet, t.keys) for t in tables] == [("owners", ()), ("sites", ("owner",)), ("leases", ("owner", "site"))]
+    kinds = {c.name: c.kind for c in tables[0].columns}
+    assert kinds == {"name": "str", "campus.halls": "yaml", "campus.opened": "date", "weights": "yaml"}
+    assert table_rows(OWNERS, tables)["owners"][2][1] == "[{name: h1, racks: 20}]"
+    _write_csv_folder(tmp_path / "owners", OWNERS, tables)
+    assert read_tables(tmp_path / "owners", tables).models == OWNERS
+
+
+def test_a_row_under_an_unknown_parent_names_both_keys(tmp_path):
+    tables = layout(Owner, "owners")
+    _write_csv_folder(tmp_path / "owners", OWNERS, tables)
+    leases = tmp_path / "owners" / "leases.csv"
+    leases.write_text(leases.read_text().replace("A,north", "A,nowhere"))
+    with pytest.raises(ConfigError, match=r"leases.csv, row 3, column site \(B\): site 'A / nowhere' is not on sheet sites"):
+        read_tables(tmp_path / "owners", tables)
 
 
 def _with_tenants() -> Any:

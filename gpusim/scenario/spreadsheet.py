@@ -30,6 +30,7 @@ import re
 import types
 import typing
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -188,7 +189,7 @@ def _columns(
             columns += _columns(inner, f"{path}.", needed and not optional, description, table, tables, default)
         elif typing.get_origin(inner) is list and _is_model(_strip(typing.get_args(inner)[0])[0]) and not prefix and identity_field(model):
             child_model = _strip(typing.get_args(inner)[0])[0]
-            add_table(child_model, name, table, info.is_required(), tables)
+            _add_table(child_model, name, table, info.is_required(), tables)
         elif typing.get_origin(inner) is list and _scalar_kind(typing.get_args(inner)[0]) != "yaml":
             item_kind = _scalar_kind(typing.get_args(inner)[0])
             columns.append(Column(path, "list", description, needed, default, "comma-separated", item_kind))
@@ -211,7 +212,7 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def add_table(model: type[BaseModel], field_name: str, parent: Table | None, required: bool, tables: list[Table]) -> Table:
+def _add_table(model: type[BaseModel], field_name: str, parent: Table | None, required: bool, tables: list[Table]) -> Table:
     keys = () if parent is None else (*parent.keys, _snake(parent.model.__name__))
     table = Table(field_name, model, field_name, parent, required, keys, [])
     if parent is not None:
@@ -224,10 +225,10 @@ def add_table(model: type[BaseModel], field_name: str, parent: Table | None, req
     return table
 
 
-def layout() -> list[Table]:
-    """Every table of a portfolio spreadsheet, parents before children, from the schema of `Borrower`."""
+def layout(root: type[BaseModel] = Borrower, sheet: str = ROOT_SHEET) -> list[Table]:
+    """Every table of a spreadsheet of `root` rows (a portfolio: borrowers), parents before children, from the schema."""
     tables: list[Table] = []
-    add_table(Borrower, ROOT_SHEET, None, True, tables)
+    _add_table(root, sheet, None, True, tables)
     taken: dict[str, int] = {}
     for t in tables:
         taken[t.sheet] = taken.get(t.sheet, 0) + 1
@@ -684,10 +685,19 @@ def _market_mapping(market: str) -> dict[str, Any]:
     return data
 
 
-def read_portfolio(source: str | Path, market: str = "baseline") -> list[Borrower]:
-    """The borrowers of a spreadsheet, validated against the market scenario `market` (its generations
-    and assets); ConfigError lists every problem with its sheet, row and column."""
-    tables = layout()
+@dataclass
+class Parsed:
+    """The validated root rows of a spreadsheet, and where each value came from."""
+
+    models: list[Any]
+    roots: list[Record]
+    read: dict[str, ReadTable]
+    problems: Problems
+
+
+def read_tables(source: str | Path, tables: list[Table]) -> Parsed:
+    """Every sheet of `tables` read, linked by the key columns and validated by the root table's model;
+    ConfigError lists every problem with its sheet, row and column."""
     sheets = {s.name: s for s in read_sheets(source)}
     problems = Problems(str(source))
     names = [t.sheet for t in tables]
@@ -698,7 +708,8 @@ def read_portfolio(source: str | Path, market: str = "baseline") -> list[Borrowe
             problems.add(sheet.where, f"unknown sheet ({hint}the sheets are {', '.join(names)})")
     for t in tables:
         if t.sheet not in sheets and t.required:
-            problems.add(str(source), f"sheet {t.sheet} is missing (every borrower needs rows there)")
+            owner = "" if t.parent is None else f" (every {_snake(t.parent.model.__name__)} needs rows there)"
+            problems.add(str(source), f"sheet {t.sheet} is missing{owner}")
     problems.raise_if_any()
     read: dict[str, ReadTable] = {}
     for t in tables:
@@ -708,16 +719,25 @@ def read_portfolio(source: str | Path, market: str = "baseline") -> list[Borrowe
                 read[t.sheet] = rt
     problems.raise_if_any()
     roots = _attach_children(read, problems)
+    root = tables[0]
     if not roots:
-        problems.add(read[ROOT_SHEET].sheet.where, "no borrowers: add one row per borrower from row 3")
+        problems.add(read[root.sheet].sheet.where, f"no rows: add one row per {_snake(root.model.__name__)} from row 3")
     problems.raise_if_any()
-    borrowers = []
+    models = []
     for record in roots:
         try:
-            borrowers.append(Borrower.model_validate(record.mapping()))
+            models.append(root.model.model_validate(record.mapping()))
         except ValidationError as exc:
             _validation_problems(record, exc, read, problems)
     problems.raise_if_any()
+    return Parsed(models, roots, read, problems)
+
+
+def read_portfolio(source: str | Path, market: str = "baseline") -> list[Borrower]:
+    """The borrowers of a spreadsheet, validated against the market scenario `market` (its generations
+    and assets); ConfigError lists every problem with its sheet, row and column."""
+    parsed = read_tables(source, layout())
+    borrowers, roots, read, problems = parsed.models, parsed.roots, parsed.read, parsed.problems
     data = _market_mapping(market) | {"borrowers": [b.model_dump() for b in borrowers]}
     try:
         scenario = Scenario.model_validate(data)
@@ -763,29 +783,30 @@ def _value_at(obj: Any, path: tuple[str, ...]) -> Any:
     return obj
 
 
-def table_rows(borrowers: list[Borrower]) -> dict[str, list[list[Any]]]:
-    """Every sheet's rows for these borrowers: the column names, their descriptions, then the data."""
+def table_rows(rows: Sequence[BaseModel], tables: list[Table] | None = None) -> dict[str, list[list[Any]]]:
+    """Every sheet's rows for these root rows (borrowers): the column names, their descriptions, then the data."""
+    tables = tables or layout()
     out: dict[str, list[list[Any]]] = {}
-    items: dict[str, list[tuple[tuple[Any, ...], BaseModel]]] = {ROOT_SHEET: [((), b) for b in borrowers]}
-    for t in layout():
+    items: dict[str, list[tuple[tuple[Any, ...], BaseModel]]] = {tables[0].sheet: [((), b) for b in rows]}
+    for t in tables:
         columns = t.exported_columns()
-        rows: list[list[Any]] = [
+        sheet: list[list[Any]] = [
             [*t.keys, *(c.name for c in columns)],
             [*(f"name of the {k}" for k in t.keys), *(c.description for c in columns)],
         ]
         for keys, obj in items.get(t.sheet, []):
-            rows.append([*keys, *(cell_text(_value_at(obj, c.path), c) for c in columns)])
+            sheet.append([*keys, *(cell_text(_value_at(obj, c.path), c) for c in columns)])
             for child in t.children:
                 own = getattr(obj, t.identity)
                 items.setdefault(child.sheet, []).extend(((*keys, own), c) for c in getattr(obj, child.field))
-        out[t.sheet] = rows
+        out[t.sheet] = sheet
     return out
 
 
-def notes_rows() -> list[list[Any]]:
+def notes_rows(tables: list[Table] | None = None) -> list[list[Any]]:
     """The notes sheet: every column of every sheet with its type, range, default and meaning."""
     rows: list[list[Any]] = [["sheet", "column", "type", "required", "default", "allowed", "meaning and units"]]
-    for t in layout():
+    for t in tables or layout():
         ancestors = []
         parent = t.parent
         while parent is not None:
@@ -807,14 +828,14 @@ def notes_rows() -> list[list[Any]]:
     return rows
 
 
-def write_workbook(borrowers: list[Borrower], out: Path) -> None:
+def write_workbook(sheets: dict[str, list[list[Any]]], out: Path) -> None:
     """An .xlsx workbook: one sheet per table, bold names in row 1, meanings in row 2, the notes sheet last."""
     import openpyxl
     from openpyxl.styles import Alignment, Font
 
     wb = openpyxl.Workbook()
     wb.remove(wb.active)
-    for sheet, rows in (*table_rows(borrowers).items(), (NOTES_SHEET, notes_rows())):
+    for sheet, rows in sheets.items():
         ws = wb.create_sheet(sheet)
         for row in rows:
             ws.append(row)
@@ -869,7 +890,7 @@ def export_portfolio(borrowers: list[Borrower], out: str | Path, overwrite: bool
             if not path.parent.is_dir():
                 raise ConfigError([f"{out}: folder {path.parent} does not exist"])
             if path.suffix.lower() == ".xlsx":
-                write_workbook(borrowers, path)
+                write_workbook(sheets, path)
             else:
                 with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
                     for name, rows in sheets.items():
