@@ -231,6 +231,10 @@ def test_replace_states_a_field_whole_instead_of_merging(tmp_path):
     replaced.write_text(yaml.safe_dump({"extends": "baseline", "replace": "borrowers"}))
     with pytest.raises(ConfigError, match="replace: must be a list"):
         load_scenario(replaced)
+    alone = load_scenario("baseline").model_dump(mode="json") | {"replace": ["borrowers"]}
+    replaced.write_text(yaml.safe_dump(alone))
+    with pytest.raises(ConfigError, match="replace: unknown field"):  # nothing to replace without extends:
+        load_scenario(replaced)
 
 
 # ---------------------------------------------------------------------------------------

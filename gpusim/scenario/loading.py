@@ -141,9 +141,9 @@ def load_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError([f"{path}: extends forms a cycle: {cycle}"])
     data = _read_yaml(path)
     parent = data.pop("extends", None)
-    replaced = _replaced_fields(path, data.pop("replace", None))
     if parent is None:
         return data
+    replaced = _replaced_fields(path, data.pop("replace", None))
     if not isinstance(parent, str):
         raise ConfigError([f"{path}: extends: must be a file name or shipped scenario name, got {shown(parent)}"])
     try:
