@@ -37,7 +37,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import annotated_types
+import openpyxl
 import yaml
+from openpyxl.styles import Alignment, Font
+from openpyxl.utils import get_column_letter
+from openpyxl.utils.exceptions import InvalidFileException
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
@@ -342,16 +346,7 @@ class Sheet:
     """Formula cells without a saved result, by (row, column), both from 1."""
 
 
-def _column_letter(index: int) -> str:
-    from openpyxl.utils import get_column_letter
-
-    return get_column_letter(index)
-
-
 def _read_workbook(path: Path) -> list[Sheet]:
-    import openpyxl
-    from openpyxl.utils.exceptions import InvalidFileException
-
     try:
         values = openpyxl.load_workbook(path, data_only=True)
         formulas = openpyxl.load_workbook(path, data_only=False)
@@ -471,14 +466,14 @@ def _read_header(table: Table, sheet: Sheet, problems: Problems) -> dict[int, Co
     ok = True
     for index, raw in enumerate(header, start=1):
         name = str(raw).strip() if raw is not None else ""
-        letter = _column_letter(index)
+        letter = get_column_letter(index)
         if not name:
             if any(len(r) >= index and r[index - 1] not in (None, "") for r in sheet.rows[HEADER_ROWS:]):
                 problems.add(sheet.where, "column has data but no name in row 1", column=letter)
                 ok = False
             continue
         if name in seen:
-            problems.add(sheet.where, f"column {name!r} appears twice (also column {_column_letter(seen[name])})", column=letter)
+            problems.add(sheet.where, f"column {name!r} appears twice (also column {get_column_letter(seen[name])})", column=letter)
             ok = False
             continue
         seen[name] = index
@@ -503,7 +498,7 @@ def _read_header(table: Table, sheet: Sheet, problems: Problems) -> dict[int, Co
                 problems.add(
                     sheet.where,
                     f"row 2 holds each column's meaning and units, not data (got {shown(raw)}); data start in row 3",
-                    column=_column_letter(index),
+                    column=get_column_letter(index),
                 )
                 ok = False
                 break
@@ -537,7 +532,7 @@ def _read_rows(table: Table, sheet: Sheet, problems: Problems) -> ReadTable | No
     columns = _read_header(table, sheet, problems)
     if columns is None:
         return None
-    letters = {(c if isinstance(c, str) else c.name): _column_letter(i) for i, c in columns.items()}
+    letters = {(c if isinstance(c, str) else c.name): get_column_letter(i) for i, c in columns.items()}
     records = []
     for row_number, row in enumerate(sheet.rows[HEADER_ROWS:], start=HEADER_ROWS + 1):
         if all(v is None or (isinstance(v, str) and not v.strip()) for v in row) and not any(
@@ -830,9 +825,6 @@ def notes_rows(tables: list[Table] | None = None) -> list[list[Any]]:
 
 def write_workbook(sheets: dict[str, list[list[Any]]], out: Path) -> None:
     """An .xlsx workbook: one sheet per table, bold names in row 1, meanings in row 2, the notes sheet last."""
-    import openpyxl
-    from openpyxl.styles import Alignment, Font
-
     wb = openpyxl.Workbook()
     wb.remove(wb.active)
     for sheet, rows in sheets.items():
@@ -851,7 +843,7 @@ def write_workbook(sheets: dict[str, list[list[Any]]], out: Path) -> None:
                         cell.number_format = "yyyy-mm-dd"
         ws.freeze_panes = ws.cell(row=HEADER_ROWS + 1 if sheet != NOTES_SHEET else 2, column=1)
         for index in range(1, ws.max_column + 1):
-            ws.column_dimensions[_column_letter(index)].width = 22
+            ws.column_dimensions[get_column_letter(index)].width = 22
     wb.save(out)
 
 
