@@ -49,9 +49,10 @@ CUMULATIVE_DEFAULT_RATES = (
 )
 """Cumulative default rates of `RATING_SOURCE` (rows `RATING_GRADES`, columns `RATING_TENORS`), as shares."""
 
-RATE_FLOOR = 1e-4
-"""Rates below 1 bp count as 1 bp when boundaries are placed: AAA's 0.00 % at one year would
-otherwise put the AAA/AA boundary at 0 and leave AAA to PDs of exactly 0."""
+RATE_FLOOR_PER_YEAR = 1e-4
+"""Rates below 1 bp a year (times the tenor) count as that floor when boundaries are placed:
+AAA's 0.00 % at one year would otherwise put the AAA/AA boundary at 0 and leave AAA to PDs of
+exactly 0."""
 
 
 def rating_rates(tenor_years: float) -> np.ndarray:
@@ -64,11 +65,12 @@ def rating_rates(tenor_years: float) -> np.ndarray:
 def rating_boundaries(tenor_years: float) -> np.ndarray:
     """Upper PD bound of each grade but the last: the geometric mean of adjacent grades' rates.
 
-    Rates are floored at 1 bp and made non-decreasing down the scale first (the study's AAA
+    Rates are floored at 1 bp a year and made non-decreasing down the scale first (the study's AAA
     rates exceed AA's from three years on, a small-sample artefact of few AAA issuers), so the
     bounds rise and every PD has one grade.
     """
-    rates = np.maximum.accumulate(np.maximum(rating_rates(tenor_years), RATE_FLOOR))
+    floor = RATE_FLOOR_PER_YEAR * min(max(float(tenor_years), 1e-6), float(RATING_TENORS[-1]))
+    rates = np.maximum.accumulate(np.maximum(rating_rates(tenor_years), floor))
     return np.sqrt(rates[:-1] * rates[1:])
 
 

@@ -89,7 +89,8 @@ def desk_numbers(results: Results, scenario: Scenario | None = None) -> dict[str
     instrument_rows = []
     for i, inst in enumerate(instruments):
         b = int(owner[i])
-        j = int(min(maturity[i] + 1, n_steps))  # PD by t_j: defaults up to the maturity step, within the horizon
+        # PD by t_j: defaults up to the maturity step, within the horizon; a loan with refinancing terms may roll to the horizon
+        j = n_steps if inst.refinancing is not None else int(min(maturity[i] + 1, n_steps))
         tenor = j / spy
         model_pd = float(pd[b, j])
         implied = float(implied_pd(float(market[i]), tenor, desk.recovery))
