@@ -191,10 +191,16 @@ def _desk_mapping(**desk: object) -> dict:
 
 def test_tranche_config_errors_name_the_field():
     with pytest.raises(ConfigError) as unknown:
-        scenario_from(_desk_mapping(tranches=[{"name": "X", "instruments": ["Nope"], "tranches": [{"name": "a", "attachment": 0, "detachment": 1}]}]))
+        scenario_from(
+            _desk_mapping(tranches=[{"name": "X", "instruments": ["Nope"], "tranches": [{"name": "a", "attachment": 0, "detachment": 1}]}])
+        )
     assert any("desk.tranches[0].instruments" in p and "Nope" in p for p in unknown.value.problems)
     with pytest.raises(ConfigError) as inverted:
-        scenario_from(_desk_mapping(tranches=[{"name": "X", "instruments": ["Hash Line"], "tranches": [{"name": "a", "attachment": 0.5, "detachment": 0.2}]}]))
+        scenario_from(
+            _desk_mapping(
+                tranches=[{"name": "X", "instruments": ["Hash Line"], "tranches": [{"name": "a", "attachment": 0.5, "detachment": 0.2}]}]
+            )
+        )
     assert any("desk.tranches[0].tranches[0]" in p and "detachment 0.2 must be above attachment 0.5" in p for p in inverted.value.problems)
 
 
@@ -217,7 +223,9 @@ def small_run(tmp_path_factory):
     path = tmp_path_factory.mktemp("desk") / "desk.yaml"
     path.write_text(yaml.safe_dump(mapping))
     out = path.with_suffix(".h5")
-    result = CliRunner().invoke(main, ["run", str(path), "--paths", "600", "--seed", "5", "--out", str(out), "--backend", "numpy", "--quiet", "--json"])
+    result = CliRunner().invoke(
+        main, ["run", str(path), "--paths", "600", "--seed", "5", "--out", str(out), "--backend", "numpy", "--quiet", "--json"]
+    )
     assert result.exit_code == 0, result.output
     return out, json.loads(result.output)
 
