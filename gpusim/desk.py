@@ -98,6 +98,15 @@ def implied_pd(spread_bps: float | np.ndarray, tenor_years: float | np.ndarray, 
     return -np.expm1(-s * np.asarray(tenor_years, dtype=np.float64) / (1.0 - recovery))
 
 
+ZERO_SPREAD_BPS = 1e-6
+"""A break-even spread below this (bps) is the rounding of a zero loss: its ratio is taken as infinite."""
+
+
+def spread_ratio(market_bps: float, breakeven_bps: float) -> float:
+    """Market over break-even spread; infinite where the break-even is 0 (to rounding)."""
+    return market_bps / breakeven_bps if breakeven_bps > ZERO_SPREAD_BPS else math.inf
+
+
 def spread_reading(market_bps: float, breakeven_bps: float, max_ratio: float, max_premium_bps: float) -> str:
     """How to read market against break-even: "below break-even", "premium", or "too wide to be a premium".
 
@@ -106,7 +115,7 @@ def spread_reading(market_bps: float, breakeven_bps: float, max_ratio: float, ma
     """
     if market_bps < breakeven_bps:
         return "below break-even"
-    ratio = market_bps / breakeven_bps if breakeven_bps > 0 else math.inf
+    ratio = spread_ratio(market_bps, breakeven_bps)
     if ratio > max_ratio and market_bps - breakeven_bps > max_premium_bps:
         return "too wide to be a premium"
     return "premium"
@@ -121,7 +130,7 @@ def eir_discount(time_years: np.ndarray, base_discount: np.ndarray, coupon: floa
 
     The contractual rate at origination, compounded at the payment frequency: (1 + c / f)^(-f t)
     for a fixed coupon c, times the base curve's discount factor for a floating loan (c is then
-    the spread). Step-ups after origination are not part of the effective rate (IFRS 9 5.4.1).
+    the spread). Step-ups after origination are not part of it: IFRS 9 B5.5.44 discounts at the EIR fixed at initial recognition.
     """
     spread_part = np.exp(-payments_per_year * math.log1p(coupon / payments_per_year) * np.asarray(time_years, dtype=np.float64))
     return spread_part * base_discount if floating else spread_part
@@ -220,13 +229,12 @@ class DeskAccumulator:
 
     def __init__(self, setup: DeskSetup) -> None:
         self.setup = setup
-        n_inst, n_tranches, periods = setup.instrument_borrower.shape[0], len(setup.tranches), setup.n_periods
+        n_inst, n_tranches = setup.instrument_borrower.shape[0], len(setup.tranches)
         n_borrowers = int(setup.instrument_borrower.max(initial=-1)) + 1
         self._ecl = Moments(0, np.zeros((n_inst, 2)), np.zeros((n_inst, 2, 2)))
         self._tranche = Moments(0, np.zeros((n_tranches, 2)), np.zeros((n_tranches, 2, 2)))
-        self._defaults = np.zeros((n_borrowers, periods), dtype=np.int64)
-        self._nominal = np.zeros((n_inst, periods))  # undiscounted loss by default year
-        self._eir_loss = np.zeros((n_inst, periods))  # loss discounted at the EIR by default year
+        self._defaults = np.zeros((n_borrowers, setup.n_steps), dtype=np.int64)  # defaults by step
+        self._loss_by_step = np.zeros((n_inst, setup.n_steps))  # sum of the stored (base-discounted) loss by default step
 
     @property
     def n_paths(self) -> int:
@@ -248,16 +256,13 @@ class DeskAccumulator:
         twelve = np.where(k < s.steps_per_year, lifetime, 0.0)
         self._ecl = merge_moments(self._ecl, chunk_moments([lifetime, twelve]))
 
-        periods = s.n_periods
-        year = k // s.steps_per_year
-        cells = (columns * periods + year)[defaulted]
-        nominal = np.where(defaulted, loss * s.undiscount[k], 0.0)
-        self._nominal += np.bincount(cells, weights=nominal[defaulted], minlength=n_inst * periods).reshape(n_inst, periods)
-        self._eir_loss += np.bincount(cells, weights=lifetime[defaulted], minlength=n_inst * periods).reshape(n_inst, periods)
-        n_borrowers = self._defaults.shape[0]
+        n_steps = s.n_steps
+        cells = (columns * n_steps + k)[defaulted]
+        by_step = np.bincount(cells, weights=loss[defaulted], minlength=n_inst * n_steps).reshape(n_inst, n_steps)
+        self._loss_by_step += by_step
         hit = ds >= 0
-        by_year = (np.arange(ds.shape[1]) * periods + np.where(hit, ds, 0) // s.steps_per_year)[hit]
-        self._defaults += np.bincount(by_year, minlength=n_borrowers * periods).reshape(n_borrowers, periods)
+        by_borrower = (np.arange(ds.shape[1]) * n_steps + ds)[hit]
+        self._defaults += np.bincount(by_borrower, minlength=self._defaults.size).reshape(self._defaults.shape)
 
         if s.tranches:
             tranche_losses, hits = [], []
@@ -266,6 +271,10 @@ class DeskAccumulator:
                 tranche_losses.append(tranche_loss(group, cut.attachment * cut.principal, cut.detachment * cut.principal))
                 hits.append((group > cut.attachment * cut.principal).astype(np.float64))
             self._tranche = merge_moments(self._tranche, chunk_moments([np.stack(tranche_losses, axis=1), np.stack(hits, axis=1)]))
+
+    def _by_year(self, by_step: np.ndarray) -> np.ndarray:
+        """Per-step sums (rows, K) summed into reporting years (rows, years)."""
+        return np.add.reduceat(by_step, np.arange(0, self.setup.n_steps, self.setup.steps_per_year), axis=1)
 
     def finalize(self) -> dict[str, np.ndarray]:
         """ECL (12 months, lifetime) per instrument, its split by default year, and tranche EL, PD; each with `_se`."""
@@ -278,9 +287,9 @@ class DeskAccumulator:
             "ecl_lifetime_se": np.sqrt(cov[:, _LIFETIME, _LIFETIME] / n),
             "ecl_12m": mean[:, _TWELVE_MONTHS].copy(),
             "ecl_12m_se": np.sqrt(cov[:, _TWELVE_MONTHS, _TWELVE_MONTHS] / n),
-            "marginal_pd": self._defaults / n,  # (B, years)
-            "nominal_loss_by_year": self._nominal / n,  # (I, years): E[undiscounted loss, default in year j]
-            "ecl_by_year": self._eir_loss / n,  # (I, years), sums to ecl_lifetime
+            "marginal_pd": self._by_year(self._defaults) / n,  # (B, years)
+            "nominal_loss_by_year": self._by_year(self._loss_by_step * self.setup.undiscount) / n,  # (I, years): E[loss, default in j]
+            "ecl_by_year": self._by_year(self._loss_by_step * self.setup.rediscount.T) / n,  # (I, years), sums to ecl_lifetime
         }
         if self.setup.tranches:
             t_mean, t_cov = self._tranche.mean, covariance(self._tranche)

@@ -22,6 +22,7 @@ from gpusim.desk import (
     implied_pd,
     rating_grade,
     rating_range,
+    spread_ratio,
     spread_reading,
     tranche_breakeven_bps,
 )
@@ -115,7 +116,7 @@ def desk_numbers(results: Results, scenario: Scenario | None = None) -> dict[str
                 "nominal_loss_by_year": [_number(x) for x in sums["nominal_loss_by_year"][i]],
                 "market_spread_bps": _number(market[i]),
                 "breakeven_spread_bps": _number(breakeven[i]),
-                "spread_ratio": _number(market[i] / breakeven[i]) if breakeven[i] > 0 else None,
+                "spread_ratio": _number(spread_ratio(float(market[i]), float(breakeven[i]))),
                 "implied_pd": _number(implied),
                 "pd_ratio": _number(implied / model_pd) if model_pd > 0 else None,
                 "reading": spread_reading(float(market[i]), float(breakeven[i]), desk.max_spread_ratio, desk.max_premium_bps),
