@@ -277,3 +277,14 @@ def test_inspect_prints_the_desk_tables_and_a_changed_desk_block_needs_no_rerun(
     loan = next(i for i in again["instruments"] if i["name"] == "Hash Loan")
     assert loan["implied_pd"] == pytest.approx(1 - math.exp(-loan["market_spread_bps"] / 1e4 * loan["tenor_years"]), rel=1e-12)
     assert again["borrowers"] == numbers["desk"]["borrowers"]
+
+
+def test_a_bad_desk_block_is_refused_by_the_command_line_with_exit_2(tmp_path):
+    bad = {"name": "X", "instruments": ["Hash Line", "Nope"], "tranches": [{"name": "a", "attachment": 0.3, "detachment": 0.3}]}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(_desk_mapping(recovery=1.0, tranches=[bad])))
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert "desk.recovery" in result.output
+    assert "desk.tranches[0].tranches[0]" in result.output and "detachment 0.3 must be above attachment 0.3" in result.output
