@@ -321,6 +321,7 @@ def _print_inspect(numbers: dict[str, Any]) -> None:
             f"{_money(row['es'])} ± {_money(row['es_se'])}",
         )
     show(risk)
+    _print_desk(numbers)
     contagion = numbers["contagion"]
     if contagion is None:
         show("fire-sale chain: no attribution in this run (run with --no-contagion or without borrowers)")
@@ -329,6 +330,15 @@ def _print_inspect(numbers: dict[str, Any]) -> None:
             f"fire-sale chain: {_share(contagion['share_of_el'])} of EL "
             f"(EL without the chain: USD {_money(contagion['portfolio_el_without_chain'])} m)"
         )
+
+
+def _print_desk(numbers: dict[str, Any]) -> None:
+    """The desk's tables (ratings, IFRS 9 / CECL, market reconciliation, tranches), where the run has per-path outcomes."""
+    from gpusim.cli_desk import desk_tables
+
+    if numbers.get("desk"):
+        for table in desk_tables(numbers["desk"]):
+            show(table)
 
 
 @main.command()

@@ -516,6 +516,8 @@ class RiskAccumulator:
         )
         out["breakeven_spread_bps"], out["breakeven_spread_bps_se"] = spread * BPS, spread_se * BPS
         out["breakeven_spread_defined"] = spread_defined
+        out["risky_annuity"] = mean[:, _ANNUITY].copy()  # the desk's tranche spreads divide by it (gpusim.desk)
+        out["risky_annuity_se"] = np.sqrt(cov[:, _ANNUITY, _ANNUITY] / n)
         return out
 
 

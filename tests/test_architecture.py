@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gpusim"
 
 LAYERS: dict[str, tuple[str, ...]] = {
     "foundation": ("gpusim.version", "gpusim.statistics", "gpusim.scenario"),
-    "model": ("gpusim.model", "gpusim.spec", "gpusim.risk"),
+    "model": ("gpusim.model", "gpusim.spec", "gpusim.risk", "gpusim.desk"),
     "backends": ("gpusim.backends",),
     "output": ("gpusim.output",),
     "engine": ("gpusim.engine", "gpusim.runs", "gpusim.bench", "gpusim.batch"),

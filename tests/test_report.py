@@ -239,7 +239,7 @@ def test_pdf_has_a_page_per_table_and_chart(credit):
     pdf = page_path.with_suffix(".pdf").read_bytes()
     assert pdf.startswith(b"%PDF") and pdf.rstrip().endswith(b"%%EOF")
     pages = len(re.findall(rb"/Type /Page\b(?!s)", pdf))
-    tables = 3 + 4 + 1  # summary, sections, run facts
+    tables = 3 + 4 + 3 + 1  # summary, sections, the desk's grades, ECL and reconciliation (no tranches here), run facts
     assert pages == tables + len(CREDIT_CHARTS | FACTOR_CHARTS)
 
 

@@ -22,6 +22,7 @@ import yaml
 
 from gpusim.model.constants import DefaultReason
 from gpusim.model.factor_table import OBSERVED_FACTORS
+from gpusim.output.desk_numbers import desk_numbers
 from gpusim.output.write import BATCH_KIND, FORMAT_VERSION
 from gpusim.scenario import ConfigError, Scenario, validate_mapping
 
@@ -421,6 +422,7 @@ def headline(results: Results | BatchResults) -> dict[str, Any]:
             for k, level in enumerate(s["level"].values)
         ],
     }
+    out["desk"] = desk_numbers(results)
     c = results.contagion
     out["contagion"] = (
         None

@@ -89,6 +89,7 @@ def _write_credit_summary(summary: h5py.Group, result: RunResult) -> None:
         "es": (("level",), "USD", "expected shortfall of the portfolio loss, discounted to t_0"),
         "risk_contribution": (("instrument",), "USD", "E[loss_i | portfolio loss in the 99 % tail], discounted to t_0; sums to ES 99 %"),
         "breakeven_spread_bps": (("instrument",), BPS_A_YEAR, "break-even spread: expected discounted loss / risky annuity"),
+        "risky_annuity": (("instrument",), "USD year", "risky annuity: mean of sum_k DF(t_k) O(t_k) dt while the borrower is alive"),
     }
     for name, (dims, units, long_name) in table.items():
         _write(summary, name, risk[name], dims, units, long_name)

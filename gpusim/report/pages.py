@@ -32,6 +32,7 @@ from gpusim.report.datasets import (
     saved_path_count,
     scenario_name,
 )
+from gpusim.report.desk_tables import desk_tables
 from gpusim.report.figures import Chart, ChartBook, check_report_path, pdf_path, progress_bar, write_atomically
 from gpusim.report.market_charts import crypto_fan_chart, gpu_fan_chart, market_fan_chart, sample_paths_gpu_chart, sample_paths_market_chart
 from gpusim.report.pdf import write_pdf
@@ -58,6 +59,7 @@ SECTIONS = (
     ("borrowers", "Borrowers: default probability and coverage"),
     ("instruments", "Instruments: exposure, expected loss and pricing"),
     ("contagion", "Fire-sale contagion"),
+    ("desk", "Desk: rating grades, IFRS 9 / CECL loss, market reconciliation, tranches"),
     ("market", "Market factors"),
     ("paths", "Sample paths"),
 )
@@ -148,6 +150,7 @@ def section_tables(results: Any, credit: bool, money: Money) -> dict[str, list[T
         tables["instruments"].append(instrument_table(results, money))
         if results.contagion is not None and "pd_with_chain" in results.contagion:
             tables["contagion"].append(contagion_table(results, money))
+        tables["desk"] += desk_tables(results, money)
     return tables
 
 

@@ -450,6 +450,47 @@ def _name_may_be_omitted(schema: dict[str, Any]) -> None:
     schema["required"] = [key for key in schema.get("required", []) if key != "name"]
 
 
+# ---------------------------------------------------------------------------------------
+# Desk reporting (output side only: nothing here changes a simulated number, docs/desk.md)
+
+
+class TranchePiece(Strict):
+    name: str = Field(description="tranche name, e.g. senior or junior")
+    attachment: Probability = Field(
+        description="loss at which the tranche starts to lose, as a share of the facility's principal at t_0 (0 = first loss)"
+    )
+    detachment: Probability = Field(description="loss at which the tranche is wiped out, as a share of the facility's principal at t_0")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TranchePiece:
+        if self.detachment <= self.attachment:
+            raise ValueError(f"detachment {self.detachment} must be above attachment {self.attachment}")
+        return self
+
+
+class TrancheSplit(Strict):
+    name: str = Field(description="name of the split facility in the reports")
+    instruments: list[str] = Field(
+        min_length=1, description="instruments whose summed discounted loss is tranched (names in borrowers[*].debt)"
+    )
+    tranches: list[TranchePiece] = Field(
+        min_length=1, description="the pieces, each cut from the summed loss by its attachment and detachment"
+    )
+
+
+class DeskSettings(Strict):
+    recovery: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.40, description="recovery rate (share of exposure, below 1) stated for the market-implied PD of the credit triangle"
+    )
+    max_spread_ratio: Ratio = Field(
+        3.0, description="market / break-even spread ratio above which the gap is flagged as too large to be a risk and liquidity premium"
+    )
+    max_premium_bps: Annotated[float, Field(ge=0.0, le=100_000.0)] = Field(
+        300.0, description="market minus break-even spread, bps a year, above which (with the ratio) the gap is flagged as too large"
+    )
+    tranches: list[TrancheSplit] = Field(default_factory=list, description="facilities whose loss is reported by tranche; none by default")
+
+
 class Scenario(Strict):
     """A scenario as `gpusim validate` resolves it (after `extends:`)."""
 
@@ -467,6 +508,10 @@ class Scenario(Strict):
     rates: Rates
     recovery: Recovery
     borrowers: list[Borrower] = Field(default_factory=list, description="the portfolio's obligors")
+    desk: DeskSettings = Field(
+        default_factory=DeskSettings,
+        description="how the desk measures are reported (recovery, spread flags, tranches); no effect on the model",
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -555,4 +600,18 @@ def check_references(s: Scenario) -> list[str]:
             for a in inst.collateral.crypto:
                 if a not in own_assets:
                     problems.append(f"borrowers[{bi}].debt[{ii}].collateral.crypto: {b.name} holds no {a!r} ({own_assets})")
+    problems += _desk_problems(s)
+    return problems
+
+
+def _desk_problems(s: Scenario) -> list[str]:
+    """Each tranched facility names instruments of the portfolio, once each."""
+    problems: list[str] = []
+    known = {i.name for b in s.borrowers for i in b.debt}
+    for k, split in enumerate(s.desk.tranches):
+        for name in split.instruments:
+            if name not in known:
+                problems.append(f"desk.tranches[{k}].instruments: {name!r} is not an instrument of the portfolio")
+        for d in sorted(_duplicates(list(split.instruments))):
+            problems.append(f"desk.tranches[{k}].instruments: {d!r} appears more than once")
     return problems
