@@ -218,14 +218,15 @@ def test_a_hand_made_workbook_with_only_the_required_columns(tmp_path):
 
 
 def test_replace_states_a_field_whole_instead_of_merging(tmp_path):
-    """`replace: [borrowers]` drops the parent's borrowers; without it the borrowers merge by name."""
+    """`replace: [borrowers, desk]` drops the parent's borrowers (and its tranche splits, which name them); without it
+    the borrowers merge by name."""
     one = load_scenario("baseline").borrowers[2].model_dump(mode="json")
     one["name"] = "Solo"
     for inst in one["debt"]:
         inst["name"] = "Solo " + inst["name"]
     merged, replaced = tmp_path / "merged.yaml", tmp_path / "replaced.yaml"
     merged.write_text(yaml.safe_dump({"extends": "baseline", "borrowers": [one]}))
-    replaced.write_text(yaml.safe_dump({"extends": "baseline", "replace": ["borrowers"], "borrowers": [one]}))
+    replaced.write_text(yaml.safe_dump({"extends": "baseline", "replace": ["borrowers", "desk"], "borrowers": [one]}))
     assert [b.name for b in load_scenario(merged).borrowers][-1] == "Solo" and len(load_scenario(merged).borrowers) == 8
     assert [b.name for b in load_scenario(replaced).borrowers] == ["Solo"]
     replaced.write_text(yaml.safe_dump({"extends": "baseline", "replace": "borrowers"}))
@@ -449,3 +450,20 @@ def test_export_and_import_refuse_to_overwrite(tmp_path):
     (tmp_path / "folder.xlsx").mkdir()
     result = _invoke("export", "baseline", "--out", tmp_path / "folder.xlsx", "--overwrite")
     assert result.exit_code == 2 and "not a regular file; not replaced" in result.output
+
+
+def test_an_imported_portfolio_drops_tranche_splits_naming_instruments_it_lacks(tmp_path):
+    """The baseline splits Helios's DDTLs into tranches; a workbook without Helios imports onto the
+    baseline market with the split dropped (and stated), not as an error."""
+    folder = tmp_path / "deals"
+    assert _invoke("export", "baseline", "--out", folder).exit_code == 0
+    for sheet in folder.glob("*.csv"):
+        rows = sheet.read_text().splitlines(keepends=True)
+        sheet.write_text("".join(r for i, r in enumerate(rows) if i < 2 or "Helios" not in r))
+    out = tmp_path / "portfolio.yaml"
+    result = _invoke("import", folder, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "desk" in yaml.safe_load(out.read_text())["replace"]
+    scenario = load_scenario(out)
+    assert scenario.desk.tranches == [] or all("Helios" not in n for t in scenario.desk.tranches for n in t.instruments)
+    assert "Helios Compute" not in [b.name for b in scenario.borrowers]

@@ -673,6 +673,17 @@ def _reference_problem(message: str, roots: list[Record], read: dict[str, ReadTa
     problems.add(rt.sheet.where, match.group(4), record.row, column or None, rt.letters.get(column))
 
 
+def _portfolio_desk(data: dict[str, Any], borrowers: list[Borrower]) -> dict[str, Any]:
+    """The market scenario's mapping, less its `desk.tranches` when they name an instrument the imported
+    portfolio does not hold: a tranche split belongs to the portfolio it was written for."""
+    held = {i.name for b in borrowers for i in b.debt}
+    desk = data.get("desk") or {}
+    splits = desk.get("tranches") or []
+    if all(name in held for split in splits for name in split.get("instruments", [])):
+        return data
+    return data | {"desk": {k: v for k, v in desk.items() if k != "tranches"}}
+
+
 def _market_mapping(market: str) -> dict[str, Any]:
     path = resolve_path(market)
     data = load_raw(path)
@@ -733,7 +744,7 @@ def read_portfolio(source: str | Path, market: str = "baseline") -> list[Borrowe
     and assets); ConfigError lists every problem with its sheet, row and column."""
     parsed = read_tables(source, layout())
     borrowers, roots, read, problems = parsed.models, parsed.roots, parsed.read, parsed.problems
-    data = _market_mapping(market) | {"borrowers": [b.model_dump() for b in borrowers]}
+    data = _portfolio_desk(_market_mapping(market), borrowers) | {"borrowers": [b.model_dump() for b in borrowers]}
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
@@ -752,6 +763,11 @@ def portfolio_yaml(borrowers: list[Borrower], source: str, market: str | None, o
     if market is not None:
         body["extends"] = _extends(market, out)
         body["replace"] = ["borrowers"]
+        kept = _portfolio_desk(_market_mapping(market), borrowers).get("desk")
+        if kept != _market_mapping(market).get("desk"):
+            body["replace"].append("desk")
+            if kept:
+                body["desk"] = kept
         body["description"] = f"Portfolio from {Path(source).name} on the market of {Path(market).stem}"
         head += f"; every other field is {market}'s"
     body["borrowers"] = [b.model_dump(exclude_defaults=True) for b in borrowers]
