@@ -487,7 +487,9 @@ class Borrower(Strict):
     data_centres: list[DataCentre] = Field(
         default_factory=list, description="data-centre assets owned (not GPU fleets): collateral where pledged, sold in a default workout"
     )
-    distributions: Distributions | None = Field(None, description="cash paid out to equity each month; none = all cash stays in the borrower")
+    distributions: Distributions | None = Field(
+        None, description="cash paid out to equity each month; none = all cash stays in the borrower"
+    )
 
 
 class Recovery(Strict):
