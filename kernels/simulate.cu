@@ -74,7 +74,7 @@ __host__ __device__ __forceinline__ void count_fans(const real* prm, int step, c
         GPUSIM_COUNT_FAN(LTV, b, ltv);
     }
 #else
-    (void)credit, (void)defaulted;
+    (void)credit, (void)defaulted, (void)step;
 #endif
 }
 
