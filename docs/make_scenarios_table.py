@@ -18,6 +18,7 @@ import argparse
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import platform
 import shlex
@@ -80,6 +81,7 @@ class Run:
     source: str = ""  # hash of gpusim/ and configs/ when the run started
     git: str = ""  # git commit and uncommitted changes when the run started
     load: tuple[float, float] | None = None  # 1-minute load average before and after the run
+    pd_loss_bearing: np.ndarray | None = None  # (B,) at the horizon, where the file has it
 
 
 def _text(values: np.ndarray) -> list[str]:
@@ -131,6 +133,7 @@ def read_run(name: str, path: Path) -> Run:
             reasons=reasons,
             default_reason=f["outcomes/default_reason"][:],
             default_step=f["outcomes/default_step"][:],
+            pd_loss_bearing=s["pd_loss_bearing"][:] if "pd_loss_bearing" in s else None,
         )
 
 
@@ -305,6 +308,31 @@ def spread_table(runs: list[Run], names: list[str]) -> str:
     return table(header, rows, ["l", "l", "l"] + ["r"] * (len(header) - 3)) + "\n\n" + note
 
 
+PD_TYPES = {"payment": ("payment",), "covenant": ("covenant_dscr", "covenant_ltv"), "maturity": ("maturity",)}
+"""Types of default (gpusim.risk.DEFAULT_TYPES) by their reasons' flag names in the file."""
+
+
+def pd_by_type_table(runs: list[Run]) -> str:
+    """Per borrower and scenario: PD by the horizon (any default), split into payment default,
+    covenant acceleration (DSCR + LTV) and maturity default, and the loss-bearing PD."""
+    header = ["borrower", "scenario", "PD any", "payment", "covenant", "maturity", "loss-bearing"]
+    rows, max_se = [], 0.0
+    for b, name in enumerate(runs[0].borrowers):
+        for r in runs:
+            n = r.default_reason.shape[0]
+            codes = r.default_reason[:, b]
+            shares = [float((r.default_step[:, b] >= 0).mean())]
+            shares += [float(np.isin(codes, [r.reasons.index(x) for x in kinds if x in r.reasons]).mean()) for kinds in PD_TYPES.values()]
+            max_se = max(max_se, *(math.sqrt(p * (1.0 - p) / max(n, 1)) for p in shares))
+            bearing = pct(r.pd_loss_bearing[b]) if r.pd_loss_bearing is not None else "-"
+            rows.append([name, f"`{r.name}`", *(pct(p) for p in shares), bearing])
+    note = (
+        f"PD in %; payment + covenant + maturity = PD any. Loss-bearing: some lender of the borrower loses more than 0. "
+        f"Largest standard error in this table: {pct(max_se, 2)} percentage points."
+    )
+    return table(header, rows, ["l", "l"] + ["r"] * 5) + "\n\n" + note
+
+
 def reason_mix_table(runs: list[Run]) -> str:
     names = [n for n in runs[0].reasons if n != "none"]
     header = ["scenario", f"defaults per path (of {len(runs[0].borrowers)} borrowers)"]
@@ -472,6 +500,8 @@ def generated_section(runs: list[Run], args: argparse.Namespace, command: str) -
         reason_mix_table(runs),
         "Per borrower:",
         reason_by_borrower_table(runs),
+        "PD by type of default, by the horizon:",
+        pd_by_type_table(runs),
         "### (d) When borrowers default",
         timing_table(runs),
     ]

@@ -246,6 +246,17 @@ def _share(x: float | None) -> str:
     return "-" if x is None else f"{x:.1%}"
 
 
+PD_TYPE_COLUMNS = {"payment": "payment", "covenant": "covenant", "maturity": "maturity"}
+"""Columns of the PD by type of default by the horizon (gpusim.risk.DEFAULT_TYPES), in printouts."""
+
+
+def _pd_type_cells(split: dict[str, dict[str, float | None]] | None) -> list[str]:
+    """`pd ± se` per type of default, or '-' in a file without them."""
+    if split is None:
+        return ["-"] * len(PD_TYPE_COLUMNS)
+    return [f"{_share(split[kind]['pd'])} ± {_share(split[kind]['se'])}" for kind in PD_TYPE_COLUMNS]
+
+
 def _print_inspect(numbers: dict[str, Any]) -> None:
     """`inspect`'s tables: the same content as its JSON, formatted for a reader."""
     facts = numbers["run"]
@@ -286,10 +297,13 @@ def _print_inspect(numbers: dict[str, Any]) -> None:
         borrowers.add_column(f"PD {key}", justify="right")
     borrowers.add_column(f"PD {horizon:g}y (horizon)", justify="right")
     borrowers.add_column("with a loss", justify="right")
+    for kind in PD_TYPE_COLUMNS.values():
+        borrowers.add_column(kind, justify="right")
     for b in numbers["borrowers"]:
         horizon_cell = f"{_share(b['pd_horizon'])} ± {_share(b['pd_horizon_se'])}"
         bearing = _share(b["pd_loss_bearing_horizon"])
-        borrowers.add_row(b["name"], b["type"], *(_share(b["pd"][key]) for key in years), horizon_cell, bearing)
+        by_type = _pd_type_cells(b["pd_by_type"])
+        borrowers.add_row(b["name"], b["type"], *(_share(b["pd"][key]) for key in years), horizon_cell, bearing, *by_type)
     show(borrowers)
 
     instruments = Table(title="instruments: expected loss (USD m, discounted) and spreads (bps a year)")

@@ -186,7 +186,8 @@ class ChunkTotals:
                 raise SimulationError(
                     f"{name} of instrument(s) {names} is NaN or infinite on paths from {path_start}; check the scenario's debt terms"
                 )
-        accumulator.add(path_start, outcomes.default_step, outcomes.loss, outcomes.exposure, outcomes.risky_annuity)
+        o = outcomes
+        accumulator.add(path_start, o.default_step, o.loss, o.exposure, o.risky_annuity, default_reason=o.default_reason)
 
     def add(self, chunk: ChunkResult) -> None:
         for name, counts in chunk.fan_counts.items():

@@ -51,7 +51,17 @@ from fractions import Fraction
 
 import numpy as np
 
+from gpusim.model.constants import DefaultReason
 from gpusim.statistics import proportion_with_se
+
+DEFAULT_TYPES: dict[str, tuple[DefaultReason, ...]] = {
+    "payment": (DefaultReason.PAYMENT,),
+    "covenant": (DefaultReason.COVENANT_DSCR, DefaultReason.COVENANT_LTV),
+    "maturity": (DefaultReason.MATURITY,),
+}
+"""Default types reported beside PD any (docs/model.md 8.2): payment default, covenant acceleration
+(DSCR or LTV, after the remedies failed) and maturity default; they partition the defaults, so
+their PDs sum to the PD by the horizon."""
 
 DEFAULT_LEVELS: tuple[float, ...] = (0.95, 0.99, 0.999)
 CONTRIBUTION_LEVEL = 0.99
@@ -367,6 +377,7 @@ class RiskAccumulator:
         self._portfolio = Moments(0, np.zeros((1, 1)), np.zeros((1, 1, 1)))
         self._n_defaults = np.zeros(n_instruments, dtype=np.int64)
         self._loss_bearing = np.zeros(n_borrowers, dtype=np.int64)  # defaults by the horizon with a loss > 0
+        self._by_type: np.ndarray | None = None  # (types, B) defaults by the horizon per DEFAULT_TYPES, once reasons arrive
         self._starts: list[int] = []  # disjoint, merged ranges of global path indices seen
         self._ends: list[int] = []
 
@@ -384,7 +395,7 @@ class RiskAccumulator:
         """Memory held by the accumulator's arrays, for checks that it stays bounded."""
         arrays = [self._tail.loss, self._tail.path, self._contribution_tail.loss, self._contribution_tail.path]
         arrays += [self._contribution_tail.payload, self._default_counts, self._joint_defaults, self._n_defaults, self._loss_bearing]
-        arrays += [self._instrument.mean, self._instrument.m2, self._portfolio.mean, self._portfolio.m2]
+        arrays += [self._instrument.mean, self._instrument.m2, self._portfolio.mean, self._portfolio.m2, self._by_type]
         return sum(a.nbytes for a in arrays if a is not None) + 16 * len(self._starts)
 
     def _claim(self, start: int, end: int) -> None:
@@ -408,9 +419,16 @@ class RiskAccumulator:
             self._starts.pop(i + 1)
 
     def add(
-        self, path_start: int, default_step: np.ndarray, loss: np.ndarray, exposure_at_default: np.ndarray, risky_annuity: np.ndarray
+        self,
+        path_start: int,
+        default_step: np.ndarray,
+        loss: np.ndarray,
+        exposure_at_default: np.ndarray,
+        risky_annuity: np.ndarray,
+        default_reason: np.ndarray | None = None,
     ) -> None:
-        """Fold in a chunk of n paths with global indices path_start .. path_start + n - 1."""
+        """Fold in a chunk of n paths with global indices path_start .. path_start + n - 1; with
+        `default_reason` (n, B) DefaultReason codes, also the PD split by type (DEFAULT_TYPES)."""
         ds = np.asarray(default_step)
         loss = np.ascontiguousarray(loss, dtype=np.float64)
         ead = np.asarray(exposure_at_default, dtype=np.float64)
@@ -428,10 +446,17 @@ class RiskAccumulator:
             return
         if ds.min() < -1 or ds.max() >= K:
             raise ValueError(f"default_step must lie in [-1, {K - 1}]")
+        if default_reason is not None:
+            self._check_reasons(np.asarray(default_reason), ds >= 0)
+        elif self._by_type is not None:
+            raise ValueError("default_reason must come with every chunk or with none")
         self._claim(int(path_start), int(path_start) + n)
 
         ds = ds.astype(np.int64)
         defaulted = ds >= 0
+        if default_reason is not None:
+            counts = np.stack([np.isin(default_reason, [r.value for r in kinds]).sum(axis=0) for kinds in DEFAULT_TYPES.values()])
+            self._by_type = counts if self._by_type is None else self._by_type + counts
         cells = (ds + np.arange(B) * K)[defaulted]
         self._default_counts += np.bincount(cells, minlength=B * K).reshape(B, K)
         indicator = defaulted.astype(np.float64)
@@ -452,6 +477,15 @@ class RiskAccumulator:
         self._tail = merge_tail(self._tail, self.tail_capacity, total, path, None)
         self._contribution_tail = merge_tail(self._contribution_tail, self.contribution_capacity, total, path, loss)
 
+    def _check_reasons(self, reason: np.ndarray, defaulted: np.ndarray) -> None:
+        """Reasons come with every chunk or none, one per default (NONE exactly where a borrower survived)."""
+        if reason.shape != defaulted.shape or not np.issubdtype(reason.dtype, np.integer):
+            raise ValueError(f"default_reason must be an integer array of shape {defaulted.shape}, got {reason.dtype} {reason.shape}")
+        if self.n_paths > 0 and self._by_type is None:
+            raise ValueError("default_reason must come with every chunk or with none")
+        if ((reason != DefaultReason.NONE.value) != defaulted).any() or not np.isin(reason, [r.value for r in DefaultReason]).all():
+            raise ValueError("default_reason must name a DefaultReason for each default and NONE (0) for each survivor")
+
     def merge(self, other: RiskAccumulator) -> None:
         """Fold in an accumulator of the same shape fed with other paths (e.g. another worker)."""
         same = (self.n_borrowers, self.n_instruments, self.n_steps, self.levels, self.expected_paths, self.contribution_level)
@@ -467,6 +501,10 @@ class RiskAccumulator:
         self._joint_defaults += other._joint_defaults
         self._n_defaults += other._n_defaults
         self._loss_bearing += other._loss_bearing
+        if (self._by_type is None) != (other._by_type is None) and self.n_paths > 0 and other.n_paths > 0:
+            raise ValueError("cannot merge an accumulator with default reasons and one without")
+        if other._by_type is not None:
+            self._by_type = other._by_type.copy() if self._by_type is None else self._by_type + other._by_type
         self._instrument = merge_moments(self._instrument, other._instrument)
         self._portfolio = merge_moments(self._portfolio, other._portfolio)
         t, c = other._tail, other._contribution_tail
@@ -484,6 +522,9 @@ class RiskAccumulator:
         out["pd"], out["pd_se"] = proportion_with_se(cumulative, n)
         if self.instrument_borrower is not None:  # which losses are a borrower's needs the instruments' owners
             out["pd_loss_bearing"], out["pd_loss_bearing_se"] = proportion_with_se(self._loss_bearing, n)
+        if self._by_type is not None:
+            for kind, count in zip(DEFAULT_TYPES, self._by_type, strict=True):
+                out[f"pd_{kind}"], out[f"pd_{kind}_se"] = proportion_with_se(count, n)
 
         mean, cov = self._instrument.mean, covariance(self._instrument)
         out["el"] = mean[:, _LOSS].copy()

@@ -108,10 +108,10 @@ __host__ __device__ __forceinline__ real trailing_dscr(const CreditState& c, int
     return service > R(0.0) ? flow / service : R(DSCR_WITHOUT_DEBT_SERVICE);
 }
 
-// Debt of borrower b over its fleets at mark plus its treasury at market: the LTV of the fan
-// charts and of the refinancing test of unsecured debt; 0 without debt.
-__host__ __device__ __forceinline__ real borrower_ltv(const MarketView& v, const real* units, const real* outstanding, const real* prm,
-                                                      int b) {
+// Debt of borrower b over its fleets at mark plus its treasury at market plus its data centres at
+// t_{k+1}: the LTV of the fan charts and of the refinancing test of unsecured debt; 0 without debt.
+__host__ __device__ __forceinline__ real borrower_ltv(const MarketView& v, const real* units, const real* outstanding, int step_next,
+                                                      const real* prm, int b) {
     real fleets = R(0.0), treasury = R(0.0);
     for (int g = 0; g < G; ++g) {
         const real part = PRM(C_fleet_count)[b * G + g] * v.gpu_mark[g];
@@ -121,8 +121,9 @@ __host__ __device__ __forceinline__ real borrower_ltv(const MarketView& v, const
         const real part = units[a] * v.crypto[a];
         treasury = a == 0 ? part : treasury + part;
     }
+    const real assets = fleets + treasury + PRM(C_data_centre_value_by_borrower)[step_next * N_BORROWERS + b];
     const real debt = sum_by_owner(outstanding, b);
-    return debt > R(0.0) ? ratio(debt, fleets + treasury) : R(0.0);
+    return debt > R(0.0) ? ratio(debt, assets) : R(0.0);
 }
 
 // CFADS and debt service per step of borrower b at t_0 run rates: they fill the DSCR windows at
@@ -170,15 +171,15 @@ __host__ __device__ __forceinline__ void initial_credit_state(const MarketView& 
     for (int t = 0; t < TN; ++t) c.tenant_default_step[t] = R(NO_DEFAULT);
 }
 
-// Trailing DSCR and LTV on marks of borrower b, NaN once defaulted, for the fan charts.
-__host__ __device__ __forceinline__ void credit_ratios(const CreditState& c, const MarketView& v, const real* prm, int b, real& dscr,
-                                                       real& ltv) {
+// Trailing DSCR and LTV on marks of borrower b at t_{k+1}, NaN once defaulted, for the fan charts.
+__host__ __device__ __forceinline__ void credit_ratios(const CreditState& c, const MarketView& v, int step_next, const real* prm, int b,
+                                                       real& dscr, real& ltv) {
     if (!c.alive[b]) {
         dscr = ltv = m_nan(R(0.0));
         return;
     }
     dscr = c.dscr[b];
-    ltv = borrower_ltv(v, c.units[b], c.outstanding, prm, b);
+    ltv = borrower_ltv(v, c.units[b], c.outstanding, step_next, prm, b);
 }
 
 // 1 where an instrument is in breach (a failed test not passed since), else 0.
@@ -324,7 +325,7 @@ __host__ __device__ __forceinline__ void covenant_tests(CreditState& c, bool tig
 // default): it enters the workout with the cash and crypto it had, owing what it owed.
 __host__ __device__ __forceinline__ void refinance_or_repay(CreditState& c, const MarketView& v, bool tight, int step, const real* prm,
                                                             int b, CreditStepValues& w) {
-    const real ltv = borrower_ltv(v, w.units[b], w.outstanding, prm, b);
+    const real ltv = borrower_ltv(v, w.units[b], w.outstanding, step + 1, prm, b);
     real owed = R(0.0);
     bool repay[I], live[I];
     for (int i = first_of(b); i < end_of(b); ++i) {
@@ -355,6 +356,22 @@ __host__ __device__ __forceinline__ void refinance_or_repay(CreditState& c, cons
     w.cash[b] = w.cash[b] - from_cash;
     for (int a = 0; a < A; ++a) w.units[b][a] = units_after[a];
     for (int i = first_of(b); i < end_of(b); ++i) w.outstanding[i] = repay[i] ? R(0.0) : w.outstanding[i] + w.drawn[i];
+}
+
+// 8b. Distributions of borrower b to equity: the share of cash above the floor leaves the borrower,
+// unless locked up (trailing DSCR below the lock-up level, or an instrument in breach) or the
+// borrower defaults this step (docs/model.md 7.5a).
+__host__ __device__ __forceinline__ void distribute(const CreditState& c, const real* prm, int b, CreditStepValues& w) {
+    real breaches = R(0.0);
+    for (int i = first_of(b); i < end_of(b); ++i) {
+        const real part = in_breach(c.dscr_breaches[i], c.ltv_breaches[i]);
+        breaches = i == first_of(b) ? part : breaches + part;
+    }
+    const real lockup = PRM(C_lockup_dscr)[b];
+    const bool locked = (lockup > R(0.0) && c.dscr[b] < lockup) || (PRM(C_lockup_on_breach)[b] > R(0.0) && breaches > R(0.0));
+    const bool defaulting = w.payment_default[b] || w.covenant_dscr[b] || w.covenant_ltv[b] || w.maturity_default[b];
+    const real paid = PRM(C_distribution_share)[b] * m_max(w.cash[b] - PRM(C_distribution_floor)[b], R(0.0));
+    w.cash[b] = w.cash[b] - (locked || defaulting ? R(0.0) : paid);
 }
 
 // Why borrower b defaults, the first of the reasons that apply.
@@ -394,6 +411,9 @@ __host__ __device__ __forceinline__ void settle_defaults(CreditState& c, const M
     gpus_dumped(w.newly, prm, dumped);
     if (!any_default) return;  // the waterfall only runs on paths where some borrower defaults (credit.recoveries_where)
     real exposure[I], recovered[I];
+    constexpr int DN = N_DATA_CENTRES > 0 ? N_DATA_CENTRES : 1;  // (one unused slot without data centres)
+    real sites[DN];
+    for (int d = 0; d < N_DATA_CENTRES; ++d) sites[d] = data_centre_proceeds(step + 1, tight, prm, d);
     for (int b = 0; b < N_BORROWERS; ++b) {
         if (!w.newly[b]) continue;
         // a borrower that cannot pay in full goes into the workout with what it had before paying
@@ -401,7 +421,8 @@ __host__ __device__ __forceinline__ void settle_defaults(CreditState& c, const M
         for (int i = first_of(b); i < end_of(b); ++i) exposure[i] = paid_nothing ? c.outstanding[i] + w.interest[i] : w.outstanding[i];
         const real workout_cash = paid_nothing ? m_max(w.available[b], R(0.0)) : w.cash[b];
         const real* workout_units = paid_nothing ? c.units[b] : w.units[b];
-        recovery_waterfall(exposure, v.gpu_mark, dumped, tight, workout_units, w.pledged[b], w.net_price, workout_cash, prm, b, recovered);
+        recovery_waterfall(exposure, v.gpu_mark, dumped, tight, workout_units, w.pledged[b], w.net_price, workout_cash, sites, prm, b,
+                           recovered);
         for (int i = first_of(b); i < end_of(b); ++i) {
             const real loss_now = exposure[i] - m_min(recovered[i], exposure[i]);
             c.loss[i] = c.loss[i] + loss_now * PRM(C_discount)[step + 1];
@@ -457,6 +478,7 @@ __host__ __device__ __forceinline__ void credit_step(CreditState& c, const Marke
         c.dscr[b] = trailing_dscr(c, b);
         covenant_tests(c, tight, step, prm, b, w);
         refinance_or_repay(c, v, tight, step, prm, b, w);
+        distribute(c, prm, b, w);
     }
     settle_defaults(c, v, tight, step, prm, w, dumped);
     next_credit_state(step, prm, w, c);

@@ -59,7 +59,8 @@ __host__ __device__ __forceinline__ real pledged_fleet_weights(const real* prm, 
     return PRM(C_collateral_fleet)[i * G + g] * PRM(C_fleet_count)[b * G + g];
 }
 
-// Collateral of instrument i of borrower b at marks and at book: pledged fleets + pledged crypto.
+// Collateral of instrument i of borrower b at marks and at book: pledged fleets + pledged crypto +
+// pledged data centres (the same value on both bases; 0 for an instrument without any).
 __host__ __device__ __forceinline__ void collateral_value(const real* marks, int step_next, const real* pledged, const real* prices,
                                                           const real* prm, int i, int b, real& at_mark, real& at_book) {
     const real crypto = pledged_crypto_value(pledged, prices, prm, i);
@@ -71,8 +72,18 @@ __host__ __device__ __forceinline__ void collateral_value(const real* marks, int
         fleets_at_mark = g == 0 ? mark : fleets_at_mark + mark;
         fleets_at_book = g == 0 ? book : fleets_at_book + book;
     }
-    at_mark = fleets_at_mark + crypto;
-    at_book = fleets_at_book + crypto;
+    const real sites = PRM(C_pledged_data_centre_value)[step_next * N_INSTRUMENTS + i];
+    at_mark = fleets_at_mark + crypto + sites;
+    at_book = fleets_at_book + crypto + sites;
+}
+
+// Borrower b owns data centres first_data_centre(b) .. first_data_centre(b + 1) - 1 (Layout.data_centres_of).
+__host__ __device__ __forceinline__ int first_data_centre(int b) { return FIRST_DATA_CENTRE[b]; }
+
+// What a workout sale of data centre d raises at t_{k+1}: value x (1 - haircut_R).
+__host__ __device__ __forceinline__ real data_centre_proceeds(int step_next, bool tight, const real* prm, int d) {
+    const real haircut = by_regime(PRM(C_data_centre_haircut), tight, N_DATA_CENTRES)[d];
+    return PRM(C_data_centre_value)[step_next * N_DATA_CENTRES + d] * (R(1.0) - haircut);
 }
 
 // Undrawn availability of facility i: min(commitment, advance rate x collateral mark) - drawn, >= 0.
@@ -121,11 +132,12 @@ __host__ __device__ __forceinline__ real share_pool(real pool, const bool* claim
 
 // Recovery of borrower b's instruments if it is liquidated now (docs/model.md 7): fleets at fire-sale
 // prices (set by the step's dump `dumped`, or by b's own fleet with the chain off), crypto at the
-// slipped price and cash, less the workout cost; secured lenders first on their own collateral,
-// then everything left pays all claims by rank, pro rata within a rank.
+// slipped price, data centres for `data_centres` (data_centre_proceeds, indexed by data centre) and
+// cash, less the workout cost; secured lenders first on their own collateral, then everything left
+// pays all claims by rank, pro rata within a rank.
 __host__ __device__ __forceinline__ void recovery_waterfall(const real* exposure, const real* marks, const real* dumped, bool tight,
                                                             const real* units, const real* pledged, const real* crypto_net_price, real cash,
-                                                            const real* prm, int b, real* recovered) {
+                                                            const real* data_centres, const real* prm, int b, real* recovered) {
     real claims[I];
     bool claimant[I];
     for (int i = first_of(b); i < end_of(b); ++i) {
@@ -137,6 +149,7 @@ __host__ __device__ __forceinline__ void recovery_waterfall(const real* exposure
     real gross = cash;
     for (int g = 0; g < G; ++g) gross = gross + PRM(C_fleet_count)[b * G + g] * fire_sale[g];
     for (int a = 0; a < A; ++a) gross = gross + units[a] * crypto_net_price[a];
+    for (int d = first_data_centre(b); d < first_data_centre(b + 1); ++d) gross = gross + data_centres[d];
     const real owed = sum_by_owner(exposure, b);
     const real after_cost = gross > R(0.0) ? m_max(R(1.0) - PRM(C_workout_cost)[0] * owed / gross, R(0.0)) : R(0.0);
 
@@ -153,6 +166,12 @@ __host__ __device__ __forceinline__ void recovery_waterfall(const real* exposure
         const real secured = pledged[a] * crypto_net_price[a] * after_cost;
         const real free = (units[a] - pledged[a]) * crypto_net_price[a] * after_cost;
         general = general + free + (any ? share_pool(secured, claimant, claims, recovered, b) : secured);
+    }
+    for (int d = first_data_centre(b); d < first_data_centre(b + 1); ++d) {
+        bool any = false;
+        for (int i = first_of(b); i < end_of(b); ++i) any |= (claimant[i] = COLLATERAL_DATA_CENTRE[i * N_DATA_CENTRES + d] != 0);
+        const real pool = data_centres[d] * after_cost;
+        general = general + (any ? share_pool(pool, claimant, claims, recovered, b) : pool);
     }
     for (int i = first_of(b); i < end_of(b); ++i) claimant[i] = true;
     share_pool(general, claimant, claims, recovered, b);

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import HostKernelBackend, assert_agrees_with_numpy, host_compiler, shipped_spec, small_spec_for
+from test_collateral import collateral_spec
 
 from gpusim.backends import Backend, get_backend, gpu_unavailable_reason
 from gpusim.backends.agreement import (
@@ -59,6 +60,8 @@ CASES: dict[str, Case] = {
     ),
     "small-weekly": Case(lambda d: small_spec_for(d, stressed=True, time=WEEKLY), ("float64",), 120, save_paths=5),
     "small-no-contagion": Case(lambda d: small_spec_for(d, stressed=True, contagion=False), ("float64",), 300),
+    # data centres pledged and unpledged, distributions with lock-ups (tests/test_collateral.py)
+    "small-collateral": Case(collateral_spec, ("float64", "float32"), 600, path_start=5, save_paths=20),
     "small-no-borrowers": Case(lambda d: small_spec_for(d, borrowers=[]), ("float64",), 200, path_start=3, save_paths=50),
     "baseline": Case(lambda d: shipped_spec("baseline", d), ("float64", "float32"), 600, path_start=2**32 - 300, save_paths=2**32 - 250),
     # enough paths for the expected loss's standard error to mean something: GPU backends only

@@ -26,13 +26,13 @@ N_PATHS = 48
 # every repin since is listed with its reason in docs/model.md section 11.
 PINNED_ON = ("2.4", ("AVX512_ICL", "X86_V3", "X86_V4"))
 DIGESTS: dict[str, str] = {
-    "baseline": "fb0faac6a6a604db58bc215d9741d8ce28ea395f80253710be8129e10c3fb3c4",
+    "baseline": "52787ed6c2343d0ec4be975ff2b33561a6320a02495e0a9fd9725d994d65ded0",
     "bench": "75230cd96932e101a7bc0967e764a5431c187cd4828b2a94154f0034e65f4177",
-    "crypto_winter": "287b5e1fdd1653760e70193be76127749910f837d8482b3b75615cf0fce1f751",
-    "deflation_shock": "93467fdf75d1abf3cf0b0e876dc97d9b3a0ade7d198e25dea5c0d40d44d425c0",
-    "market_freeze": "8c3d1865d7c7b0d0e32224facd54e3c342eea8c2f5470f6e405b16290d6078bb",
-    "perfect_storm": "ad850c32867cd5e9a0b6d8adf7bb54d13d29fb4981531e1c79bd02c233a26423",
-    "rubin_early": "5f04c6e0176e80bcccd67dad442e151e14479bc2e265c3cccbcce48306a18165",
+    "crypto_winter": "a5dc93aced6d10d114ea2bc2a2fa270b6fd6f11f2dac5caae41af64d417fd009",
+    "deflation_shock": "12d94de7792a80f4425cd304536cf0624027c7ff69e8b99660c42e4a54dca3b1",
+    "market_freeze": "81c9d118c34b4c5f3c4c7c401172faf1ee47970e2a6981d6ba539d641d711d7b",
+    "perfect_storm": "6ceab40b2764489b8a82318015851f675de0fb0e4eec1d35c9d47f0c7d015d64",
+    "rubin_early": "7fe8574d4886a4d4b577ed91de4e43ad63e8671629b64d5f6e68fa7dfb8d4b28",
 }
 
 

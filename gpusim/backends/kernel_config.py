@@ -208,9 +208,22 @@ def config_header(spec: RunSpec) -> str:
             f"constexpr int N_TENANTS = {layout.n_tenants};",
             _int_array("FIRST_TENANT", [len([t for t in layout.tenant_owner if t < b]) for b in range(B + 1)]),
             _int_array("TENANT_GENERATION", list(layout.tenant_generation)),
+            *data_centre_constants(layout),
         ]
     lines.append("}}  // namespace gpusim::cfg")
     return "\n".join(lines) + "\n"
+
+
+def data_centre_constants(layout: Layout) -> list[str]:
+    """The data centres of each borrower (FIRST_DATA_CENTRE) and their pledges (COLLATERAL_DATA_CENTRE, I x D)."""
+    D = layout.n_data_centres
+    return [
+        f"constexpr int N_DATA_CENTRES = {D};",
+        _int_array("FIRST_DATA_CENTRE", [len([o for o in layout.data_centre_owner if o < b]) for b in range(layout.n_borrowers + 1)]),
+        _int_array(
+            "COLLATERAL_DATA_CENTRE", [int(d in layout.collateral_data_centres[i]) for i in range(layout.n_instruments) for d in range(D)]
+        ),
+    ]
 
 
 def source_digest(header: str) -> str:

@@ -18,6 +18,7 @@ from gpusim.model.debt import (
     by_owner,
     collateral_value,
     coupon_rate,
+    data_centre_proceeds,
     facility_headroom,
     recovery_waterfall,
     remaining_payments,
@@ -191,21 +192,25 @@ def trailing_dscr(cfads_window: Any, service_window: Any, xp: Any) -> Any:
     return xp.where(service > 0.0, sum_over(cfads_window, axis=1) / xp.where(service > 0.0, service, 1.0), DSCR_WITHOUT_DEBT_SERVICE)
 
 
-def borrower_ltv(view: MarketView, units: Any, outstanding: Any, c: CreditParams, layout: Layout, xp: Any) -> Any:
-    """Debt of each borrower over its fleets at mark plus its treasury (B, A, n) at market, (B, n):
-    the LTV of the fan charts and of the refinancing test of unsecured debt. 0 without debt, so a
-    borrower that has repaid everything and sold its treasury down to a rounding residual has no
-    LTV of 1e9 (nor one that flips between 0 and 1e9 with the residual's last bit)."""
+def borrower_ltv(view: MarketView, units: Any, outstanding: Any, step_next: Any, c: CreditParams, layout: Layout, xp: Any) -> Any:
+    """Debt of each borrower over its fleets at mark plus its treasury (B, A, n) at market plus its
+    data centres at t_{k+1}, (B, n): the LTV of the fan charts and of the refinancing test of
+    unsecured debt. 0 without debt, so a borrower that has repaid everything and sold its treasury
+    down to a rounding residual has no LTV of 1e9 (nor one that flips between 0 and 1e9 with the
+    residual's last bit)."""
     fleets = sum_over(c.fleet_count[:, :, None] * view.gpu_mark[None, :, :], axis=1)
     treasury = sum_over(units * view.crypto[None, :, :], axis=1)
+    assets = fleets + treasury
+    if layout.n_data_centres:  # (adding 0 changes nothing: CUDA always adds it)
+        assets = assets + c.data_centre_value_by_borrower[step_next][:, None]
     debt = sum_by_owner(outstanding, layout, xp)
-    return xp.where(debt > 0.0, ratio(debt, fleets + treasury, xp), 0.0)
+    return xp.where(debt > 0.0, ratio(debt, assets, xp), 0.0)
 
 
-def credit_ratios(cs: CreditState, view: MarketView, c: CreditParams, layout: Layout, xp: Any) -> CreditView:
-    """Trailing DSCR and LTV on marks per borrower (NaN once defaulted), for the fan charts."""
+def credit_ratios(cs: CreditState, view: MarketView, step_next: Any, c: CreditParams, layout: Layout, xp: Any) -> CreditView:
+    """Trailing DSCR and LTV on marks per borrower at t_{k+1} (NaN once defaulted), for the fan charts."""
     dscr = trailing_dscr(cs.cfads_window, cs.service_window, xp)
-    ltv = borrower_ltv(view, cs.units, cs.outstanding, c, layout, xp)
+    ltv = borrower_ltv(view, cs.units, cs.outstanding, step_next, c, layout, xp)
     return CreditView(dscr=xp.where(cs.alive, dscr, xp.nan), ltv=xp.where(cs.alive, ltv, xp.nan))
 
 
@@ -366,7 +371,7 @@ def refinance_or_repay(
     ltv_refi = xp.where(
         c.secured[:, None] > 0.0,
         ratio(w.outstanding, w.coll_mark, xp),
-        by_owner(borrower_ltv(view, w.units, w.outstanding, c, layout, xp), layout, xp),
+        by_owner(borrower_ltv(view, w.units, w.outstanding, step + 1, c, layout, xp), layout, xp),
     )
     alive = by_owner(cs.alive, layout, xp)
     in_window = (cs.maturity_step - step <= c.refi_window_steps[:, None]) & (cs.maturity_step >= step)
@@ -400,6 +405,18 @@ def refinance_or_repay(
         spread_add=xp.where(refinance, cs.spread_add + step_up, cs.spread_add),
     )
     return refinanced, values
+
+
+def distribute(cs: CreditState, dscr: Any, c: CreditParams, layout: Layout, xp: Any, w: CreditStepValues) -> CreditStepValues:
+    """8b. Distributions to equity: the share of cash above the floor leaves the borrower, unless
+    locked up (trailing DSCR below the lock-up level, or an instrument in breach) or the borrower
+    defaults this step (docs/model.md 7.5a). Returns the values with the cash after paying them."""
+    breached = sum_by_owner(in_breach(cs.dscr_breaches, cs.ltv_breaches, xp), layout, xp) > 0.0
+    lockup = c.lockup_dscr[:, None]
+    locked = ((lockup > 0.0) & (dscr < lockup)) | ((c.lockup_on_breach[:, None] > 0.0) & breached)
+    defaulting = w.payment_default | w.covenant_dscr | w.covenant_ltv | w.maturity_default
+    paid = c.distribution_share[:, None] * xp.maximum(w.cash - c.distribution_floor[:, None], 0.0)
+    return w._replace(cash=w.cash - xp.where(locked | defaulting, 0.0, paid))
 
 
 def default_reason(payment_default: Any, covenant_dscr: Any, covenant_ltv: Any, xp: Any) -> Any:
@@ -443,13 +460,15 @@ def recoveries_where(
     c: CreditParams,
     xp: Any,
     index: Any = None,
+    data_centres: Any = None,
 ) -> Any:
     """The recovery waterfall evaluated only on paths where some borrower defaults this step.
 
     Defaults are rare in any one step, so gathering those paths first saves most of the
     waterfall's work. `index` lists the defaulting paths in order, first (it may have unused
     entries after them); by default it is found here, with a data-dependent size, which eager
-    backends (numpy, cupy) allow; the JAX backend passes a fixed-size one.
+    backends (numpy, cupy) allow; the JAX backend passes a fixed-size one. `data_centres` (D, n)
+    is what each data centre sells for (None without any).
     """
     if index is None:
         index = xp.nonzero(any_default)[0]
@@ -460,7 +479,8 @@ def recoveries_where(
         return xp.take(x, index, axis=x.ndim - 1)
 
     picked = (pick(x) for x in (exposure, marks, dumped, tight, units, pledged, net_price, cash))
-    recovered = recovery_waterfall(*picked, layout, m, c, xp)
+    sites = None if data_centres is None else pick(data_centres)
+    recovered = recovery_waterfall(*picked, layout, m, c, xp, data_centres=sites)
     position = xp.clip(xp.cumulative_sum(xp.astype(any_default, xp.int64)) - 1, 0, None)
     return xp.where(any_default, xp.take(recovered, position, axis=1), 0.0)
 
@@ -491,8 +511,9 @@ def settle_defaults(
     workout_units = xp.where(w.payment_default[:, None, :], cs.units, w.units)
     any_default = sum_over(xp.astype(newly, dumped.dtype), axis=0) > 0.0
     pledged = xp.broadcast_to(w.pledged, workout_units.shape)
+    sites = {"data_centres": data_centre_proceeds(step + 1, tight, c, xp)} if layout.n_data_centres else {}
     recovered = recoveries(
-        any_default, exposure, view.gpu_mark, dumped, tight, workout_units, pledged, w.net_price, workout_cash, layout, m, c, xp
+        any_default, exposure, view.gpu_mark, dumped, tight, workout_units, pledged, w.net_price, workout_cash, layout, m, c, xp, **sites
     )
     newly_by_instrument = by_owner(newly, layout, xp)
     loss_now = xp.where(newly_by_instrument, exposure - xp.minimum(recovered, exposure), 0.0)
@@ -555,6 +576,8 @@ def credit_step(
     dscr = trailing_dscr(cs.cfads_window, cs.service_window, xp)
     cs, w = covenant_tests(cs, dscr, tight, step, c, layout, xp, w)
     cs, w = refinance_or_repay(cs, view, tight, dscr, step, c, layout, xp, w)
+    if layout.distributions:  # (a share of 0 pays exactly 0: CUDA always runs it)
+        w = distribute(cs, dscr, c, layout, xp, w)
     cs, w, dumped = settle_defaults(cs, view, tight, step, m, c, layout, xp, w, recoveries)
     new_state = next_credit_state(cs, step, c, layout, xp, w)
-    return new_state, dumped, credit_ratios(new_state, view, c, layout, xp)
+    return new_state, dumped, credit_ratios(new_state, view, step + 1, c, layout, xp)

@@ -67,13 +67,22 @@ def pledged_fleet_weights(layout: Layout, c: CreditParams, xp: Any) -> Any:
 
 
 def collateral_value(marks: Any, step_next: int, pledged: Any, prices: Any, layout: Layout, c: CreditParams, xp: Any) -> tuple[Any, Any]:
-    """Collateral of each instrument at marks and at book (pledged fleets + pledged crypto), (I, n) each."""
+    """Collateral of each instrument at marks and at book (pledged fleets + pledged crypto + pledged
+    data centres, whose value is the same on both bases), (I, n) each."""
     weights = pledged_fleet_weights(layout, c, xp)
     crypto = pledged_crypto_value(pledged, prices, layout, c, xp)
     at_mark = sum_over(weights[:, :, None] * marks[None, :, :], axis=1) + crypto
     book_per_gpu = by_owner(c.book_value[step_next], layout, xp)  # (I, G)
     at_book = sum_over(weights * book_per_gpu, axis=1)[:, None] + crypto
+    if layout.n_data_centres:  # (adding 0 changes nothing: CUDA always adds it)
+        sites = c.pledged_data_centre_value[step_next][:, None]
+        at_mark, at_book = at_mark + sites, at_book + sites
     return at_mark, at_book
+
+
+def data_centre_proceeds(step_next: int, tight: Any, c: CreditParams, xp: Any) -> Any:
+    """What a workout sale of each data centre raises at t_{k+1}: value x (1 - haircut_R), (D, n)."""
+    return c.data_centre_value[step_next][:, None] * (1.0 - by_regime(c.data_centre_haircut, tight, xp))
 
 
 def facility_headroom(outstanding: Any, collateral_at_mark: Any, c: CreditParams, xp: Any) -> Any:
@@ -125,6 +134,7 @@ def recovery_waterfall(
     m: MarketParams,
     c: CreditParams,
     xp: Any,
+    data_centres: Any = None,
 ) -> Any:
     """Recovery of each instrument if its borrower is liquidated now, (I, n) (docs/model.md 7).
 
@@ -132,7 +142,8 @@ def recovery_waterfall(
     borrower's own fleet with the chain off), crypto at the slipped price and cash, less the
     workout cost (a share of exposure, taken from all proceeds pro rata). Secured lenders are
     paid first from their own collateral (by rank, pro rata within a rank); what is left of
-    every pool joins the unencumbered assets, which pay all remaining claims by rank.
+    every pool joins the unencumbered assets, which pay all remaining claims by rank. The
+    borrower's data centres sell for `data_centres` (D, n) (data_centre_proceeds; None without any).
     """
     claims = [exposure[i] for i in range(layout.n_instruments)]
     recovered = [xp.zeros_like(exposure[0]) for _ in range(layout.n_instruments)]
@@ -146,6 +157,9 @@ def recovery_waterfall(
             gross = gross + value
         for a in range(layout.n_assets):
             gross = gross + units[b, a] * crypto_net_price[a]
+        sites = layout.data_centres_of(b)
+        for d in sites:
+            gross = gross + data_centres[d]
         owed = exposure[members[0]]
         for i in members[1:]:
             owed = owed + exposure[i]
@@ -161,5 +175,9 @@ def recovery_waterfall(
             secured = pledged[b, a] * crypto_net_price[a] * after_cost
             free = (units[b, a] - pledged[b, a]) * crypto_net_price[a] * after_cost
             general = general + free + (share_pool(secured, claimants, claims, recovered, layout, xp) if claimants else secured)
+        for d in sites:
+            claimants = [i for i in members if d in layout.collateral_data_centres[i]]
+            pool = data_centres[d] * after_cost
+            general = general + (share_pool(pool, claimants, claims, recovered, layout, xp) if claimants else pool)
         share_pool(general, list(members), claims, recovered, layout, xp)
     return xp.stack(recovered, axis=0)

@@ -47,6 +47,9 @@ class Layout:
     tenant_owner: tuple[int, ...] = ()  # borrower index of each tenant contract (grouped by borrower)
     tenant_generation: tuple[int, ...] = ()  # generation of each gpu_hours tenant's GPUs (0 for colocation, which has none)
     covenant_remedies: tuple[int, ...] = ()  # instruments with a remedy of a covenant breach (waiver, cure, step-up, sweep)
+    data_centre_owner: tuple[int, ...] = ()  # borrower index of each data centre (grouped by borrower)
+    collateral_data_centres: tuple[tuple[int, ...], ...] = ()  # data centres pledged to each instrument
+    distributions: tuple[int, ...] = ()  # borrowers that pay distributions to equity
 
     @property
     def dt(self) -> float:
@@ -81,6 +84,13 @@ class Layout:
 
     def tenants_of(self, borrower: int) -> tuple[int, ...]:
         return tuple(t for t, b in enumerate(self.tenant_owner) if b == borrower)
+
+    @property
+    def n_data_centres(self) -> int:
+        return len(self.data_centre_owner)
+
+    def data_centres_of(self, borrower: int) -> tuple[int, ...]:
+        return tuple(d for d, b in enumerate(self.data_centre_owner) if b == borrower)
 
 
 class MarketParams(NamedTuple):
@@ -173,7 +183,26 @@ def build_layout(s: Scenario) -> Layout:
         tenant_owner=tuple(bi for bi, b in enumerate(s.borrowers) for _ in b.tenants),
         tenant_generation=tuple(gens.index(t.generation) if t.generation else 0 for b in s.borrowers for t in b.tenants),
         covenant_remedies=tuple(k for k, i in enumerate(i for b in s.borrowers for i in b.debt) if has_remedy(i.covenants)),
+        **data_centre_layout(s),
     )
+
+
+def data_centre_layout(s: Scenario) -> dict[str, Any]:
+    """Layout of the data-centre assets (numbered over all borrowers, in borrower order), their
+    pledges, and the borrowers that pay distributions."""
+    first, owner = [], []
+    for bi, b in enumerate(s.borrowers):
+        first.append(len(owner))
+        owner += [bi] * len(b.data_centres)
+    pledged = []
+    for bi, b in enumerate(s.borrowers):
+        names = [d.name for d in b.data_centres]
+        pledged += [tuple(first[bi] + names.index(d) for d in i.collateral.data_centres) for i in b.debt]
+    return {
+        "data_centre_owner": tuple(owner),
+        "collateral_data_centres": tuple(pledged),
+        "distributions": tuple(bi for bi, b in enumerate(s.borrowers) if b.distributions is not None),
+    }
 
 
 def has_remedy(covenants: Any) -> bool:
@@ -385,6 +414,16 @@ class CreditParams(NamedTuple):
     breach_step_up: Any  # (I,) added to the coupon while in breach, per year
     sweep_floor: Any  # (I,) USD of cash kept before a sweep while in breach
     has_sweep: Any  # (I,) 0/1
+    # data-centre assets (docs/model.md 5.8, 6.5, 7.7); D data centres in borrower order
+    data_centre_value: Any  # (K+1, D) USD at t_k: max(V_0 (1 - d)^t_k, floor)
+    data_centre_haircut: Any  # (2, D) share of the value lost in a workout sale, by regime
+    pledged_data_centre_value: Any  # (K+1, I) USD at t_k of the data centres pledged to each instrument
+    data_centre_value_by_borrower: Any  # (K+1, B) USD at t_k of each borrower's data centres
+    # distributions to equity and their lock-up (docs/model.md 7.5a)
+    distribution_share: Any  # (B,) share of cash above the floor paid out per step, 1 - (1 - s)^(12 dt); 0 = none
+    distribution_floor: Any  # (B,) USD of cash kept before a distribution
+    lockup_dscr: Any  # (B,) distributions locked while trailing DSCR is below this; 0 = no DSCR test
+    lockup_on_breach: Any  # (B,) 0/1: distributions locked while an instrument of the borrower is in breach
 
 
 NO_COVENANT_LTV = 1e12
@@ -525,7 +564,7 @@ def build_credit_params(s: Scenario) -> CreditParams:
         discount=discount,
         collateral_fleet=coll_fleet,
         collateral_crypto=coll_crypto,
-        secured=np.maximum(coll_fleet.max(axis=1, initial=0.0), coll_crypto.max(axis=1, initial=0.0)),
+        secured=np.maximum(np.maximum(coll_fleet.max(axis=1, initial=0.0), coll_crypto.max(axis=1, initial=0.0)), pledges_data_centre(s)),
         dscr_min=per_instrument(lambda bi, i: covenant(i, "dscr_min", 0.0)),
         ltv_max=per_instrument(lambda bi, i: covenant(i, "ltv_max", NO_COVENANT_LTV)),
         ltv_on_mark=per_instrument(lambda bi, i: i.covenants is None or i.covenants.ltv_basis == "mark"),
@@ -549,7 +588,50 @@ def build_credit_params(s: Scenario) -> CreditParams:
         breach_step_up=per_instrument(lambda bi, i: covenant(i, "breach_step_up", 0.0)),
         sweep_floor=per_instrument(lambda bi, i: covenant(i, "cash_sweep_floor", 0.0)),
         has_sweep=per_instrument(lambda bi, i: i.covenants is not None and i.covenants.cash_sweep_floor is not None),
+        **data_centre_params(s),
+        **distribution_params(s),
     )
+
+
+def pledges_data_centre(s: Scenario) -> np.ndarray:
+    """(I,) 1 where an instrument has a data centre pledged to it, else 0."""
+    return np.array([float(bool(i.collateral.data_centres)) for b in s.borrowers for i in b.debt])
+
+
+def data_centre_params(s: Scenario) -> dict[str, np.ndarray]:
+    """CreditParams of the data-centre assets: declining-balance values on the grid, with their
+    floor, summed per pledged instrument and per borrower (docs/model.md 5.8)."""
+    grid = s.time
+    times = np.arange(grid.n_steps + 1) * grid.dt
+    layout = data_centre_layout(s)
+    sites = [d for b in s.borrowers for d in b.data_centres]
+    value = np.zeros((grid.n_steps + 1, len(sites)))
+    for j, d in enumerate(sites):
+        value[:, j] = np.maximum(d.value * (1.0 - d.depreciation) ** times, d.floor)
+    pledged = np.zeros((grid.n_steps + 1, len(layout["collateral_data_centres"])))
+    for i, sites_of_i in enumerate(layout["collateral_data_centres"]):
+        for j in sites_of_i:
+            pledged[:, i] += value[:, j]
+    by_borrower = np.zeros((grid.n_steps + 1, len(s.borrowers)))
+    for j, bi in enumerate(layout["data_centre_owner"]):
+        by_borrower[:, bi] += value[:, j]
+    return {
+        "data_centre_value": value,
+        "data_centre_haircut": np.array([_pair(d.fire_sale_haircut) for d in sites]).reshape(-1, 2).T,
+        "pledged_data_centre_value": pledged,
+        "data_centre_value_by_borrower": by_borrower,
+    }
+
+
+def distribution_params(s: Scenario) -> dict[str, np.ndarray]:
+    """CreditParams of the distributions to equity: the monthly share scaled to a step, floor and lock-up tests."""
+    plans = [b.distributions for b in s.borrowers]
+    return {
+        "distribution_share": np.array([per_step_probability(p.share, s.time.dt) if p else 0.0 for p in plans]),
+        "distribution_floor": np.array([p.cash_floor if p else 0.0 for p in plans]),
+        "lockup_dscr": np.array([p.lockup_dscr or 0.0 if p else 0.0 for p in plans]),
+        "lockup_on_breach": np.array([float(p.lockup_on_breach) if p else 0.0 for p in plans]),
+    }
 
 
 def tenant_params(s: Scenario, fleet: np.ndarray) -> dict[str, np.ndarray]:

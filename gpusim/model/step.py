@@ -75,7 +75,7 @@ def initial_carry(inputs: ChunkInputs, n_paths: int) -> tuple[StepCarry, StepObs
     if c is None:
         return StepCarry(state, None), StepObservables(state, view, None)
     credit = initial_credit_state(view, p, c, layout, xp)
-    return StepCarry(state, credit), StepObservables(state, view, credit_ratios(credit, view, c, layout, xp))
+    return StepCarry(state, credit), StepObservables(state, view, credit_ratios(credit, view, 0, c, layout, xp))
 
 
 def model_step(carry: StepCarry, k: Any, inputs: ChunkInputs) -> tuple[StepCarry, StepObservables]:

@@ -24,6 +24,7 @@ from gpusim.model.constants import DefaultReason
 from gpusim.model.factor_table import OBSERVED_FACTORS
 from gpusim.output.desk_numbers import desk_numbers
 from gpusim.output.write import BATCH_KIND, FORMAT_VERSION
+from gpusim.risk import DEFAULT_TYPES
 from gpusim.scenario import ConfigError, Scenario, validate_mapping
 
 if TYPE_CHECKING:
@@ -150,7 +151,8 @@ class Results:
         return table
 
     def borrowers(self) -> pd.DataFrame:
-        """One row per borrower: type, principal owed, PD by the horizon, expected loss, and (with
+        """One row per borrower: type, principal owed, PD by the horizon, expected loss, the PD by
+        type of default with standard errors (payment, covenant, maturity; pd_by_type), and (with
         the per-path outcomes) the PD split by reason and the share of defaults that lose nothing."""
         import pandas as pd
 
@@ -168,6 +170,11 @@ class Results:
             },
             index=pd.Index(names, name="borrower"),
         )
+        split = [pd_by_type(self, b) for b in range(len(names))]
+        if all(row is not None for row in split):
+            for kind in DEFAULT_TYPES:
+                table[f"pd_{kind}_share"] = [row[kind]["pd"] for row in split]
+                table[f"pd_{kind}_se_share"] = [row[kind]["se"] for row in split]
         o = self.outcomes
         if o is not None:
             reason = o["default_reason"].values
@@ -342,13 +349,33 @@ def _number(value: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def pd_by_type(results: Results, b: int) -> dict[str, dict[str, float | None]] | None:
+    """Borrower b's PD by the horizon by type of default (payment, covenant, maturity), each with its
+    standard error: from the summary, or from the per-path reasons in a file written before the
+    summary had them (format 2); None without either."""
+    s = results.summary
+    if all(f"pd_{kind}" in s for kind in DEFAULT_TYPES):
+        return {kind: {"pd": _number(s[f"pd_{kind}"].values[b]), "se": _number(s[f"pd_{kind}_se"].values[b])} for kind in DEFAULT_TYPES}
+    o = results.outcomes
+    if o is None:
+        return None
+    reason = np.asarray(o["default_reason"].values[:, b])
+    n = max(reason.shape[0], 1)
+    out = {}
+    for kind, codes in DEFAULT_TYPES.items():
+        p = float(np.isin(reason, [c.value for c in codes]).mean()) if reason.shape[0] else 0.0
+        out[kind] = {"pd": p, "se": math.sqrt(p * (1.0 - p) / n)}
+    return out
+
+
 def headline(results: Results | BatchResults) -> dict[str, Any]:
     """The numbers `gpusim inspect` shows, as plain Python (floats, None for NaN), JSON-ready.
 
     Run facts; per borrower the PD at 1, 3 and 5 years (those within the horizon) and at the
-    horizon, and the PD of a loss-bearing default by the horizon (None in files written without
-    it); per instrument EL, LGD and spreads; portfolio EL, VaR and ES; the contagion
-    share. A run without borrowers gets factor fan quantiles at the horizon instead.
+    horizon, the PD of a loss-bearing default by the horizon (None in files written without
+    it) and the PD by type of default with standard errors (`pd_by_type`); per instrument EL, LGD
+    and spreads; portfolio EL, VaR and ES; the contagion share. A run without borrowers gets
+    factor fan quantiles at the horizon instead.
     """
     if isinstance(results, BatchResults):
         raise ResultsError(
@@ -388,6 +415,7 @@ def headline(results: Results | BatchResults) -> dict[str, Any]:
             "pd_horizon": _number(s["pd"].values[b, -1]),
             "pd_horizon_se": _number(s["pd_se"].values[b, -1]),
             "pd_loss_bearing_horizon": _number(s["pd_loss_bearing"].values[b]) if "pd_loss_bearing" in s else None,
+            "pd_by_type": pd_by_type(results, b),
         }
         for b, name in enumerate(s["borrower"].values)
     ]

@@ -32,6 +32,7 @@ import numpy as np
 from gpusim.model.constants import DefaultReason
 from gpusim.model.factor_table import CREDIT_RATIOS, FACTORS_BY_NAME, OBSERVED_FACTORS, REGIME_UNITS
 from gpusim.risk import DEFAULT_LEVELS as RISK_LEVELS
+from gpusim.risk import DEFAULT_TYPES
 from gpusim.scenario import to_yaml
 from gpusim.scenario.calendar import add_months
 from gpusim.spec import ChunkResult, RunSpec
@@ -98,6 +99,7 @@ def _write_credit_summary(summary: h5py.Group, result: RunResult) -> None:
         long_name = "probability of a loss-bearing default by the horizon: the borrower defaults and some lender of it loses more than 0"
         _write(summary, "pd_loss_bearing", risk["pd_loss_bearing"], ("borrower",), "1", long_name)
         _write(summary, "pd_loss_bearing_se", risk["pd_loss_bearing_se"], ("borrower",), "1", _se_of("pd_loss_bearing"))
+    _write_pd_by_type(summary, risk)
     defined = _write(summary, "lgd_defined", risk["lgd_defined"].astype(np.int8), ("instrument",), None, "whether lgd is defined")
     _flags(defined, {"no_default_on_any_path": 0, "defaulted_on_some_path": 1})
     dims = ("borrower", "other_borrower")
@@ -125,6 +127,23 @@ def _write_credit_summary(summary: h5py.Group, result: RunResult) -> None:
         on, without = float(risk["portfolio_el"]), float(off["portfolio_el"])
         contagion.attrs["contagion_share_of_el"] = (on - without) / on if on > 0 else 0.0
         contagion.attrs["note"] = "same paths and seed; without_chain: a defaulter's fire sale prices only its own dump, L keeps only q_exo"
+
+
+PD_TYPE_NAMES = {
+    "payment": "payment default (debt service not met)",
+    "covenant": "covenant acceleration (DSCR, liquidity or LTV test failed past its cure periods and remedies)",
+    "maturity": "maturity default (a maturity neither refinanced nor repaid)",
+}
+
+
+def _write_pd_by_type(summary: h5py.Group, risk: dict[str, Any]) -> None:
+    """pd_payment, pd_covenant, pd_maturity (borrower): PD by the horizon by type of default; they sum to pd at the horizon."""
+    for kind in DEFAULT_TYPES:
+        if f"pd_{kind}" not in risk:
+            return
+        long_name = f"probability of a {PD_TYPE_NAMES[kind]} by the horizon"
+        _write(summary, f"pd_{kind}", risk[f"pd_{kind}"], ("borrower",), "1", long_name)
+        _write(summary, f"pd_{kind}_se", risk[f"pd_{kind}_se"], ("borrower",), "1", _se_of(f"pd_{kind}"))
 
 
 NETCDF_PURE_DIMENSION = "This is a netCDF dimension but not a netCDF variable.%10d"

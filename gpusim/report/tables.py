@@ -237,24 +237,42 @@ def worst_gaps_table(results: Any, money: Money) -> Table:
     return Table(title, ("instrument", "borrower", "principal", "charged", "break-even", "gap"), rows, "worst-gaps")
 
 
-REASON_HEADERS = {"payment": "payment", "covenant_dscr": "DSCR covenant", "covenant_ltv": "LTV covenant", "maturity": "maturity"}
-
 
 def default_type_table(results: Any) -> Table:
-    """PD by the horizon per borrower, split by why it defaulted, and the part with no loss."""
+    """PD by the horizon per borrower, split by why it defaulted (payment, covenant acceleration =
+    DSCR + LTV, maturity; with standard errors where the summary has them), the loss-bearing PD and
+    the part with no loss."""
     split = default_split(results)
-    borrowers = dimension_labels(results.summary, "borrower")
-    rows = [
-        [
-            name,
-            number_cell(share(split["pd"][b])),
-            *(number_cell(share(split[key][b])) for key in REASON_HEADERS),
-            number_cell(share(split["no_loss"][b])),
-        ]
-        for b, name in enumerate(borrowers)
-    ]
-    header = ("borrower", "PD", *REASON_HEADERS.values(), "of which no loss")
-    return Table("PD by the horizon, by type of default (share of paths)", header, rows, "pd-by-type")
+    summary = results.summary
+    borrowers = dimension_labels(summary, "borrower")
+
+    def cell(value: float, se_name: str, b: int) -> tuple[str, str]:
+        if se_name not in summary:
+            return number_cell(share(value))
+        se = np.asarray(summary[se_name].values, dtype=float)
+        return number_cell(f"{share(value)} ± {share(float(se[b] if se.ndim == 1 else se[b, -1]))}")
+
+    rows = []
+    for b, name in enumerate(borrowers):
+        covenant = split["covenant_dscr"][b] + split["covenant_ltv"][b]
+        bearing = ("-", "num")
+        if "pd_loss_bearing" in summary:
+            bearing = cell(float(summary["pd_loss_bearing"].values[b]), "pd_loss_bearing_se", b)
+        rows.append(
+            [
+                name,
+                cell(split["pd"][b], "pd_se", b),
+                cell(split["payment"][b], "pd_payment_se", b),
+                cell(covenant, "pd_covenant_se", b),
+                number_cell(share(split["covenant_dscr"][b])),
+                number_cell(share(split["covenant_ltv"][b])),
+                cell(split["maturity"][b], "pd_maturity_se", b),
+                bearing,
+                number_cell(share(split["no_loss"][b])),
+            ]
+        )
+    header = ("borrower", "PD", "payment", "covenant", "of which DSCR", "of which LTV", "maturity", "loss-bearing", "of which no loss")
+    return Table("PD by the horizon, by type of default (share of paths; ± standard error)", header, rows, "pd-by-type")
 
 
 def technical_default_note(results: Any) -> str:

@@ -331,6 +331,11 @@ class Refinancing(Strict):
 class Collateral(Strict):
     fleets: list[str] = Field(default_factory=list, description="generations of the borrower's own fleets pledged")
     crypto: list[str] = Field(default_factory=list, description="assets whose pledged treasury share secures this instrument")
+    data_centres: list[str] = Field(
+        default_factory=list,
+        description="names of the borrower's data centres pledged to this instrument: their value counts in its collateral "
+        "(at mark and at book) and their sale proceeds pay it first in a default",
+    )
 
 
 class Instrument(Strict):
@@ -362,7 +367,7 @@ class Instrument(Strict):
             raise ValueError(f"maturity_date {self.maturity_date} must be after issue_date {self.issue_date}")
         if self.kind in ("bond", "convertible") and self.amortization != "bullet":
             raise ValueError(f"a {self.kind} is bullet; amortization must be 'bullet', got {self.amortization!r}")
-        if self.kind == "convertible" and (self.collateral.fleets or self.collateral.crypto):
+        if self.kind == "convertible" and (self.collateral.fleets or self.collateral.crypto or self.collateral.data_centres):
             raise ValueError("a convertible note is unsecured; collateral must be empty")
         if self.kind == "facility":
             if self.commitment is None or self.advance_rate is None:
@@ -421,6 +426,46 @@ class Tenant(Strict):
         return self
 
 
+# ---------------------------------------------------------------------------------------
+# Data-centre assets and distributions to equity (docs/model.md 5.8, 6.5, 7.4)
+
+
+class DataCentre(Strict):
+    name: str = Field(description="data-centre (site) name, unique within the borrower; instruments pledge it by this name")
+    value: Amount = Field(description="value at t_0 of the site (land, shell, power interconnect, cooling, fit-out), USD")
+    depreciation: Probability = Field(
+        0.0,
+        description="declining-balance depreciation rate, per year: the value at t years is max(value (1 - depreciation)^t, floor)",
+    )
+    floor: Amount = Field(0.0, description="value floor, USD (land and power interconnect outlive the building); at most value")
+    fire_sale_haircut: ByRegime[Probability] = Field(
+        description="share of the depreciated value lost when the site is sold in a default workout, by regime (not a GPU: "
+        "no GPU market price impact)"
+    )
+
+    @model_validator(mode="after")
+    def _floor_below_value(self) -> DataCentre:
+        if self.floor > self.value:
+            raise ValueError(f"floor {self.floor} exceeds value {self.value}")
+        return self
+
+
+class Distributions(Strict):
+    share: Probability = Field(
+        description="share of the cash above cash_floor paid out to equity / the sponsor each month (an SPV's distributions, a dividend); "
+        "it leaves the borrower"
+    )
+    cash_floor: Amount = Field(0.0, description="cash kept in the borrower before any distribution, USD")
+    lockup_dscr: Ratio | None = Field(
+        None, description="distributions are locked up while the trailing 12-month DSCR is below this; none = no DSCR lock-up test"
+    )
+    lockup_on_breach: bool = Field(
+        True,
+        description="distributions are also locked up while any instrument of the borrower is in breach "
+        "(a failed covenant test not yet passed, waived or cured)",
+    )
+
+
 class Borrower(Strict):
     name: str = Field(description="unique borrower name")
     type: Literal["neocloud", "miner", "project_spv"] = Field(description="label used in reports; the model is common")
@@ -438,6 +483,12 @@ class Borrower(Strict):
     debt: list[Instrument] = Field(min_length=1, description="debt instruments owed")
     tenants: list[Tenant] = Field(
         default_factory=list, description="contracts with named tenants, each with its own credit; beside the fleets' contracted_share"
+    )
+    data_centres: list[DataCentre] = Field(
+        default_factory=list, description="data-centre assets owned (not GPU fleets): collateral where pledged, sold in a default workout"
+    )
+    distributions: Distributions | None = Field(
+        None, description="cash paid out to equity each month; none = all cash stays in the borrower"
     )
 
 
@@ -593,14 +644,27 @@ def check_references(s: Scenario) -> list[str]:
             for g in inst.collateral.fleets:
                 if g not in own_gens:
                     problems.append(f"borrowers[{bi}].debt[{ii}].collateral.fleets: {g!r} is not a fleet of {b.name} ({own_gens})")
-            if inst.covenants is not None and inst.covenants.ltv_max is not None and not (inst.collateral.fleets or inst.collateral.crypto):
+            secured = inst.collateral.fleets or inst.collateral.crypto or inst.collateral.data_centres
+            if inst.covenants is not None and inst.covenants.ltv_max is not None and not secured:
                 problems.append(f"borrowers[{bi}].debt[{ii}].covenants.ltv_max: an LTV covenant needs collateral; collateral is empty")
             if inst.maturity_date <= s.time.start:
                 problems.append(f"borrowers[{bi}].debt[{ii}].maturity_date: {inst.maturity_date} is not after time.start {s.time.start}")
             for a in inst.collateral.crypto:
                 if a not in own_assets:
                     problems.append(f"borrowers[{bi}].debt[{ii}].collateral.crypto: {b.name} holds no {a!r} ({own_assets})")
+        problems += _data_centre_problems(bi, b)
     problems += _desk_problems(s)
+    return problems
+
+
+def _data_centre_problems(bi: int, b: Borrower) -> list[str]:
+    """Data-centre names are unique within a borrower, and an instrument pledges only its own borrower's sites."""
+    names = [d.name for d in b.data_centres]
+    problems = [f"borrowers[{bi}].data_centres: name {d!r} appears more than once" for d in sorted(_duplicates(names))]
+    for ii, inst in enumerate(b.debt):
+        for d in inst.collateral.data_centres:
+            if d not in names:
+                problems.append(f"borrowers[{bi}].debt[{ii}].collateral.data_centres: {d!r} is not a data centre of {b.name} ({names})")
     return problems
 
 
