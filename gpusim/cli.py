@@ -596,16 +596,11 @@ def sensitivities_command(
             click.echo(f"interrupted: finished work units are kept beside {out}/bumps.h5; rerun with --resume to finish", err=True)
             sys.exit(EXIT_INTERRUPTED)
         headline = sensitivity_headline(done.result, metric)
-        chart = save_figure(tornado_chart(headline.dataset, headline.variable, headline.title), done.folder / "tornado.svg")
+        chart = save_figure(tornado_chart(headline.dataset, headline.variable, headline.title, 1e6, "USD m"), done.folder / "tornado.svg")
         if as_json:
             click.echo(json.dumps(headline.rows, indent=2, allow_nan=False))
         elif not quiet:
-            table = Table(title=f"{headline.title}: HIGH - LOW on common random numbers")
-            for column in ("name", "field", "base", "LOW", "HIGH", "HIGH - LOW", "s.e. paired", "s.e. independent", "derivative"):
-                table.add_column(column, justify="left" if column in ("name", "field") else "right", no_wrap=True)
-            for row in headline.rows:
-                table.add_row(*(row[k] if isinstance(row[k], str) else f"{row[k]:.6g}" for k in headline.columns))
-            show(table)
+            show(_sensitivity_table(headline))
         if not quiet:
             err_console.print(f"wrote {done.batch_h5}, {done.result} and {chart}")
     _exit_if_interrupted_at_the_end(interrupted, str(done.result))
@@ -729,3 +724,22 @@ def _sensitivities_report(file: str, out: str, overwrite: bool, pdf: bool, quiet
     if pdf:
         raise ValueError(f"{file}: --pdf is not available for a sensitivities file; its page is HTML only")
     return write_sensitivity_report(open_sensitivities(file), out, overwrite, progress=not quiet)
+
+
+def _sensitivity_table(headline: Any) -> Table:
+    """The rows of `gpusim sensitivities` for --metric: levels and differences in the metric's unit."""
+    table = Table(title=f"{headline.title} ({headline.unit}): HIGH - LOW on common random numbers")
+    for column in ("name", "field", "base", "LOW", "HIGH", "HIGH - LOW", "s.e. paired", "s.e. independent", "derivative"):
+        table.add_column(column, justify="left" if column in ("name", "field") else "right", no_wrap=True)
+    for row in headline.rows:
+        cells = [row["name"], row["field"]]
+        for key in headline.columns[2:]:
+            value = row[key]
+            if value is None:
+                cells.append("-")
+            elif key == "derivative":
+                cells.append(f"{value:.4g}")
+            else:
+                cells.append(f"{value / headline.scale:,.2f}")
+        table.add_row(*cells)
+    return table

@@ -125,6 +125,7 @@ def test_el_sensitivity_to_workout_cost_matches_closed_form_and_crn_beats_indepe
     assert se > 0
     assert abs(derivative - exact) < Z_TOL * se
     ratio = float(s["el_delta_se_independent"]) / float(s["el_delta_se"])
+    print(f"common random numbers: {ratio:.1f}x smaller error of the difference")
     assert ratio >= 5.0, f"common random numbers cut the error of the difference only {ratio:.1f}x"
 
 
@@ -156,8 +157,10 @@ def test_el_sensitivity_from_independent_runs_has_the_predicted_error(tmp_path: 
 def test_pd_sensitivity_to_volatility_matches_closed_form(tmp_path: Path) -> None:
     """dPD/dsigma by central difference agrees with the closed form's finite difference within 3 paired
     standard errors; every PD level agrees with N(-d2) within 3 standard errors. A default indicator
-    changes only on the paths that cross the barrier between the bumps, so the paired variance is
-    about |dPD| against 2 PD (1 - PD) for independent runs: here a ratio of errors of about 3.5."""
+    changes only on the paths that cross the barrier between the bumps (in either direction: a higher
+    volatility lifts some paths out of default and pushes others in), so the paired variance is the
+    share of crossing paths, at least |dPD|, against 2 PD (1 - PD) for independent runs: here a
+    ratio of errors of about 2.5, far less than for a smooth metric such as EL."""
     config = write_config(tmp_path, 1.0)
     low, high = 0.5, 0.7
     done = run_sensitivities(
@@ -165,12 +168,13 @@ def test_pd_sensitivity_to_volatility_matches_closed_form(tmp_path: Path) -> Non
     )
     s = open_sensitivities(done.result).groups["borrower"].isel(borrower=0, parameter=0)
     exact = (merton_pd(1.0, high) - merton_pd(1.0, low)) / (high - low)
-    print(f"dPD/dsigma {float(s['pd_derivative']):.4f} exact {exact:.4f} se {float(s['pd_derivative_se']):.4f}")
+    ratio = float(s["pd_delta_se_independent"]) / float(s["pd_delta_se"])
+    print(f"dPD/dsigma {float(s['pd_derivative']):.4f} exact {exact:.4f} se {float(s['pd_derivative_se']):.4f}; CRN {ratio:.1f}x")
     assert abs(float(s["pd_derivative"]) - exact) < Z_TOL * float(s["pd_derivative_se"])
     base_se = float(s["pd_base_se"])
     for key, sigma in (("pd_base", SIGMA), ("pd_low", low), ("pd_high", high)):
         assert abs(float(s[key]) - merton_pd(1.0, sigma)) < Z_TOL * base_se, key
-    assert float(s["pd_delta_se"]) < float(s["pd_delta_se_independent"]) / 2.5
+    assert ratio > 2.0
 
 
 def test_sensitivities_file_layout_resume_and_report(tmp_path: Path) -> None:

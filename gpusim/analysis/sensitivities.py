@@ -463,6 +463,8 @@ class Headline:
     dataset: xr.Dataset  # (parameter) for the tornado chart
     rows: list[dict[str, Any]]
     columns: tuple[str, ...] = ("name", "field", "base", "low", "high", "delta", "delta_se", "delta_se_independent", "derivative")
+    unit: str = ""  # the printed unit of the levels and differences (the derivative stays in the file's units)
+    scale: float = 1.0  # printed value = value / scale
 
 
 def sensitivity_headline(path: str | Path, metric: str) -> Headline:
@@ -498,4 +500,5 @@ def sensitivity_headline(path: str | Path, metric: str) -> Headline:
         top = int(np.argmax(swing))
         title = f"{title}: {ds[entity].values[top]}"
         ds = ds.isel({entity: top})
-    return Headline(title, variable, ds, rows)
+    unit, scale = {"el": ("USD m", 1e6), "var": ("USD m", 1e6), "pd": ("%", 0.01), "breakeven": ("bps", 1.0)}[metric]
+    return Headline(title, variable, ds, rows, unit=unit, scale=scale)

@@ -111,7 +111,7 @@ def search_chart(result: dict[str, Any]) -> Figure:
         if result["shock_interval_95"] is not None:
             lo, hi = result["shock_interval_95"]
             ax.axvspan(lo, hi, color="grey", alpha=0.25, label="95 % Monte Carlo interval")
-    fields = ", ".join(f"{f} x {d:g}" for f, d in zip(result["over"], result["direction"], strict=True))
+    fields = ", ".join(f"{'.'.join(f.split('.')[-2:])} x {d:g}" for f, d in zip(result["over"], result["direction"], strict=True))
     mode = "relative change of" if result["mode"] == "relative" else "added to"
     ax.set_xlabel(f"shock s ({mode} {fields})")
     ax.set_ylabel(result["metric"])
