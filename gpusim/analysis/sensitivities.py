@@ -38,7 +38,7 @@ from gpusim.analysis.outcomes import (
 )
 from gpusim.batch import load_batch, run_batch
 from gpusim.batch.runner import BatchRun
-from gpusim.output.sensitivities import write_sensitivities
+from gpusim.output.sensitivities import open_sensitivities, write_sensitivities
 from gpusim.scenario import ConfigError, load_scenario
 from gpusim.scenario.loading import parse_yaml
 from gpusim.version import __version__
@@ -63,7 +63,7 @@ class Bump:
     high: float
     relative: bool
 
-    def x(self, which: str, base: Any) -> float:
+    def x(self, which: str) -> float:
         """The bump's coordinate on the derivative's axis: the value, or the relative change."""
         value = self.low if which == "low" else self.high
         return value / 100.0 if self.relative else value
@@ -80,7 +80,7 @@ class Bump:
                 )
             scaled(base, 1.0, f"--params {self.field}")  # a number
             return self.low if which == "low" else self.high
-        return scaled(base, 1.0 + self.x(which, base), f"--params {self.field}")
+        return scaled(base, 1.0 + self.x(which), f"--params {self.field}")
 
 
 def scaled(base: Any, factor: float, where: str) -> Any:
@@ -347,7 +347,7 @@ def sensitivity_groups(batch_h5: Path, plan: BumpPlan, level: float) -> dict[str
     metrics = [m for name in METRICS for m in METRIC_TABLE[name]]
     columns = {(m.name, m.entity): _Columns.empty(n_params, len(entity_names[m.entity])) for m in metrics}
     base_estimates = {(m.name, m.entity): _estimates(m, base) for m in metrics if m.name != "var"}
-    x = np.array([[b.x("low", v), b.x("high", v)] for b, v in zip(plan.bumps, plan.base_values, strict=True)])
+    x = np.array([[b.x("low"), b.x("high")] for b in plan.bumps])
     for p in range(n_params):
         low = read_batch_outcomes(str(batch_h5), plan.scenario_name(p, "low"))
         high = read_batch_outcomes(str(batch_h5), plan.scenario_name(p, "high"))
@@ -469,8 +469,6 @@ class Headline:
 
 def sensitivity_headline(path: str | Path, metric: str) -> Headline:
     """The table rows of one metric (per instrument and the portfolio, per borrower, or the portfolio) and its tornado."""
-    from gpusim.output.sensitivities import open_sensitivities
-
     groups = open_sensitivities(path).groups
     variable = "breakeven_bps" if metric == "breakeven" else metric
     parts: list[tuple[xr.Dataset, str | None]] = []
