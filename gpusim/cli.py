@@ -9,6 +9,7 @@ terminal; progress, estimates and logs go to stderr.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -374,6 +375,10 @@ def report(file: str, out: str, pdf: bool, overwrite: bool, quiet: bool) -> None
     from gpusim.report.figures import check_report_path, pdf_path
 
     check_report_path(out, overwrite, pdf)  # refused before the file is read
+    if _is_sensitivities(file):
+        page = _sensitivities_report(file, out, overwrite, pdf, quiet)
+        click.echo(f"wrote {page}")
+        return
     page = write_report(open_results(file), out, overwrite, pdf=pdf, progress=not quiet)
     click.echo(f"wrote {page}" + (f" and {pdf_path(page)}" if pdf else ""))
 
@@ -574,3 +579,239 @@ def export_command(config: str, out: str, overrides: tuple[str, ...], overwrite:
     scenario = load_scenario(config, list(overrides))
     written = export_portfolio(scenario.borrowers, out, overwrite)
     click.echo(f"wrote {written}: {len(scenario.borrowers)} borrowers")
+
+
+# The analyst's commands: sensitivities and reverse stress (logic in gpusim.analysis)
+
+
+@main.command("sensitivities")
+@click.argument("config")
+@click.option(
+    "--params",
+    "bumps",
+    multiple=True,
+    required=True,
+    metavar="FIELD.PATH=LOW:HIGH",
+    help="A field and its bumped values (or percentages of its base value, -10%:+10%); repeatable.",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(["el", "pd", "breakeven", "var"]),
+    default="el",
+    show_default=True,
+    help="Metric of the printed table and chart (the file holds all four).",
+)
+@click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.99, show_default=True, help="VaR level.")
+@click.option("--paths", "n_paths", type=Count(min=1), default=2000, show_default=True, help="Paths per scenario.")
+@click.option("--seed", type=int, default=1, show_default=True, help="The one seed of every scenario (common random numbers).")
+@click.option(
+    "--out", "out", type=click.Path(file_okay=False), required=True, help="Folder for the batch, its journal and sensitivities.h5."
+)
+@click.option("--resume", is_flag=True, help="Finish the batch of the bumps an earlier start left unfinished.")
+@overwrite_option
+@click.option("--backend", type=click.Choice(list(CHOICES)), default="auto", show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Start a local Dask cluster of N worker processes.")
+@click.option("--scheduler", default=None, metavar="ADDRESS", help="Use an existing Dask cluster, e.g. tcp://10.0.0.5:8786.")
+@click.option("--no-contagion", is_flag=True, help="Fire-sale chain off in every scenario.")
+@click.option("--quiet", is_flag=True, help="No progress bar or table (--json still prints).")
+@json_option
+@override_option
+@user_errors
+def sensitivities_command(
+    config: str,
+    bumps: tuple[str, ...],
+    metric: str,
+    level: float,
+    n_paths: int,
+    seed: int,
+    out: str,
+    resume: bool,
+    overwrite: bool,
+    backend: str,
+    workers: int | None,
+    scheduler: str | None,
+    no_contagion: bool,
+    quiet: bool,
+    as_json: bool,
+    overrides: tuple[str, ...],
+) -> None:
+    """Bump each field of CONFIG to LOW and HIGH on common random numbers; central differences with paired errors.
+
+    The bumps run as one batch (OUT/bumps.h5, resumable, on Dask with --workers or --scheduler);
+    OUT/sensitivities.h5 holds every metric per instrument, borrower and the portfolio, and
+    OUT/tornado.svg the chart of --metric. `gpusim report OUT/sensitivities.h5` builds the page.
+    """
+    from gpusim.analysis.sensitivities import run_sensitivities, sensitivity_headline
+    from gpusim.report.analysis_page import save_figure, tornado_chart
+
+    with deferred_interrupts() as interrupted:
+        try:
+            done = run_sensitivities(
+                config,
+                list(bumps),
+                out,
+                overrides=list(overrides),
+                paths=n_paths,
+                seed=seed,
+                metric=metric,
+                level=level,
+                contagion=not no_contagion,
+                backend=backend,
+                resume=resume,
+                overwrite=overwrite,
+                workers=workers,
+                scheduler=scheduler,
+                console=err_console,
+                show_progress=not quiet,
+            )
+        except KeyboardInterrupt:
+            click.echo(f"interrupted: finished work units are kept beside {out}/bumps.h5; rerun with --resume to finish", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        headline = sensitivity_headline(done.result, metric)
+        chart = save_figure(tornado_chart(headline.dataset, headline.variable, headline.title, 1e6, "USD m"), done.folder / "tornado.svg")
+        if as_json:
+            click.echo(json.dumps(headline.rows, indent=2, allow_nan=False))
+        elif not quiet:
+            show(_sensitivity_table(headline))
+        if not quiet:
+            err_console.print(f"wrote {done.batch_h5}, {done.result} and {chart}")
+    _exit_if_interrupted_at_the_end(interrupted, str(done.result))
+
+
+@main.command("reverse-stress")
+@click.argument("config")
+@click.option(
+    "--target", "target", required=True, help="el>=50m | el[Instrument]>=X | pd[Borrower]@5y>=0.1 | breach[Instrument][@2y][>=p]."
+)
+@click.option("--over", "over", required=True, metavar="FIELD[,FIELD]", help="The fields the shock moves.")
+@click.option("--direction", default=None, metavar="D[,D]", help="Per field, its move for a unit shock (default +1 each; -1 lowers it).")
+@click.option("--absolute", is_flag=True, help="Add s x D to each field instead of scaling it by (1 + s x D).")
+@click.option("--max-shock", type=click.FloatRange(min=0, min_open=True), default=0.9, show_default=True, help="Largest shock s tried.")
+@click.option("--tolerance", type=click.FloatRange(min=0, min_open=True), default=0.005, show_default=True, help="Precision of s.")
+@click.option(
+    "--slope-step",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.02,
+    show_default=True,
+    help="Half-width of the slope's difference.",
+)
+@click.option("--paths", "n_paths", type=Count(min=1), default=2000, show_default=True, help="Paths per evaluation.")
+@click.option("--seed", type=int, default=1, show_default=True, help="The one seed of every evaluation (common random numbers).")
+@click.option("--out", "out", type=click.Path(file_okay=False), default=None, help="Folder for reverse_stress.json and reverse_stress.svg.")
+@click.option("--backend", type=click.Choice(list(CHOICES)), default="auto", show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Chunks in flight at once.")
+@click.option("--no-contagion", is_flag=True, help="Fire-sale chain off.")
+@click.option("--quiet", is_flag=True, help="No progress bar or summary (--json still prints).")
+@json_option
+@override_option
+@user_errors
+def reverse_stress_command(
+    config: str,
+    target: str,
+    over: str,
+    direction: str | None,
+    absolute: bool,
+    max_shock: float,
+    tolerance: float,
+    slope_step: float,
+    n_paths: int,
+    seed: int,
+    out: str | None,
+    backend: str,
+    workers: int | None,
+    no_contagion: bool,
+    quiet: bool,
+    as_json: bool,
+    overrides: tuple[str, ...],
+) -> None:
+    """The smallest shock along --over that makes --target reach its level, with its Monte Carlo error.
+
+    Each evaluation runs CONFIG shocked, on the same seed; scipy's brentq finds the crossing, and
+    the error is the metric's standard error at the crossing over the local slope.
+    """
+    from gpusim.analysis.reverse_stress import parse_target, reverse_stress, write_reverse_stress
+    from gpusim.report.analysis_page import save_figure, search_chart
+
+    parse_target(target)  # a grammar error exits before anything runs
+    result = reverse_stress(
+        config,
+        target,
+        over,
+        direction=direction,
+        relative=not absolute,
+        overrides=list(overrides),
+        max_shock=max_shock,
+        tolerance=tolerance,
+        slope_step=slope_step,
+        paths=n_paths,
+        seed=seed,
+        contagion=not no_contagion,
+        backend=backend,
+        workers=workers,
+        console=err_console,
+        show_progress=not quiet,
+    )
+    headline = result.headline()
+    written = []
+    if out is not None:
+        written.append(write_reverse_stress(out, headline))
+        written.append(save_figure(search_chart(headline), f"{out}/reverse_stress.svg"))
+    if as_json:
+        click.echo(json.dumps(headline, indent=2, allow_nan=False))
+    elif not quiet:
+        show(_reverse_stress_summary(headline))
+    if written and not quiet:
+        err_console.print(f"wrote {', '.join(str(w) for w in written)}")
+
+
+def _reverse_stress_summary(h: dict[str, Any]) -> RenderableType:
+    if h["status"] == "at_base":
+        return f"{h['metric']} already reaches {h['level']:.4g} without a shock"
+    if h["status"] == "not_reached":
+        last = h["evaluations"][-1]
+        return f"{h['metric']} does not reach {h['level']:.4g} within a shock of {h['max_shock']:g} (it is {last['value']:.4g} there)"
+    table = Table(title=f"reverse stress: {h['target']} ({h['metric']})", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    lo, hi = h["shock_interval_95"] or (math.nan, math.nan)
+    table.add_row("shock s", f"{h['shock']:.4f} ± {h['shock_se'] or math.nan:.4f} (95 %: {lo:.4f} to {hi:.4f})")
+    for f, v in h["field_values"].items():
+        table.add_row(f, json.dumps(v) if isinstance(v, dict) else f"{v:.6g}")
+    table.add_row("slope at s", f"{h['slope']:.4g} ± {h['slope_se']:.2g} per unit of shock")
+    table.add_row("runs", f"{len(h['evaluations'])} of {h['paths']:,} paths, seed {h['seed']}")
+    return table
+
+
+def _is_sensitivities(file: str) -> bool:
+    from gpusim.output.sensitivities import is_sensitivities_file
+
+    return is_sensitivities_file(file)
+
+
+def _sensitivities_report(file: str, out: str, overwrite: bool, pdf: bool, quiet: bool) -> Any:
+    """`gpusim report` on a sensitivities file: its own page (HTML only)."""
+    from gpusim.output.sensitivities import open_sensitivities
+    from gpusim.report.analysis_page import write_sensitivity_report
+
+    if pdf:
+        raise ValueError(f"{file}: --pdf is not available for a sensitivities file; its page is HTML only")
+    return write_sensitivity_report(open_sensitivities(file), out, overwrite, progress=not quiet)
+
+
+def _sensitivity_table(headline: Any) -> Table:
+    """The rows of `gpusim sensitivities` for --metric: levels and differences in the metric's unit."""
+    table = Table(title=f"{headline.title} ({headline.unit}): HIGH - LOW on common random numbers")
+    for column in ("name", "field", "base", "LOW", "HIGH", "HIGH - LOW", "s.e. paired", "s.e. independent", "derivative"):
+        table.add_column(column, justify="left" if column in ("name", "field") else "right", no_wrap=True)
+    for row in headline.rows:
+        cells = [row["name"], row["field"]]
+        for key in headline.columns[2:]:
+            value = row[key]
+            if value is None:
+                cells.append("-")
+            elif key == "derivative":
+                cells.append(f"{value:.4g}")
+            else:
+                cells.append(f"{value / headline.scale:,.2f}")
+        table.add_row(*cells)
+    return table
