@@ -46,6 +46,11 @@ class Series:
         """The series' regular step in years (median of the date differences)."""
         return float(np.median(np.diff(self.years)))
 
+    def mean_step_years(self) -> float:
+        """The average step in years: exactly 1/12 for month starts over whole years, where the median day count is not."""
+        years = self.years
+        return float((years[-1] - years[0]) / (len(years) - 1))
+
     def between(self, start: Date | None, end: Date | None) -> Series:
         """The observations dated in [start, end]."""
         keep = [i for i, d in enumerate(self.dates) if (start is None or d >= start) and (end is None or d <= end)]
