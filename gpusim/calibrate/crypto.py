@@ -118,11 +118,18 @@ def fit_crypto(series: Series, asset: str, max_jump_rate: float = MAX_JUMP_RATE)
         return np.array([monthly_probability(leave[1 - tight], coarse_step), monthly_probability(leave[tight], coarse_step)])
 
     transition = chain.parameters["regime_transition"]
-    p_value, p_se = delta_method(switching, np.asarray(fitted.params[transition]), np.asarray(fitted.cov_params())[transition][:, transition])
+    p_value, p_se = delta_method(
+        switching, np.asarray(fitted.params[transition]), np.asarray(fitted.cov_params())[transition][:, transition]
+    )
 
     estimates: list[Estimate] = []
     spec: dict[str, Any] = {"name": asset, "spot": round(float(np.exp(log_price[-1])), 6)}
-    diagnostics: dict[str, Any] = {"returns": len(returns), "from": str(dates[0]), "to": str(dates[-1]), "months for the regime chain": len(coarse)}
+    diagnostics: dict[str, Any] = {
+        "returns": len(returns),
+        "from": str(dates[0]),
+        "to": str(dates[-1]),
+        "months for the regime chain": len(coarse),
+    }
     values: dict[str, list[tuple[float, float]]] = {name: [] for name in NAMES}
     for regime in REGIMES:
         inside = (p_tight > 0.5) if regime == "tight" else (p_tight <= 0.5)
@@ -163,5 +170,11 @@ def fit_crypto(series: Series, asset: str, max_jump_rate: float = MAX_JUMP_RATE)
         bottom.set_ylabel("P(tight)")
         bottom.set_ylim(0, 1)
 
-    state = {"last_date": str(dates[-1]), "spot": float(np.exp(log_price[-1])), "regime": current, "asset": asset}
+    state = {
+        "last_date": str(dates[-1]),
+        "spot": float(np.exp(log_price[-1])),
+        "regime": current,
+        "asset": asset,
+        "p_tight": float(p_tight[-1]),
+    }
     return Fit("crypto", series.source, estimates, diagnostics, fragment, plot, state)

@@ -90,6 +90,7 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]
 
 
 def _number(path: Path, line: int, column: str, text: str, positive: bool) -> float:
+    """The number in a cell (NaN when empty), refused with its place when it is not one."""
     if text == "":
         return math.nan
     try:
@@ -110,13 +111,19 @@ def _require_columns(path: Path, header: list[str], needed: list[str]) -> None:
 
 
 def read_series(
-    path: str | Path, columns: list[str] | None = None, min_rows: int = 24, regular: bool = True, positive: bool = True
+    path: str | Path,
+    columns: list[str] | None = None,
+    min_rows: int = 24,
+    regular: bool = True,
+    start: Date | None = None,
+    end: Date | None = None,
 ) -> Series:
     """A dated CSV: a `date` column (YYYY-MM-DD, strictly increasing) and numeric columns.
 
-    `columns` are required (default: every column after date, at least one); `min_rows` rows
-    with a value in each required column are needed; with `regular`, a step longer than
-    MAX_GAP_FACTOR times the median step is refused as a gap.
+    `columns` are required (default: every column after date, at least one); rows dated in
+    [start, end] are kept, and `min_rows` of them with a value in each required column are
+    needed; with `regular`, a step longer than MAX_GAP_FACTOR times the median step is refused
+    as a gap. Every value is a price, so it must be positive.
     """
     path = Path(path)
     header, rows = _read_rows(path)
@@ -128,24 +135,29 @@ def read_series(
     dates: list[Date] = []
     lines: list[int] = []
     values: dict[str, list[float]] = {c: [] for c in wanted}
+    previous: Date | None = None
     for line, row in rows:
         try:
             day = Date.fromisoformat(row["date"])
         except ValueError:
             raise DataError(f"{path} line {line}, column date: {row['date']!r} is not a date (YYYY-MM-DD)") from None
-        if dates and day == dates[-1]:
+        if previous is not None and day == previous:
             raise DataError(f"{path} line {line}, column date: {day} appears twice (dates must be unique)")
-        if dates and day < dates[-1]:
-            raise DataError(f"{path} line {line}, column date: {day} comes after {dates[-1]} (dates must increase)")
+        if previous is not None and day < previous:
+            raise DataError(f"{path} line {line}, column date: {day} comes after {previous} (dates must increase)")
+        previous = day
+        if (start is not None and day < start) or (end is not None and day > end):
+            continue
         dates.append(day)
         lines.append(line)
         for c in wanted:
-            values[c].append(_number(path, line, c, row.get(c, ""), positive))
+            values[c].append(_number(path, line, c, row.get(c, ""), positive=True))
     arrays = {c: np.array(v, dtype=float) for c, v in values.items()}
     for c, v in arrays.items():
         count = int(np.isfinite(v).sum())
         if count < min_rows:
-            raise DataError(f"{path}, column {c}: {count} values, at least {min_rows} needed")
+            window = "" if start is None and end is None else f" between {start or 'the start'} and {end or 'the end'}"
+            raise DataError(f"{path}, column {c}: {count} values{window}, at least {min_rows} needed")
     if regular and len(dates) > 2:
         days = np.diff([d.toordinal() for d in dates])
         step = float(np.median(days))
@@ -157,21 +169,22 @@ def read_series(
     return Series(str(path), tuple(dates), arrays)
 
 
-def read_table(path: str | Path, numeric: list[str], text: list[str] = (), optional: list[str] = (), min_rows: int = 3) -> Table:
-    """An undated CSV with required numeric and text columns (and optional numeric ones), each cell filled."""
+def read_table(path: str | Path, numeric: list[str], text: list[str] = (), non_negative: list[str] = (), min_rows: int = 3) -> Table:
+    """An undated CSV with required numeric and text columns, each cell filled; numbers positive except `non_negative` ones."""
     path = Path(path)
     header, rows = _read_rows(path)
     _require_columns(path, header, [*text, *numeric])
-    present = [c for c in optional if c in header]
     if len(rows) < min_rows:
         raise DataError(f"{path}: {len(rows)} rows of data, at least {min_rows} needed")
-    values: dict[str, list[float]] = {c: [] for c in [*numeric, *present]}
+    values: dict[str, list[float]] = {c: [] for c in numeric}
     texts: dict[str, list[str]] = {c: [] for c in text}
     for line, row in rows:
         for c in values:
-            value = _number(path, line, c, row.get(c, ""), positive=True)
+            value = _number(path, line, c, row.get(c, ""), positive=c not in non_negative)
             if math.isnan(value):
                 raise DataError(f"{path} line {line}, column {c}: empty cell")
+            if value < 0:
+                raise DataError(f"{path} line {line}, column {c}: {value:g} is negative")
             values[c].append(value)
         for c in text:
             if not row.get(c):

@@ -31,7 +31,9 @@ from gpusim.calibrate.estimates import Estimate, Fit
 HOURS_PER_YEAR = 8760.0
 
 
-def income_value(params: np.ndarray, age: np.ndarray, rate: np.ndarray, util: np.ndarray, cost: np.ndarray, dbar: float, dt: float) -> np.ndarray:
+def income_value(
+    params: np.ndarray, age: np.ndarray, rate: np.ndarray, util: np.ndarray, cost: np.ndarray, dbar: float, dt: float
+) -> np.ndarray:
     """docs/model.md 4.8 with continuous n and n*: params = (life in years, scrap USD, yield per year)."""
     life, scrap, y = params
     gross = util * rate

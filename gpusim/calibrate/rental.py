@@ -176,7 +176,9 @@ def fit_rental(series: Series, launches: list[Date] = ()) -> Fit:
     if len(ms) >= 2:
         weight = np.linalg.cholesky(np.linalg.inv(cov_b))
         m_arr = np.array(ms, dtype=float)
-        solution = least_squares(lambda p: weight.T @ (b - p[0] * m_arr ** p[1]), x0=[max(b[0], 1e-3), 1.0], bounds=([0.0, 1e-3], [10.0, 10.0]))
+        solution = least_squares(
+            lambda p: weight.T @ (b - p[0] * m_arr ** p[1]), x0=[max(b[0], 1e-3), 1.0], bounds=([0.0, 1e-3], [10.0, 10.0])
+        )
         jac = solution.jac
         cov_te = np.linalg.pinv(jac.T @ jac)
         (theta, eta), (theta_se, eta_se) = solution.x, np.sqrt(np.diag(cov_te))
@@ -186,7 +188,9 @@ def fit_rental(series: Series, launches: list[Date] = ()) -> Fit:
         ]
         compute["obsolescence"] = {"drop": round(float(theta), 6), "curvature": round(float(eta), 6)}
     elif len(ms) == 1:
-        estimates.append(Estimate("compute.obsolescence.drop", float(b[0] / ms[0]), float(np.sqrt(cov_b[0, 0])), "log size", "curvature not identified"))
+        estimates.append(
+            Estimate("compute.obsolescence.drop", float(b[0] / ms[0]), float(np.sqrt(cov_b[0, 0])), "log size", "curvature not identified")
+        )
         diagnostics["obsolescence"] = "one launch count only: curvature eta not identified, kept from the base scenario"
     else:
         diagnostics["obsolescence"] = "no launch inside the data: drop and curvature kept from the base scenario"
