@@ -588,12 +588,12 @@ def calibrate_command(
     """Fit a market block (KIND) to DATA.csv: parameters with standard errors, a YAML fragment, fit plots (docs/calibration.md)."""
     import warnings
 
-    from gpusim.calibrate import calibrate, draw_plots
+    from gpusim.calibrate import base_releases, calibrate, draw_plots
     from gpusim.calibrate.fragment import write_fragment
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # optimiser chatter; convergence is reported in the diagnostics
-        fits = calibrate(kind, data, start, end, columns, launches, expected_deflation)
+        fits = calibrate(kind, data, start, end, columns, launches, expected_deflation, releases=base_releases(base))
     _print_fits(fits)
     if out is not None:
         for note in write_fragment(fits, out, base, command=" ".join(sys.argv[1:])):

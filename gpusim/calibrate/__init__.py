@@ -28,8 +28,13 @@ def calibrate(
     launches: tuple[Date, ...] = (),
     expected_deflation: float = 0.25,
     max_jump_rate: float | None = None,
+    releases: dict[str, Date] | None = None,
 ) -> list[Fit]:
-    """Fit one block to a data file: one Fit per crypto asset column, one Fit otherwise."""
+    """Fit one block to a data file: one Fit per crypto asset column, one Fit otherwise.
+
+    `releases` are the generations' release dates (rental: the launches that leave older
+    generations behind), normally the base scenario's (`base_releases`).
+    """
     if kind == "crypto":
         from gpusim.calibrate.crypto import MAX_JUMP_RATE, fit_crypto
 
@@ -38,8 +43,8 @@ def calibrate(
     if kind == "rental":
         from gpusim.calibrate.rental import fit_rental
 
-        series = read_series(path, list(columns) or None, min_rows=12, start=start, end=end)
-        return [fit_rental(series, list(launches))]
+        series = read_series(path, list(columns) or None, min_rows=6, start=start, end=end)
+        return [fit_rental(series, list(launches), releases or {})]
     if kind == "power":
         from gpusim.calibrate.power import fit_power
 
@@ -51,6 +56,14 @@ def calibrate(
         table = read_table(path, HARDWARE_COLUMNS, text=["generation"], non_negative=["age_years"], min_rows=5)
         return [fit_hardware(table, expected_deflation)]
     raise DataError(f"unknown kind {kind!r}: one of {', '.join(KINDS)}")
+
+
+def base_releases(base: str) -> dict[str, Date]:
+    """Release date of every generation of a scenario (a shipped name or a file)."""
+    from gpusim.scenario.loading import load_raw, resolve_path
+
+    generations = load_raw(resolve_path(base)).get("compute", {}).get("generations", [])
+    return {g["name"]: Date.fromisoformat(str(g["release"])) for g in generations if "release" in g}
 
 
 def draw_plots(fits: list[Fit], folder: str | Path) -> list[Path]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from gpusim.calibrate import calibrate
+from gpusim.calibrate import base_releases, calibrate
 from gpusim.calibrate.data import DataError, Series, read_series
 from gpusim.calibrate.estimates import Fit
 from gpusim.calibrate.fragment import combined_fragment
@@ -148,7 +148,7 @@ def backtest(
     """Fit `kind` on `path` up to `cutoff`, simulate forward from each origin, score what was realised."""
     if kind not in ("crypto", "rental"):
         raise DataError(f"backtest covers the market factors with a time path: crypto or rental, not {kind!r}")
-    fits = calibrate(kind, path, end=cutoff, columns=columns, launches=launches)
+    fits = calibrate(kind, path, end=cutoff, columns=columns, launches=launches, releases=base_releases(base))
     full = read_series(path, list(columns) or None, min_rows=2)
     if full.dates[-1] <= cutoff:
         raise DataError(f"{path}: no data after the cut-off {cutoff} (last date {full.dates[-1]}) to score")
@@ -222,9 +222,11 @@ def _rental(
     tol: float,
     launches: tuple[Date, ...],
 ) -> None:
+    releases = base_releases(base)
     firsts = {g: next(d for d, v in zip(full.dates, full.values[g], strict=True) if np.isfinite(v)) for g in full.values}
+    firsts = {g: releases.get(g, d) for g, d in firsts.items()}
     known = [g["name"] for g in fragment["compute"].get("generations", [])]
-    live = [g for g in known if firsts[g] <= cutoff]
+    live = [g for g in known if np.isfinite(full.between(None, cutoff).values[g]).any()]
     future = sorted({d for g, d in firsts.items() if d > cutoff} | {d for d in launches if d > cutoff})
     for j in range(origins):
         origin = add_months(cutoff, j)

@@ -21,8 +21,8 @@ and theta, eta from the launch coefficients b_m = theta m^eta by weighted least 
 their covariance (scipy.optimize.least_squares); with one m only, eta is not identified.
 Standard errors: inverse numerical Hessian of the likelihood, the delta method after it.
 
-Launch dates are the first date of each column, plus launches of generations that have no
-column (`launches`).
+Launch dates are the generations' release dates (from the base scenario, else a column's first
+date), plus launches of generations that have no column (`launches`).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import statsmodels.api as sm
 from scipy.optimize import least_squares
+from scipy.special import expit, logit
 from statsmodels.tsa.statespace.mlemodel import MLEModel
-from statsmodels.tsa.statespace.tools import constrain_stationary_univariate, unconstrain_stationary_univariate
 
 from gpusim.calibrate.data import DataError, Series
 from gpusim.calibrate.estimates import Estimate, Fit, delta_method
@@ -62,14 +62,14 @@ class RentalRates(MLEModel):
     def transform_params(self, unconstrained: np.ndarray) -> np.ndarray:
         constrained = np.array(unconstrained, dtype=float)
         k = self.n_coefficients
-        constrained[k] = constrain_stationary_univariate(unconstrained[k : k + 1])[0]
+        constrained[k] = expit(unconstrained[k])  # an OU sampled at dt: 0 < phi = exp(-kappa dt) < 1
         constrained[k + 1 :] = unconstrained[k + 1 :] ** 2
         return constrained
 
     def untransform_params(self, constrained: np.ndarray) -> np.ndarray:
         unconstrained = np.array(constrained, dtype=float)
         k = self.n_coefficients
-        unconstrained[k] = unconstrain_stationary_univariate(constrained[k : k + 1])[0]
+        unconstrained[k] = logit(constrained[k])
         unconstrained[k + 1 :] = np.sqrt(constrained[k + 1 :])
         return unconstrained
 
@@ -83,29 +83,37 @@ class RentalRates(MLEModel):
         self["obs_cov"] = np.eye(self.k_endog) * noise
 
 
-def _behind_counts(series: Series, generations: list[str], extra_launches: list[Date]) -> tuple[np.ndarray, int]:
-    """(generation, date) -> generations behind the newest, and the largest count that a launch creates."""
+def _behind_counts(series: Series, generations: list[str], releases: dict[str, Date], extra_launches: list[Date]) -> np.ndarray:
+    """Generations behind the newest, (generation, date): launches after a generation's release, up to the date.
+
+    A generation's release is `releases[g]` (the base scenario's) or else its first date in the
+    data; the launches are every generation's release plus `extra_launches`.
+    """
     dates = np.array([d.toordinal() for d in series.dates])
-    first = {g: int(np.argmax(np.isfinite(series.values[g]))) for g in generations}
-    launch_days = sorted([dates[first[g]] for g in generations if first[g] > 0] + [d.toordinal() for d in extra_launches])
+    own = {}
+    for g in generations:
+        first = series.dates[int(np.argmax(np.isfinite(series.values[g])))]
+        own[g] = releases.get(g, first).toordinal()
+    launches = np.sort(np.array([*own.values(), *(d.toordinal() for d in extra_launches)]))
     behind = np.zeros((len(generations), len(dates)), dtype=int)
-    top = 0
     for i, g in enumerate(generations):
-        own = dates[first[g]]
-        start = sum(1 for h in generations[i + 1 :] if first[h] == 0) if first[g] == 0 else 0
-        later = np.array([d for d in launch_days if d > own])
-        behind[i] = start + np.searchsorted(later, dates, side="right")
-        if len(later):
-            top = max(top, start + len(later))
-    return behind, top
+        later = launches[launches > own[g]]
+        behind[i] = np.searchsorted(later, dates, side="right")
+    return behind
 
 
-def fit_rental(series: Series, launches: list[Date] = ()) -> Fit:
-    """Fit deflation, launch drops and the OU shock to a wide table of rental rates (one column per generation, oldest first)."""
+def fit_rental(series: Series, launches: list[Date] = (), releases: dict[str, Date] | None = None) -> Fit:
+    """Fit deflation, launch drops and the OU shock to a wide table of rental rates (one column per generation).
+
+    `releases` dates each generation's own launch (the base scenario's `release`; a column not
+    in it is taken as released at its first date); `launches` adds launches of generations that
+    have no column.
+    """
     generations = list(series.values)
     step = series.mean_step_years()
     t = series.years
-    behind, top = _behind_counts(series, generations, list(launches))
+    behind = _behind_counts(series, generations, releases or {}, list(launches))
+    top = int(behind.max())
     n_gen, n_t = len(generations), len(t)
     y = np.log(np.array([series.values[g] for g in generations]))  # (G, T)
     at_first = np.array([behind[i, int(np.argmax(np.isfinite(y[i])))] for i in range(len(generations))])
