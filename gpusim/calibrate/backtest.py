@@ -6,7 +6,9 @@ observed at that origin, so the score pools many out-of-sample points instead of
 forecast is the distribution of the simulated market factor (`market_paths`, the numpy
 reference of docs/model.md) at 1..horizon months; for crypto the regime at an origin is a mixture
 of the two starting regimes, weighted by the fitted probability of the tight regime at the
-cut-off carried forward by the fitted monthly chain (the data after the cut-off is not used).
+cut-off carried forward by the fitted monthly chain (the data after the cut-off is not used); for
+rental rates the forecast of the quoted index adds the fit's measurement noise (lognormal, the
+fitted sd; none with one generation), since that is what the realised quotes carry.
 
 Scores of each realised value y against the simulated sample X (all on log values, so that
 scores are comparable across price levels):
@@ -36,6 +38,9 @@ HORIZONS_SHOWN = (1, 3, 6, 12)
 """Horizons (months) reported on their own besides the pooled score."""
 
 PIT_BINS = 10
+
+MIN_ROWS_BEFORE_CUTOFF = {"crypto": 200, "rental": 6}
+"""Values a column needs up to the cut-off to take part in a backtest (the fits' own minimum)."""
 
 
 def crps_ensemble(sample: np.ndarray, observed: float) -> float:
@@ -148,8 +153,14 @@ def backtest(
     """Fit `kind` on `path` up to `cutoff`, simulate forward from each origin, score what was realised."""
     if kind not in ("crypto", "rental"):
         raise DataError(f"backtest covers the market factors with a time path: crypto or rental, not {kind!r}")
-    fits = calibrate(kind, path, end=cutoff, columns=columns, launches=launches, releases=base_releases(base))
     full = read_series(path, list(columns) or None, min_rows=2)
+    if not columns:  # every column with enough history before the cut-off to be fitted
+        before = full.between(None, cutoff)
+        columns = tuple(c for c, v in before.values.items() if np.isfinite(v).sum() >= MIN_ROWS_BEFORE_CUTOFF[kind])
+        if not columns:
+            raise DataError(f"{path}: no column has {MIN_ROWS_BEFORE_CUTOFF[kind]} values up to the cut-off {cutoff}")
+        full = read_series(path, list(columns), min_rows=2)
+    fits = calibrate(kind, path, end=cutoff, columns=columns, launches=launches, releases=base_releases(base))
     if full.dates[-1] <= cutoff:
         raise DataError(f"{path}: no data after the cut-off {cutoff} (last date {full.dates[-1]}) to score")
     fragment, _ = combined_fragment(fits, base)
@@ -223,6 +234,7 @@ def _rental(
     launches: tuple[Date, ...],
 ) -> None:
     releases = base_releases(base)
+    noise_sd = bt.fits[0].state["noise_sd"]
     firsts = {g: next(d for d, v in zip(full.dates, full.values[g], strict=True) if np.isfinite(v)) for g in full.values}
     firsts = {g: releases.get(g, d) for g, d in firsts.items()}
     known = [g["name"] for g in fragment["compute"].get("generations", [])]
@@ -244,6 +256,8 @@ def _rental(
         scheduled += [{"name": f"launch {d}", "date": str(d)} for d in future if d > origin]
         mapping["compute"]["obsolescence"]["launches"] = scheduled
         rates = market_paths(mapping, n_paths, seed + j)["rental_rate"]  # (path, step, generation)
+        # the index is observed with the fitted measurement noise (rental.py), so its forecast carries it too
+        rates = rates * np.exp(noise_sd * np.random.default_rng(seed + j).standard_normal(rates.shape))
         for i, g in enumerate(gens):
             for k in range(1, horizon + 1):
                 realised = observed_at(full, g, add_months(origin, k), tol)
@@ -288,6 +302,7 @@ def draw_backtest(bt: Backtest, folder: str | Path) -> list[Path]:
             fan_axis.plot(fan["dates"], fan["realised"], "o-", color="C3", ms=3, lw=1, label="realised")
             fan_axis.set_yscale("log")
             fan_axis.set_title(f"{variable}: forecast from {bt.cutoff}")
+            fan_axis.tick_params(axis="x", labelrotation=30)
             fan_axis.legend(fontsize=7)
         counts = bt.pit_histogram(variable)
         pit_axis.bar((np.arange(PIT_BINS) + 0.5) / PIT_BINS, counts, width=1 / PIT_BINS, edgecolor="white")

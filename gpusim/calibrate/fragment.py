@@ -55,6 +55,13 @@ def combined_fragment(fits: list[Fit], base: str) -> tuple[dict[str, Any], list[
 def write_fragment(fits: list[Fit], out: str | Path, base: str = "baseline", command: str = "") -> list[str]:
     """Write the fragment to `out` after checking that the base merged with it is a valid scenario."""
     fragment, notes = combined_fragment(fits, base)
+    path = Path(out)
+    sources = ", ".join(dict.fromkeys(Path(fit.source).name for fit in fits))
+    fragment = {
+        "name": path.stem,
+        "description": f"{base} with the {fits[0].kind} block calibrated to {sources} by gpusim calibrate",
+        **fragment,
+    }
     try:
         scenario_from(deep_merge(copy.deepcopy(load_raw(resolve_path(base))), fragment), ())
     except ConfigError as exc:
@@ -71,7 +78,6 @@ def write_fragment(fits: list[Fit], out: str | Path, base: str = "baseline", com
     lines += [f"# {note}" for note in notes]
     parent = str(Path(base).resolve()) if Path(base).is_file() else base
     body = yaml.safe_dump({"extends": parent, **fragment}, sort_keys=False, default_flow_style=False)
-    path = Path(out)
     try:
         path.write_text("\n".join(lines) + "\n" + body, encoding="utf-8")
     except OSError as exc:

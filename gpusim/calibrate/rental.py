@@ -27,6 +27,7 @@ date), plus launches of generations that have no column (`launches`).
 
 from __future__ import annotations
 
+import warnings
 from datetime import date as Date
 from typing import Any
 
@@ -140,7 +141,9 @@ def fit_rental(series: Series, launches: list[Date] = (), releases: dict[str, Da
     resid = np.full((n_gen, n_t), np.nan)
     for (g, k), e in zip(rows, ols.resid, strict=True):
         resid[g, k] = e
-    shock0 = np.nanmean(resid, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # dates where no generation is quoted stay NaN
+        shock0 = np.nanmean(resid, axis=0)
     ok = np.isfinite(shock0[1:]) & np.isfinite(shock0[:-1])
     phi0 = float(np.clip(np.corrcoef(shock0[1:][ok], shock0[:-1][ok])[0, 1], 0.05, 0.98))
     noise = n_gen > 1
@@ -222,5 +225,10 @@ def fit_rental(series: Series, launches: list[Date] = (), releases: dict[str, Da
         bottom.axhline(0, color="grey", lw=0.5)
         bottom.set_ylabel("shock X (log)")
 
-    state = {"last_date": str(series.dates[-1]), "rates": last, "shock": float(shock[np.isfinite(shock)][-1])}
+    state = {
+        "last_date": str(series.dates[-1]),
+        "rates": last,
+        "shock": float(shock[-1]),
+        "noise_sd": float(np.sqrt(params[n_coef + 2])) if noise else 0.0,
+    }
     return Fit("rental", series.source, estimates, diagnostics, {"compute": compute}, plot, state)
