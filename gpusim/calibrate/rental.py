@@ -180,6 +180,8 @@ def fit_rental(series: Series, launches: list[Date] = (), releases: dict[str, Da
         "log-likelihood": round(float(result.llf), 2),
         "measurement noise sd": round(float(np.sqrt(params[n_coef + 2])), 4) if noise else "none (one generation)",
     }
+    if phi < 0.05:
+        diagnostics["warning"] = "phi near 0: no persistence at this step, so kappa is not identified (try a monthly series)"
     b = beta[n_gen + 1 :]
     cov_b = cov[n_gen + 1 : n_coef, n_gen + 1 : n_coef]
     for m, value, se in zip(ms, b, np.sqrt(np.diag(cov_b)), strict=True):
