@@ -615,6 +615,14 @@ def calibrate_command(
 )
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option(
+    "--parameter-draws",
+    "draws",
+    type=click.IntRange(0, 1000),
+    default=0,
+    show_default=True,
+    help="Mix this many parameter sets drawn from the estimates and their standard errors into each forecast (0: point estimates).",
+)
+@click.option(
     "--out",
     "out_dir",
     type=click.Path(file_okay=False),
@@ -633,6 +641,7 @@ def backtest_command(
     origins: int,
     n_paths: int,
     seed: int,
+    draws: int,
     out_dir: str | None,
     columns: tuple[str, ...],
     launches: tuple[Any, ...],
@@ -645,9 +654,10 @@ def backtest_command(
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        bt = backtest(kind, data, cutoff, horizon_months, n_paths, origins, base, seed, columns, launches)
+        bt = backtest(kind, data, cutoff, horizon_months, n_paths, origins, base, seed, columns, launches, draws)
+    mix = f", {draws} parameter draws" if draws else ""
     for variable in [*bt.variables, None]:
-        table = Table(title=f"backtest {kind} {variable or 'all variables'}: cut-off {cutoff}, {origins} origins, {n_paths} paths")
+        table = Table(title=f"backtest {kind} {variable or 'all variables'}: cut-off {cutoff}, {origins} origins, {n_paths} paths{mix}")
         for column in ("horizon", "points", "50 % band", "90 % band", "mean PIT", "CRPS (log)"):
             table.add_column(column, justify="right")
         for row in bt.summary(variable):

@@ -16,10 +16,10 @@ from click.testing import CliRunner
 from scipy.stats import norm
 
 from gpusim.calibrate import base_releases, calibrate
-from gpusim.calibrate.backtest import add_months, crps_ensemble
+from gpusim.calibrate.backtest import add_months, crps_ensemble, parameter_draws
 from gpusim.calibrate.crypto import fit_crypto
 from gpusim.calibrate.data import DataError, Series, Table, shipped_dataset
-from gpusim.calibrate.estimates import monthly_probability
+from gpusim.calibrate.estimates import Estimate, Fit, monthly_probability
 from gpusim.calibrate.fragment import write_fragment
 from gpusim.calibrate.hardware import fit_hardware, income_value
 from gpusim.calibrate.power import fit_power
@@ -199,6 +199,33 @@ def test_crps_of_an_ensemble_matches_the_pairwise_definition_and_the_normal_clos
     sample = rng.normal(scale=sigma, size=n)
     # Monte Carlo error of the two sample means, about sd(|X - y|) / sqrt(n) each
     assert crps_ensemble(sample, y) == pytest.approx(closed, abs=4 * sigma / np.sqrt(n))
+
+
+def test_parameter_draws_scatter_each_estimate_by_its_standard_error_within_its_range():
+    fit = Fit(
+        "rental",
+        "x",
+        [
+            Estimate("compute.deflation", 0.2, 0.05, "per year"),
+            Estimate("compute.shock.mean_reversion", 0.01, 1.0, "per year"),
+            Estimate("regime.p_easy_to_tight", 0.02, 0.5, "per month"),
+        ],
+        {},
+        {},
+    )
+    fragment = {
+        "compute": {"deflation": {"easy": 0.2, "tight": 0.2}, "shock": {"mean_reversion": 0.01, "vol": 0.3}},
+        "regime": {"p_easy_to_tight": 0.02},
+    }
+    variants = parameter_draws([fit], fragment, 400, seed=1)
+    deflation = np.array([v["compute"]["deflation"]["easy"] for v in variants])
+    assert all(v["compute"]["deflation"]["tight"] == v["compute"]["deflation"]["easy"] for v in variants)
+    assert deflation.mean() == pytest.approx(0.2, abs=4 * 0.05 / np.sqrt(400))
+    assert deflation.std() == pytest.approx(0.05, rel=0.15)
+    assert min(v["compute"]["shock"]["mean_reversion"] for v in variants) >= 1e-3  # a speed stays positive
+    assert all(1e-4 <= v["regime"]["p_easy_to_tight"] <= 1.0 for v in variants)
+    assert all(v["compute"]["shock"]["vol"] == 0.3 for v in variants)  # not estimated here: untouched
+    assert parameter_draws([fit], fragment, 0, seed=1) == [fragment]
 
 
 def test_add_months_keeps_the_day_or_takes_the_last_of_a_shorter_month():

@@ -134,6 +134,77 @@ def _score(bt: Backtest, variable: str, origin: Date, months: int, sample: np.nd
     )
 
 
+BOUNDS = {
+    "drift": (-5.0, 5.0),
+    "vol": (1e-3, 10.0),
+    "jump_rate": (0.0, 1000.0),
+    "jump_mean": (-10.0, 10.0),
+    "jump_std": (0.0, 10.0),
+    "p_easy_to_tight": (1e-4, 1.0),
+    "p_tight_to_easy": (1e-4, 1.0),
+    "deflation": (-5.0, 5.0),
+    "mean_reversion": (1e-3, 1000.0),
+    "drop": (0.0, 10.0),
+    "curvature": (1e-3, 10.0),
+}
+"""Schema ranges a drawn parameter is clipped to (the field name decides)."""
+
+
+def _set_fitted(fragment: dict[str, Any], path: str, value: float) -> bool:
+    """Put a value at an estimate's config path in a fragment (both regimes where the field has two); False if absent."""
+    parts = path.split(".")
+    node: Any = fragment
+    i = 0
+    while i < len(parts) - 1:
+        if not isinstance(node, dict) or parts[i] not in node:
+            return False
+        node = node[parts[i]]
+        if isinstance(node, list):
+            i += 1
+            node = next((item for item in node if item.get("name") == parts[i]), None)
+        i += 1
+    if not isinstance(node, dict) or parts[-1] not in node:
+        return False
+    low, high = BOUNDS[parts[-1] if parts[-1] not in ("easy", "tight") else parts[-2]]
+    value = float(np.clip(value, low, high))
+    node[parts[-1]] = {"easy": value, "tight": value} if isinstance(node[parts[-1]], dict) else value
+    return True
+
+
+def parameter_draws(fits: list[Fit], fragment: dict[str, Any], draws: int, seed: int) -> list[dict[str, Any]]:
+    """`draws` copies of the fragment with every fitted parameter drawn from N(estimate, s.e.^2), clipped to its range.
+
+    With 0 draws, the fragment itself: forecasts from the point estimates. The draws are
+    independent across parameters (the reported standard errors, not their covariance).
+    """
+    if draws == 0:
+        return [fragment]
+    rng = np.random.default_rng(seed)
+    variants = []
+    for _ in range(draws):
+        variant = copy.deepcopy(fragment)
+        for fit in fits:
+            for e in fit.estimates:
+                if np.isfinite(e.se):
+                    _set_fitted(variant, e.path, e.value + e.se * rng.standard_normal())
+        variants.append(variant)
+    return variants
+
+
+def _paths(
+    base: str, variants: list[dict[str, Any]], extra: dict[str, Any], factor: str, n_paths: int, seed: int, edit: Any = None
+) -> np.ndarray:
+    """One factor's paths, n_paths split evenly over the parameter variants (each a scenario on `base`)."""
+    each = max(1, n_paths // len(variants))
+    out = []
+    for i, variant in enumerate(variants):
+        mapping = merged_scenario(base, variant, extra)
+        if edit is not None:
+            edit(mapping)
+        out.append(market_paths(mapping, each, seed + 7919 * i)[factor])
+    return np.concatenate(out)
+
+
 def _horizon_time(months: int) -> dict[str, Any]:
     return {"steps_per_year": 12, "n_steps": months}
 
@@ -149,8 +220,13 @@ def backtest(
     seed: int = 1,
     columns: tuple[str, ...] = (),
     launches: tuple[Date, ...] = (),
+    draws: int = 0,
 ) -> Backtest:
-    """Fit `kind` on `path` up to `cutoff`, simulate forward from each origin, score what was realised."""
+    """Fit `kind` on `path` up to `cutoff`, simulate forward from each origin, score what was realised.
+
+    With `draws` > 0 every forecast mixes `draws` parameter sets drawn from the estimates'
+    sampling distribution (`parameter_draws`), so that the fan carries estimation error.
+    """
     if kind not in ("crypto", "rental"):
         raise DataError(f"backtest covers the market factors with a time path: crypto or rental, not {kind!r}")
     full = read_series(path, list(columns) or None, min_rows=2)
@@ -165,11 +241,12 @@ def backtest(
         raise DataError(f"{path}: no data after the cut-off {cutoff} (last date {full.dates[-1]}) to score")
     fragment, _ = combined_fragment(fits, base)
     bt = Backtest(kind, cutoff, fits)
+    variants = parameter_draws(fits, fragment, draws, seed)
     tolerance = 1.5 * full.step_years() * 365.25
     if kind == "crypto":
-        _crypto(bt, full, fragment, cutoff, horizon_months, n_paths, origins, base, seed, tolerance)
+        _crypto(bt, full, fragment, variants, cutoff, horizon_months, n_paths, origins, base, seed, tolerance)
     else:
-        _rental(bt, full, fragment, cutoff, horizon_months, n_paths, origins, base, seed, tolerance, launches)
+        _rental(bt, full, fragment, variants, cutoff, horizon_months, n_paths, origins, base, seed, tolerance, launches)
     if not bt.points:
         raise DataError(f"{path}: no realised value within {horizon_months} months after {cutoff} to score")
     return bt
@@ -179,6 +256,7 @@ def _crypto(
     bt: Backtest,
     full: Series,
     fragment: dict[str, Any],
+    variants: list[dict[str, Any]],
     cutoff: Date,
     horizon: int,
     n_paths: int,
@@ -187,18 +265,21 @@ def _crypto(
     seed: int,
     tol: float,
 ) -> None:
-    mapping = merged_scenario(base, fragment, {"time": {"start": str(cutoff), **_horizon_time(horizon)}})
     fitted = [a["name"] for a in fragment["crypto"]["assets"]]
-    kept = [a for a in mapping["crypto"]["assets"] if a["name"] in fitted]
-    if len(kept) != len(mapping["crypto"]["assets"]):
-        mapping["crypto"]["assets"] = kept
-        mapping["crypto"].pop("correlation", None)
-    names = [a["name"] for a in kept]
+    names = [a["name"] for a in merged_scenario(base, fragment)["crypto"]["assets"] if a["name"] in fitted]
     runs = {}
     for start in ("easy", "tight"):
-        m = copy.deepcopy(mapping)
-        m["regime"]["initial"] = start
-        runs[start] = market_paths(m, n_paths, seed)["crypto"]  # (path, step, asset)
+
+        def only_fitted(mapping: dict[str, Any], start: str = start) -> None:
+            mapping["regime"]["initial"] = start
+            kept = [a for a in mapping["crypto"]["assets"] if a["name"] in fitted]
+            if len(kept) != len(mapping["crypto"]["assets"]):
+                mapping["crypto"]["assets"] = kept
+                mapping["crypto"].pop("correlation", None)
+
+        extra = {"time": {"start": str(cutoff), **_horizon_time(horizon)}}
+        runs[start] = _paths(base, variants, extra, "crypto", n_paths, seed, only_fitted)  # (path, step, asset)
+    n_paths = len(runs["easy"])
     p_et, p_te = fragment["regime"]["p_easy_to_tight"], fragment["regime"]["p_tight_to_easy"]
     chain = np.array([[1 - p_et, p_et], [p_te, 1 - p_te]])
     weights = np.array([1.0 - bt.fits[0].state["p_tight"], bt.fits[0].state["p_tight"]])
@@ -224,6 +305,7 @@ def _rental(
     bt: Backtest,
     full: Series,
     fragment: dict[str, Any],
+    variants: list[dict[str, Any]],
     cutoff: Date,
     horizon: int,
     n_paths: int,
