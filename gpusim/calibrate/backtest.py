@@ -328,16 +328,18 @@ def _rental(
         gens = [g for g in live if spots[g] is not None]
         if not gens:
             continue
-        mapping = merged_scenario(base, fragment, {"time": {"start": str(origin), **_horizon_time(horizon)}})
-        mapping["compute"]["generations"] = [
-            dict(g, rental_rate=spots[g["name"]]) for g in mapping["compute"]["generations"] if g["name"] in gens
-        ]
-        scheduled = [
-            item for item in mapping["compute"]["obsolescence"].get("launches", []) if Date.fromisoformat(str(item["date"])) > origin
-        ]
-        scheduled += [{"name": f"launch {d}", "date": str(d)} for d in future if d > origin]
-        mapping["compute"]["obsolescence"]["launches"] = scheduled
-        rates = market_paths(mapping, n_paths, seed + j)["rental_rate"]  # (path, step, generation)
+
+        def at_origin(mapping: dict[str, Any], origin: Date = origin, gens: list[str] = gens, spots: dict[str, Any] = spots) -> None:
+            mapping["compute"]["generations"] = [
+                dict(g, rental_rate=spots[g["name"]]) for g in mapping["compute"]["generations"] if g["name"] in gens
+            ]
+            obsolescence = mapping["compute"]["obsolescence"]
+            scheduled = [item for item in obsolescence.get("launches", []) if Date.fromisoformat(str(item["date"])) > origin]
+            scheduled += [{"name": f"launch {d}", "date": str(d)} for d in future if d > origin]
+            obsolescence["launches"] = scheduled
+
+        extra = {"time": {"start": str(origin), **_horizon_time(horizon)}}
+        rates = _paths(base, variants, extra, "rental_rate", n_paths, seed + j, at_origin)  # (path, step, generation)
         # the index is observed with the fitted measurement noise (rental.py), so its forecast carries it too
         rates = rates * np.exp(noise_sd * np.random.default_rng(seed + j).standard_normal(rates.shape))
         for i, g in enumerate(gens):
