@@ -1,4 +1,4 @@
-"""Command line: `gpusim run | validate | schema | inspect | report | bench | batch`. Thin: parse, call the engine, report.
+"""Command line: `gpusim run | validate | schema | inspect | report | bench | batch | calibrate | backtest`; parse, call, report.
 
 Errors a user can cause (bad config, missing file, unwritable or existing output) print one
 line per problem to stderr and exit with code 2, without a traceback. Ctrl-C exits with 130
