@@ -1,5 +1,9 @@
+<<<<<<< HEAD
 """Command line: `gpusim run | validate | schema | inspect | report | bench | batch | import | export |
 sensitivities | reverse-stress`. Thin: parse, call the engine or the module that owns the command, report.
+=======
+"""Command line: `gpusim run | validate | schema | inspect | report | bench | batch | calibrate | backtest`; parse, call, report.
+>>>>>>> wt-calibrate
 
 Errors a user can cause (bad config, missing file, unwritable or existing output) print one
 line per problem to stderr and exit with code 2, without a traceback. Ctrl-C exits with 130
@@ -534,6 +538,7 @@ def batch_command(
 
 
 # ---------------------------------------------------------------------------------------
+<<<<<<< HEAD
 # Deal portfolios in spreadsheets (gpusim.scenario.spreadsheet, docs/deals.md)
 
 
@@ -816,3 +821,176 @@ def _sensitivity_table(headline: Any) -> Table:
                 cells.append(f"{value / headline.scale:,.2f}")
         table.add_row(*cells)
     return table
+=======
+# calibrate and backtest: the market blocks fitted to data (gpusim.calibrate)
+
+
+def _iso_date(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """A YYYY-MM-DD option as a date."""
+    if value is None:
+        return None
+    from datetime import date as Date
+
+    try:
+        return Date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _launch_dates(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[Any, ...]:
+    return tuple(_iso_date(ctx, param, v) for v in values)
+
+
+def _print_fits(fits: list[Any]) -> None:
+    for fit in fits:
+        table = Table(title=f"gpusim calibrate {fit.kind}: {fit.source}")
+        for column in ("parameter", "value", "s.e.", "unit", "note"):
+            table.add_column(column, justify="right" if column in ("value", "s.e.") else "left")
+        for e in fit.estimates:
+            table.add_row(e.path, f"{e.value:.5g}", f"{e.se:.3g}", e.unit, e.note)
+        show(table)
+        facts = Table(title="fit diagnostics", show_header=False)
+        for name, value in fit.diagnostics.items():
+            facts.add_row(name, f"{value:.6g}" if isinstance(value, float) else str(value))
+        show(facts)
+
+
+launch_option = click.option(
+    "--launch",
+    "launches",
+    multiple=True,
+    callback=_launch_dates,
+    metavar="DATE",
+    help="rental: the launch date of a newer generation that has no column (repeatable); each column's first date is a launch already.",
+)
+column_option = click.option(
+    "--column", "columns", multiple=True, metavar="NAME", help="Fit only these value columns (repeatable; default every column after date)."
+)
+base_option = click.option(
+    "--base", default="baseline", show_default=True, help="Scenario the fragment extends (a shipped name or a file, e.g. another fragment)."
+)
+
+
+@main.command("calibrate")
+@click.argument("kind", type=click.Choice(["crypto", "rental", "hardware", "power"]))
+@click.argument("data", type=click.Path())
+@click.option(
+    "--out", type=click.Path(dir_okay=False), callback=_output_file, default=None, help="Write the fitted parameters as a YAML fragment."
+)
+@click.option("--start", callback=_iso_date, default=None, metavar="DATE", help="Use data dated on or after this day.")
+@click.option("--end", callback=_iso_date, default=None, metavar="DATE", help="Use data dated on or before this day.")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), default=None, help="Draw the fit plots (PNG) into this folder.")
+@column_option
+@launch_option
+@base_option
+@click.option(
+    "--expected-deflation",
+    type=click.FloatRange(min=0.0, max=5.0),
+    default=0.25,
+    show_default=True,
+    help="hardware: the valuer's expected rent deflation dbar per year (compute.valuation.expected_deflation).",
+)
+@user_errors
+def calibrate_command(
+    kind: str,
+    data: str,
+    out: str | None,
+    start: Any,
+    end: Any,
+    plot_dir: str | None,
+    columns: tuple[str, ...],
+    launches: tuple[Any, ...],
+    base: str,
+    expected_deflation: float,
+) -> None:
+    """Fit a market block (KIND) to DATA.csv: parameters with standard errors, a YAML fragment, fit plots (docs/calibration.md)."""
+    import warnings
+
+    from gpusim.calibrate import base_releases, calibrate, draw_plots
+    from gpusim.calibrate.fragment import write_fragment
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # optimiser chatter; convergence is reported in the diagnostics
+        fits = calibrate(kind, data, start, end, columns, launches, expected_deflation, releases=base_releases(base))
+    _print_fits(fits)
+    if out is not None:
+        for note in write_fragment(fits, out, base, command=" ".join(sys.argv[1:])):
+            err_console.print(note)
+        err_console.print(f"wrote {out} (extends {base})")
+    if plot_dir is not None:
+        for path in draw_plots(fits, plot_dir):
+            err_console.print(f"wrote {path}")
+
+
+@main.command("backtest")
+@click.argument("kind", type=click.Choice(["crypto", "rental"]))
+@click.argument("data", type=click.Path())
+@click.option("--cutoff", callback=_iso_date, required=True, metavar="DATE", help="Fit on data up to this day; score what came after.")
+@click.option("--horizon-months", type=click.IntRange(1, 120), default=12, show_default=True, help="Months forecast from each origin.")
+@click.option("--origins", type=click.IntRange(1, 120), default=12, show_default=True, help="Monthly forecast origins from the cut-off on.")
+@click.option(
+    "--paths", "n_paths", type=Count(min=100, max=1_000_000), default=2000, show_default=True, help="Simulated paths per forecast."
+)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option(
+    "--parameter-draws",
+    "draws",
+    type=click.IntRange(0, 1000),
+    default=0,
+    show_default=True,
+    help="Mix this many parameter sets drawn from the estimates and their standard errors into each forecast (0: point estimates).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write the charts and every scored point (CSV) into this folder.",
+)
+@column_option
+@launch_option
+@base_option
+@user_errors
+def backtest_command(
+    kind: str,
+    data: str,
+    cutoff: Any,
+    horizon_months: int,
+    origins: int,
+    n_paths: int,
+    seed: int,
+    draws: int,
+    out_dir: str | None,
+    columns: tuple[str, ...],
+    launches: tuple[Any, ...],
+    base: str,
+) -> None:
+    """Fit KIND on DATA.csv up to --cutoff, simulate forward with gpusim's model, score the realised values (coverage, PIT, CRPS)."""
+    import warnings
+
+    from gpusim.calibrate.backtest import backtest, draw_backtest, write_points
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bt = backtest(kind, data, cutoff, horizon_months, n_paths, origins, base, seed, columns, launches, draws)
+    mix = f", {draws} parameter draws" if draws else ""
+    for variable in [*bt.variables, None]:
+        table = Table(title=f"backtest {kind} {variable or 'all variables'}: cut-off {cutoff}, {origins} origins, {n_paths} paths{mix}")
+        for column in ("horizon", "points", "50 % band", "90 % band", "mean PIT", "CRPS (log)"):
+            table.add_column(column, justify="right")
+        for row in bt.summary(variable):
+            table.add_row(
+                row["horizon"],
+                str(row["points"]),
+                f"{row['coverage_50']:.0%}",
+                f"{row['coverage_90']:.0%}",
+                f"{row['mean_pit']:.2f}",
+                f"{row['crps_log']:.4f}",
+            )
+        show(table)
+        counts = bt.pit_histogram(variable)
+        click.echo("PIT histogram (10 bins): " + " ".join(str(c) for c in counts))
+    if out_dir is not None:
+        for path in [*draw_backtest(bt, out_dir), write_points(bt, out_dir)]:
+            err_console.print(f"wrote {path}")
+>>>>>>> wt-calibrate

@@ -19,7 +19,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "model": ("gpusim.model", "gpusim.spec", "gpusim.risk", "gpusim.desk"),
     "backends": ("gpusim.backends",),
     "output": ("gpusim.output",),
-    "engine": ("gpusim.engine", "gpusim.runs", "gpusim.bench", "gpusim.batch", "gpusim.analysis"),
+    "engine": ("gpusim.engine", "gpusim.runs", "gpusim.bench", "gpusim.batch", "gpusim.analysis", "gpusim.calibrate"),
     "report": ("gpusim.report",),
     "interface": ("gpusim", "gpusim.api", "gpusim.cli", "gpusim.__main__"),
 }
