@@ -1,9 +1,6 @@
-<<<<<<< HEAD
 """Command line: `gpusim run | validate | schema | inspect | report | bench | batch | import | export |
-sensitivities | reverse-stress`. Thin: parse, call the engine or the module that owns the command, report.
-=======
-"""Command line: `gpusim run | validate | schema | inspect | report | bench | batch | calibrate | backtest`; parse, call, report.
->>>>>>> wt-calibrate
+sensitivities | reverse-stress | calibrate | backtest`. Thin: parse, call the engine or the module that owns
+the command, report.
 
 Errors a user can cause (bad config, missing file, unwritable or existing output) print one
 line per problem to stderr and exit with code 2, without a traceback. Ctrl-C exits with 130
