@@ -535,7 +535,6 @@ def batch_command(
 
 
 # ---------------------------------------------------------------------------------------
-<<<<<<< HEAD
 # Deal portfolios in spreadsheets (gpusim.scenario.spreadsheet, docs/deals.md)
 
 
@@ -818,7 +817,6 @@ def _sensitivity_table(headline: Any) -> Table:
                 cells.append(f"{value / headline.scale:,.2f}")
         table.add_row(*cells)
     return table
-=======
 # calibrate and backtest: the market blocks fitted to data (gpusim.calibrate)
 
 
@@ -990,4 +988,3 @@ def backtest_command(
     if out_dir is not None:
         for path in [*draw_backtest(bt, out_dir), write_points(bt, out_dir)]:
             err_console.print(f"wrote {path}")
->>>>>>> wt-calibrate
