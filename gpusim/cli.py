@@ -817,6 +817,9 @@ def _sensitivity_table(headline: Any) -> Table:
                 cells.append(f"{value / headline.scale:,.2f}")
         table.add_row(*cells)
     return table
+
+
+# ---------------------------------------------------------------------------------------
 # calibrate and backtest: the market blocks fitted to data (gpusim.calibrate)
 
 

@@ -29,6 +29,6 @@ def merged_scenario(base: str, *fragments: dict[str, Any]) -> dict[str, Any]:
 
 def market_paths(mapping: dict[str, Any], n_paths: int, seed: int = 1) -> dict[str, np.ndarray]:
     """Each market factor's paths, factor -> (path, step[, asset | generation]); "regime" is 1 in tight."""
-    scenario = scenario_from(dict(mapping, borrowers=[]), ())
+    scenario = scenario_from({k: v for k, v in mapping.items() if k != "desk"} | {"borrowers": []}, ())  # desk names instruments
     spec = build_spec(scenario, "float64", contagion=False)
     return NumpyBackend().run_chunk(spec, seed, 0, n_paths, n_paths).saved
