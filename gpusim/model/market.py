@@ -253,9 +253,10 @@ def fan_coordinates(state: MarketState, view: MarketView, step: Any, p: MarketPa
     rates and values (taken from the state and the shock tables of t_step where it is already
     held, to save a log per component) and the level of utilization."""
     log_value = xp.log(view.gpu_value)
+    log_rate = log_rental_rate(state.cum_deflation, state.compute_shock, state.obsolescence, p)
     return {
         "crypto": state.log_crypto + p.shock_crypto[step][:, None],
-        "rental_rate": log_rental_rate(state.cum_deflation, state.compute_shock, state.obsolescence, p) + p.shock_rental_rate[step][:, None],
+        "rental_rate": log_rate + p.shock_rental_rate[step][:, None],
         "utilization": view.utilization[None, :],
         "power_price": (state.log_power + p.shock_power_price[step])[None, :],
         "gpu_value": log_value,

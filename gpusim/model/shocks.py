@@ -48,7 +48,8 @@ def shock_log_path(shock: Shock, start: Date, times: np.ndarray) -> np.ndarray:
 
 def shock_tables(s: Scenario) -> ShockTables:
     """The overlay tables of a scenario; shocks on one factor add up in log space."""
-    times = np.arange(s.time.n_steps + 1) * s.time.dt
+    # k / steps_per_year, as year_fraction divides whole months by 12: a dated point on a step is exactly on it
+    times = np.arange(s.time.n_steps + 1) / s.time.steps_per_year
     assets = [a.name for a in s.crypto.assets]
     gens = [g.name for g in s.compute.generations]
     crypto = np.zeros((times.size, len(assets)))

@@ -485,7 +485,7 @@ class ShockPoint(Strict):
 
 
 class ShockRate(Strict):
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
     start: Date = Field(alias="from", description="first date of the period the rate applies over")
     end: Date = Field(alias="to", description="last date of the period (after `from`)")
@@ -505,7 +505,8 @@ class Shock(Strict):
     """A deterministic overlay on one factor's level path, multiplicative in price space."""
 
     factor: str = Field(
-        description="a crypto asset's ticker (e.g. BTC), or rental_rate (per generation), utilization (on the logit of u / u_max) or power_price"
+        description="a crypto asset's ticker (e.g. BTC), or rental_rate (per generation), "
+        "utilization (on the logit of u / u_max) or power_price"
     )
     generation: str | None = Field(None, description="rental_rate only: the generation shocked; none = every generation")
     anchor: Date | None = Field(
