@@ -33,6 +33,9 @@ DIGESTS: dict[str, str] = {
     "market_freeze": "8c3d1865d7c7b0d0e32224facd54e3c342eea8c2f5470f6e405b16290d6078bb",
     "perfect_storm": "ad850c32867cd5e9a0b6d8adf7bb54d13d29fb4981531e1c79bd02c233a26423",
     "rubin_early": "5f04c6e0176e80bcccd67dad442e151e14479bc2e265c3cccbcce48306a18165",
+    # dated shock paths (docs/model.md 4.13): added with the scenarios, no earlier digest changed
+    "replay_2022": "e71a2d0a36e0baf4c7b89b3926f50dfb715b95ec14a63f637eef0c82e61b1144",
+    "severe_path": "182a34775456eccb183b361a41c655ae8170d2ca38a24cf5a97f8df345dc9344",
 }
 
 

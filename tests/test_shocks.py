@@ -70,11 +70,11 @@ def test_anchor_places_historical_dates_from_the_start() -> None:
 
 
 def test_severe_path_tables() -> None:
-    """configs/severe_path.yaml: BTC x 0.45 at six months, then x 0.7 a year; rents x 0.7 and power x 1.5 after a year."""
+    """configs/severe_path.yaml: BTC x 0.45 at six months, then x 0.7 a year for two years; rents x 0.7 and power x 1.5 after a year."""
     spec = build_spec(load_scenario(ROOT / "configs" / "severe_path.yaml"), "float64")
     btc = np.exp(spec.market.shock_crypto[:, 0])
     assert btc[6] == pytest.approx(0.45, rel=1e-14) and btc[18] == pytest.approx(0.45 * 0.7, rel=1e-14)
-    assert btc[42] == pytest.approx(0.45 * 0.7**3, rel=1e-14)
+    assert btc[30] == pytest.approx(0.45 * 0.7**2, rel=1e-14) and btc[120] == pytest.approx(0.45 * 0.7**2, rel=1e-14)
     assert np.exp(spec.market.shock_rental_rate[12:]) == pytest.approx(0.7, rel=1e-14)
     assert np.exp(spec.market.shock_power_price[12:]) == pytest.approx(1.5, rel=1e-14)
 
