@@ -191,14 +191,15 @@ __host__ __device__ __forceinline__ void initial_state(const real* prm, MarketSt
 // the view (values, marks, collateral, hashprice) sees them.
 __host__ __device__ __forceinline__ void observe(const MarketState& s, int step, const real* prm, MarketView& v) {
     const real deviation = s.hashrate_deviation + PRM(M_hashrate_btc_elasticity)[0] * PRM(M_shock_crypto)[step * A + BTC];
+    for (int a = 0; a < A; ++a) v.crypto[a] = m_exp(s.log_crypto[a] + PRM(M_shock_crypto)[step * A + a]);
     v.utilization = utilization(s.compute_shock, s.tight, PRM(M_shock_utilization)[step], prm);
     v.power_price = m_exp(s.log_power + PRM(M_shock_power_price)[step]);
     for (int g = 0; g < G; ++g) {
-        v.rental_rate[g] = m_exp(log_rental_rate(s.cum_deflation, s.compute_shock, s.obsolescence[g], prm, g) + PRM(M_shock_rental_rate)[step * G + g]);
+        const real log_rate = log_rental_rate(s.cum_deflation, s.compute_shock, s.obsolescence[g], prm, g);
+        v.rental_rate[g] = m_exp(log_rate + PRM(M_shock_rental_rate)[step * G + g]);
         v.gpu_value[g] = income_value(v.rental_rate[g], v.utilization, v.power_price, remaining_life_steps(step, prm, g), s.tight, prm, g);
         v.gpu_mark[g] = gpu_mark(v.gpu_value[g], s.distress_memory[g], prm);
     }
-    for (int a = 0; a < A; ++a) v.crypto[a] = m_exp(s.log_crypto[a] + PRM(M_shock_crypto)[step * A + a]);
     v.network_hashrate = network_hashrate(deviation, step, prm);
 }
 
@@ -207,8 +208,10 @@ __host__ __device__ __forceinline__ void observe(const MarketState& s, int step,
 __host__ __device__ __forceinline__ void fan_coordinates(const MarketState& s, const MarketView& v, int step, const real* prm,
                                                          FanCoordinates& f) {
     for (int a = 0; a < A; ++a) f.crypto[a] = s.log_crypto[a] + PRM(M_shock_crypto)[step * A + a];
-    for (int g = 0; g < G; ++g)
-        f.rental_rate[g] = log_rental_rate(s.cum_deflation, s.compute_shock, s.obsolescence[g], prm, g) + PRM(M_shock_rental_rate)[step * G + g];
+    for (int g = 0; g < G; ++g) {
+        const real log_rate = log_rental_rate(s.cum_deflation, s.compute_shock, s.obsolescence[g], prm, g);
+        f.rental_rate[g] = log_rate + PRM(M_shock_rental_rate)[step * G + g];
+    }
     f.utilization = v.utilization;
     f.power_price = s.log_power + PRM(M_shock_power_price)[step];
     for (int g = 0; g < G; ++g) {
