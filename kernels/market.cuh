@@ -148,9 +148,14 @@ __host__ __device__ __forceinline__ real gpu_mark(real value, real memory, const
     return value * m_exp(-PRM(M_mark_impact)[0] * memory);
 }
 
-// L_{k+1} = L_k exp(-dt/tau) + (Q_k + 12 dt q_exo,R) / D_R for generation g.
-__host__ __device__ __forceinline__ real distress_memory_step(real memory, real dumped, bool tight, const real* prm, int g) {
-    const real inflow = (dumped + by_regime(PRM(M_exogenous_supply_step), tight, G)[g]) / by_regime(PRM(M_market_depth), tight, G)[g];
+// D^g_R exp(s^D,g_k): regime R's market depth of generation g with the dated shock of t_step (4.13).
+__host__ __device__ __forceinline__ real shocked_depth(const real* prm, bool tight, int step, int g) {
+    return by_regime(PRM(M_market_depth), tight, G)[g] * m_exp(PRM(M_shock_market_depth)[step * G + g]);
+}
+
+// L_{k+1} = L_k exp(-dt/tau) + (Q_k + 12 dt q_exo,R) / D_R for generation g, D_R the depth of t_step = t_{k+1}.
+__host__ __device__ __forceinline__ real distress_memory_step(real memory, real dumped, bool tight, int step, const real* prm, int g) {
+    const real inflow = (dumped + by_regime(PRM(M_exogenous_supply_step), tight, G)[g]) / shocked_depth(prm, tight, step, g);
     return memory * PRM(M_memory_decay)[0] + inflow;
 }
 
@@ -244,8 +249,8 @@ __host__ __device__ __forceinline__ void advance_market(MarketState& s, const Dr
 }
 
 // Step 10 of docs/model.md 7: update L with this step's fire sales Q^g (`dumped`), then draw R_{k+1}.
-__host__ __device__ __forceinline__ void close_step(MarketState& s, const real* dumped, const Draws& d, const real* prm) {
-    for (int g = 0; g < G; ++g) s.distress_memory[g] = distress_memory_step(s.distress_memory[g], dumped[g], s.tight, prm, g);
+__host__ __device__ __forceinline__ void close_step(MarketState& s, const real* dumped, const Draws& d, int step, const real* prm) {
+    for (int g = 0; g < G; ++g) s.distress_memory[g] = distress_memory_step(s.distress_memory[g], dumped[g], s.tight, step, prm, g);
     s.tight = next_regime(s.tight, d.u[SLOT_REGIME], PRM(M_regime_switch_prob));
 }
 

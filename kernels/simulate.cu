@@ -189,7 +189,7 @@ extern "C" __global__ void simulate_paths(unsigned long long seed, unsigned long
                 unsigned int* defaulted = DEFAULTED_IN_SHARED ? block_defaulted + (k + 1) * N_BORROWERS : nullptr;
                 count_fans(prm, s, v, k + 1, credit, fan_counts + static_cast<long long>(k + 1) * FAN_TOTAL_BINS, defaulted);
             }
-            close_step(s, dumped, d, prm);
+            close_step(s, dumped, d, k + 1, prm);
             if (record && s.tight) count_one(&block_tight[k + 1]);
             if (keep) save_view(v, s.tight, j, k + 1, saved, saved_regime);
         }

@@ -373,8 +373,8 @@ class HostKernelBackend:
 def small_shocks(scale: float = 1.0) -> list[dict[str, Any]]:
     """Dated shock paths on every kind of factor of the small scenario (its 24 monthly steps from
     2026-01-01): a crash and a yearly decline of BTC, an ETH shock already at t_0, a rent shock of
-    one generation and one of all, utilization on its logit, power. `scale` 0 gives the same
-    shocks with every change 0."""
+    one generation and one of all, utilization on its logit, power, the secondary market's depth.
+    `scale` 0 gives the same shocks with every change 0."""
     return [
         {
             "factor": "BTC",
@@ -389,4 +389,6 @@ def small_shocks(scale: float = 1.0) -> list[dict[str, Any]]:
         {"factor": "rental_rate", "rates": [{"from": "2026-03-01", "to": "2027-03-01", "annual_rate": -0.20 * scale}]},
         {"factor": "utilization", "points": [{"date": "2026-06-01", "log_change": -1.5 * scale}]},
         {"factor": "power_price", "points": [{"date": "2026-05-01", "level_change": 0.8 * scale}]},
+        {"factor": "market_depth", "generation": "B200", "points": [{"date": "2026-04-01", "level_change": -0.9 * scale}]},
+        {"factor": "market_depth", "rates": [{"from": "2026-01-01", "to": "2028-01-01", "annual_rate": -0.5 * scale}]},
     ]

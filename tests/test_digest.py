@@ -35,7 +35,7 @@ DIGESTS: dict[str, str] = {
     "rubin_early": "5f04c6e0176e80bcccd67dad442e151e14479bc2e265c3cccbcce48306a18165",
     # dated shock paths (docs/model.md 4.13): added with the scenarios, no earlier digest changed
     "replay_2022": "e71a2d0a36e0baf4c7b89b3926f50dfb715b95ec14a63f637eef0c82e61b1144",
-    "severe_path": "182a34775456eccb183b361a41c655ae8170d2ca38a24cf5a97f8df345dc9344",
+    "severe_path": "65ef092d7fb6773dd5483980961a5170e0fa0366bc6da4e74d4d8ad55cfecedf",
 }
 
 

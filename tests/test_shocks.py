@@ -18,6 +18,8 @@ from test_digest import chunk_digest
 
 from gpusim.backends.numpy_backend import NumpyBackend
 from gpusim.cli import main
+from gpusim.model.debt import fire_sale_price
+from gpusim.model.market import close_step, draw_step, initial_state, shocked_depth
 from gpusim.model.params import shock_params
 from gpusim.scenario import ConfigError, load_scenario, validate_mapping
 from gpusim.scenario.loading import load_raw
@@ -59,6 +61,32 @@ def test_points_and_rates_compound_as_stated() -> None:
     assert tables["shock_utilization"][2] == pytest.approx(-0.6) and tables["shock_utilization"][5:].tolist() == [-1.5] * 20
     power = np.exp(tables["shock_power_price"])
     assert power[2] == pytest.approx(1.8**0.5, rel=1e-14) and power[4] == pytest.approx(1.8, rel=1e-14) and power[24] == power[4]
+    depth = np.exp(tables["shock_market_depth"])  # -50 % a year on both over two years; B200 also -90 % by April 2026
+    assert depth[12, 0] == pytest.approx(0.5, rel=1e-14) and depth[24, 0] == pytest.approx(0.25, rel=1e-14)
+    assert depth[3, 1] == pytest.approx(0.1 * 0.5**0.25, rel=1e-14) and depth[24, 1] == pytest.approx(0.1 * 0.25, rel=1e-14)
+
+
+def test_market_depth_shock_thins_the_market_the_fire_sales_meet() -> None:
+    """Hand ledger of one close of step: the distressed-supply memory takes (Q + 12 dt q_exo) / (D exp(s^D)),
+    and the fire-sale price exp(-alpha Q / (D exp(s^D))) (docs/model.md 4.9, 4.10, 4.13)."""
+    s = small([{"factor": "market_depth", "points": [{"date": "2026-04-01", "level_change": -0.75}]}])
+    spec = build_spec(s, "float64")
+    p, layout = spec.market, spec.layout
+    state = initial_state(2, p, layout, np)  # easy regime, L = 0
+    dumped = np.array([[1000.0, 0.0], [400.0, 400.0]])  # (G, n): H100, B200
+    closed = close_step(state, dumped, draw_step(SEED, 0, 2, 2, layout, np.float64, np), 3, p, np)
+    for g, generation in enumerate(s.compute.generations):
+        outside = generation.exogenous_distressed_supply.easy * 12.0 * layout.dt
+        expected = (dumped[g] + outside) / (generation.market_depth.easy * 0.25)
+        np.testing.assert_allclose(closed.distress_memory[g], expected, rtol=1e-14)
+    thinned = p._replace(market_depth=shocked_depth(p, 3, np))
+    tight = np.array([False, False])
+    marks = np.full((2, 2), 10_000.0)
+    price = fire_sale_price(marks, dumped, tight, thinned, np)
+    alpha, keep = s.secondary_market.price_impact.easy, 1.0 - s.secondary_market.integration_discount
+    for g, generation in enumerate(s.compute.generations):
+        expected = 10_000.0 * keep * np.exp(-alpha * dumped[g] / (generation.market_depth.easy * 0.25))
+        np.testing.assert_allclose(price[g], expected, rtol=1e-14)
 
 
 def test_anchor_places_historical_dates_from_the_start() -> None:
@@ -138,6 +166,7 @@ def _shock_problem(shock: dict[str, Any]) -> str:
     [
         ({"factor": "DOGE", "points": [{"date": "2026-06-01", "level_change": -0.5}]}, "shocks[0].factor"),
         ({"factor": "utilization", "generation": "H100", "points": [{"date": "2026-06-01", "log_change": -1}]}, "shocks[0].generation"),
+        ({"factor": "market_depth", "generation": "A100", "points": [{"date": "2026-06-01", "log_change": -1}]}, "shocks[0].generation"),
         ({"factor": "rental_rate", "generation": "A100", "points": [{"date": "2026-06-01", "level_change": -0.5}]}, "shocks[0].generation"),
         ({"factor": "BTC", "points": [{"date": "2025-06-01", "level_change": -0.5}]}, "shocks[0].points[0].date"),
         ({"factor": "BTC", "points": [{"date": "2026-06-01", "level_change": -0.5, "log_change": -0.7}]}, "shocks[0].points[0]"),

@@ -180,6 +180,11 @@ def gpu_mark(value: Any, memory: Any, p: MarketParams, xp: Any) -> Any:
     return value * xp.exp(-p.mark_impact * memory)
 
 
+def shocked_depth(p: MarketParams, step: Any, xp: Any) -> Any:
+    """D^g_R exp(s^D,g_k): the market depth of both regimes with the dated shock of t_step (4.13), shape (2, G)."""
+    return p.market_depth * xp.exp(p.shock_market_depth[step])[None, :]
+
+
 def distress_memory_step(memory: Any, dumped: Any, tight: Any, p: MarketParams, xp: Any) -> Any:
     """L_{k+1} = L_k exp(-dt/tau) + (Q_k + 12 dt q_exo,R) / D_R for each generation."""
     inflow = (dumped + by_regime(p.exogenous_supply_step, tight, xp)) / by_regime(p.market_depth, tight, xp)
@@ -291,9 +296,11 @@ def advance_market(state: MarketState, draws: Draws, step: int, p: MarketParams,
     )
 
 
-def close_step(state: MarketState, dumped: Any, draws: Draws, p: MarketParams, xp: Any) -> MarketState:
-    """Step 10 of docs/model.md 7: update L with this step's fire sales Q (G, n), then draw R_{k+1}."""
+def close_step(state: MarketState, dumped: Any, draws: Draws, step: Any, p: MarketParams, xp: Any) -> MarketState:
+    """Step 10 of docs/model.md 7: update L with this step's fire sales Q (G, n), sold into the
+    depth of t_step = t_{k+1}, then draw R_{k+1}."""
+    depth_now = p._replace(market_depth=shocked_depth(p, step, xp))
     return state._replace(
-        distress_memory=distress_memory_step(state.distress_memory, dumped, state.tight, p, xp),
+        distress_memory=distress_memory_step(state.distress_memory, dumped, state.tight, depth_now, xp),
         tight=next_regime(state.tight, draws.regime, p.regime_switch_prob, xp),
     )

@@ -139,6 +139,7 @@ class MarketParams(NamedTuple):
     shock_rental_rate: Any  # (K+1, G) ln rent multiplier
     shock_utilization: Any  # (K+1,) change of logit(u / u_max)
     shock_power_price: Any  # (K+1,) ln power price multiplier
+    shock_market_depth: Any  # (K+1, G) ln market depth multiplier
 
 
 def _pair(by_regime: Any) -> list[float]:

@@ -24,6 +24,7 @@ class ShockTables(NamedTuple):
     rental_rate: np.ndarray  # (K+1, G) ln of the rent multiplier per generation
     utilization: np.ndarray  # (K+1,) change of logit(u / u_max)
     power_price: np.ndarray  # (K+1,) ln of the power price multiplier
+    market_depth: np.ndarray  # (K+1, G) ln of the market depth multiplier per generation (both regimes)
 
 
 def shock_log_path(shock: Shock, start: Date, times: np.ndarray) -> np.ndarray:
@@ -56,15 +57,16 @@ def shock_tables(s: Scenario) -> ShockTables:
     rental = np.zeros((times.size, len(gens)))
     utilization = np.zeros(times.size)
     power = np.zeros(times.size)
+    depth = np.zeros((times.size, len(gens)))
     for shock in s.shocks:
         path = shock_log_path(shock, s.time.start, times)
         if shock.factor in assets:
             crypto[:, assets.index(shock.factor)] += path
-        elif shock.factor == "rental_rate":
+        elif shock.factor in ("rental_rate", "market_depth"):
             columns = [gens.index(shock.generation)] if shock.generation is not None else list(range(len(gens)))
-            rental[:, columns] += path[:, None]
+            (rental if shock.factor == "rental_rate" else depth)[:, columns] += path[:, None]
         elif shock.factor == "utilization":
             utilization += path
         else:
             power += path
-    return ShockTables(crypto, rental, utilization, power)
+    return ShockTables(crypto, rental, utilization, power, depth)

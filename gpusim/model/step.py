@@ -89,7 +89,7 @@ def model_step(carry: StepCarry, k: Any, inputs: ChunkInputs) -> tuple[StepCarry
         credit, dumped, ratios = credit_step(
             credit, view, state.tight, draws.revenue_shock, draws.tenant_default, k, p, inputs.c, layout, xp, recoveries=inputs.recoveries
         )
-    closed = close_step(state, dumped, draws, p, xp)
+    closed = close_step(state, dumped, draws, k + 1, p, xp)
     return StepCarry(closed, credit), StepObservables(state, view, ratios, k + 1)
 
 

@@ -454,7 +454,7 @@ def _name_may_be_omitted(schema: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------
 # Dated shock paths: deterministic overlays on the stochastic factor levels (docs/model.md 4.13)
 
-SHOCK_FACTORS = ("rental_rate", "utilization", "power_price")
+SHOCK_FACTORS = ("rental_rate", "utilization", "power_price", "market_depth")
 """Factors a shock can name besides the crypto assets (which it names by ticker)."""
 
 LevelChange = Annotated[float, Field(gt=-1.0, le=100.0)]
@@ -506,9 +506,11 @@ class Shock(Strict):
 
     factor: str = Field(
         description="a crypto asset's ticker (e.g. BTC), or rental_rate (per generation), "
-        "utilization (on the logit of u / u_max) or power_price"
+        "utilization (on the logit of u / u_max), power_price or market_depth (per generation: GPUs a month the secondary market absorbs)"
     )
-    generation: str | None = Field(None, description="rental_rate only: the generation shocked; none = every generation")
+    generation: str | None = Field(
+        None, description="rental_rate and market_depth only: the generation shocked; none = every generation"
+    )
     anchor: Date | None = Field(
         None,
         description="date that time.start stands for: dates below are placed on the grid counted from it (a historical "
@@ -653,8 +655,8 @@ def _shock_problems(s: Scenario, assets: list[str], gens: list[str]) -> list[str
         where = f"shocks[{si}]"
         if shock.factor not in assets and shock.factor not in SHOCK_FACTORS:
             problems.append(f"{where}.factor: {shock.factor!r} is none of the crypto assets {assets} or {list(SHOCK_FACTORS)}")
-        if shock.generation is not None and shock.factor != "rental_rate":
-            problems.append(f"{where}.generation: only a rental_rate shock names a generation")
+        if shock.generation is not None and shock.factor not in ("rental_rate", "market_depth"):
+            problems.append(f"{where}.generation: only a rental_rate or market_depth shock names a generation")
         elif shock.generation is not None and shock.generation not in gens:
             problems.append(f"{where}.generation: {shock.generation!r} is not one of {gens}")
         reference = shock.anchor or s.time.start
