@@ -450,7 +450,6 @@ def _name_may_be_omitted(schema: dict[str, Any]) -> None:
     schema["required"] = [key for key in schema.get("required", []) if key != "name"]
 
 
-
 # ---------------------------------------------------------------------------------------
 # Dated shock paths: deterministic overlays on the stochastic factor levels (docs/model.md 4.13)
 
@@ -481,7 +480,8 @@ class ShockPoint(Strict):
     @property
     def log_level(self) -> float:
         """The change in log units (log odds for utilization)."""
-        return float(np.log1p(self.level_change)) if self.level_change is not None else float(self.log_change)  # type: ignore[arg-type]
+        change = np.log1p(self.level_change) if self.level_change is not None else self.log_change
+        return float(change)  # type: ignore[arg-type]
 
 
 class ShockRate(Strict):
