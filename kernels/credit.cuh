@@ -421,7 +421,7 @@ __host__ __device__ __forceinline__ void settle_defaults(CreditState& c, const M
         for (int i = first_of(b); i < end_of(b); ++i) exposure[i] = paid_nothing ? c.outstanding[i] + w.interest[i] : w.outstanding[i];
         const real workout_cash = paid_nothing ? m_max(w.available[b], R(0.0)) : w.cash[b];
         const real* workout_units = paid_nothing ? c.units[b] : w.units[b];
-        recovery_waterfall(exposure, v.gpu_mark, dumped, tight, workout_units, w.pledged[b], w.net_price, workout_cash, sites, prm, b,
+        recovery_waterfall(exposure, v.gpu_mark, dumped, tight, workout_units, w.pledged[b], w.net_price, workout_cash, sites, step + 1, prm, b,
                            recovered);
         for (int i = first_of(b); i < end_of(b); ++i) {
             const real loss_now = exposure[i] - m_min(recovered[i], exposure[i]);

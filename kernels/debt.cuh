@@ -92,9 +92,10 @@ __host__ __device__ __forceinline__ real facility_headroom(real outstanding, rea
     return PRM(C_is_facility)[i] * m_max(base - outstanding, R(0.0));
 }
 
-// P^g = M^g (1 - h_int) exp(-alpha_R Q^g / D^g_R): what a liquidating lender receives per GPU of generation g.
-__host__ __device__ __forceinline__ real fire_sale_price(real mark, real dumped, bool tight, const real* prm, int g) {
-    const real impact = by_regime(PRM(M_price_impact), tight)[0] * dumped / by_regime(PRM(M_market_depth), tight, G)[g];
+// P^g = M^g (1 - h_int) exp(-alpha_R Q^g / D^g_R): what a liquidating lender receives per GPU of generation g,
+// D^g_R the depth of t_step (with its dated shock, 4.13).
+__host__ __device__ __forceinline__ real fire_sale_price(real mark, real dumped, bool tight, int step, const real* prm, int g) {
+    const real impact = by_regime(PRM(M_price_impact), tight)[0] * dumped / shocked_depth(prm, tight, step, g);
     return mark * (R(1.0) - PRM(M_integration_discount)[0]) * m_exp(-impact);
 }
 
@@ -137,7 +138,7 @@ __host__ __device__ __forceinline__ real share_pool(real pool, const bool* claim
 // pays all claims by rank, pro rata within a rank.
 __host__ __device__ __forceinline__ void recovery_waterfall(const real* exposure, const real* marks, const real* dumped, bool tight,
                                                             const real* units, const real* pledged, const real* crypto_net_price, real cash,
-                                                            const real* data_centres, const real* prm, int b, real* recovered) {
+                                                            const real* data_centres, int step, const real* prm, int b, real* recovered) {
     real claims[I];
     bool claimant[I];
     for (int i = first_of(b); i < end_of(b); ++i) {
@@ -145,7 +146,7 @@ __host__ __device__ __forceinline__ void recovery_waterfall(const real* exposure
         recovered[i] = R(0.0);
     }
     real fire_sale[G];
-    for (int g = 0; g < G; ++g) fire_sale[g] = fire_sale_price(marks[g], liquidation_dump(dumped[g], b, prm, g), tight, prm, g);
+    for (int g = 0; g < G; ++g) fire_sale[g] = fire_sale_price(marks[g], liquidation_dump(dumped[g], b, prm, g), tight, step, prm, g);
     real gross = cash;
     for (int g = 0; g < G; ++g) gross = gross + PRM(C_fleet_count)[b * G + g] * fire_sale[g];
     for (int a = 0; a < A; ++a) gross = gross + units[a] * crypto_net_price[a];

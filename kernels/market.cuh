@@ -113,9 +113,9 @@ __host__ __device__ __forceinline__ real log_rental_rate(real cum_deflation, rea
     return PRM(M_log_rate0)[g] - cum_deflation + x - obsolescence;
 }
 
-// u = u_max / (1 + exp(-(a_R + b X))).
-__host__ __device__ __forceinline__ real utilization(real x, bool tight, const real* prm) {
-    return PRM(M_util_max)[0] / (R(1.0) + m_exp(-(by_regime(PRM(M_util_level), tight)[0] + PRM(M_util_sensitivity)[0] * x)));
+// u = u_max / (1 + exp(-(a_R + b X + s_u))), s_u the dated shock of the logit (4.13).
+__host__ __device__ __forceinline__ real utilization(real x, bool tight, real shock, const real* prm) {
+    return PRM(M_util_max)[0] / (R(1.0) + m_exp(-(by_regime(PRM(M_util_level), tight)[0] + PRM(M_util_sensitivity)[0] * x + shock)));
 }
 
 // Income-approach value of one GPU of generation g: remaining net rent, cut off when rent < power.
@@ -148,9 +148,14 @@ __host__ __device__ __forceinline__ real gpu_mark(real value, real memory, const
     return value * m_exp(-PRM(M_mark_impact)[0] * memory);
 }
 
-// L_{k+1} = L_k exp(-dt/tau) + (Q_k + 12 dt q_exo,R) / D_R for generation g.
-__host__ __device__ __forceinline__ real distress_memory_step(real memory, real dumped, bool tight, const real* prm, int g) {
-    const real inflow = (dumped + by_regime(PRM(M_exogenous_supply_step), tight, G)[g]) / by_regime(PRM(M_market_depth), tight, G)[g];
+// D^g_R exp(s^D,g_k): regime R's market depth of generation g with the dated shock of t_step (4.13).
+__host__ __device__ __forceinline__ real shocked_depth(const real* prm, bool tight, int step, int g) {
+    return by_regime(PRM(M_market_depth), tight, G)[g] * m_exp(PRM(M_shock_market_depth)[step * G + g]);
+}
+
+// L_{k+1} = L_k exp(-dt/tau) + (Q_k + 12 dt q_exo,R) / D_R for generation g, D_R the depth of t_step = t_{k+1}.
+__host__ __device__ __forceinline__ real distress_memory_step(real memory, real dumped, bool tight, int step, const real* prm, int g) {
+    const real inflow = (dumped + by_regime(PRM(M_exogenous_supply_step), tight, G)[g]) / shocked_depth(prm, tight, step, g);
     return memory * PRM(M_memory_decay)[0] + inflow;
 }
 
@@ -186,25 +191,34 @@ __host__ __device__ __forceinline__ void initial_state(const real* prm, MarketSt
 }
 
 // Step 4 of docs/model.md 7: factor levels at t_step. Called after advance_market, the state still
-// holds R_k and L_k, which set utilization, values and marks at t_{k+1}.
+// holds R_k and L_k, which set utilization, values and marks at t_{k+1}. The dated shocks of t_step
+// (row `step` of the shock tables, 4.13) are added to the log levels here, so everything read from
+// the view (values, marks, collateral, hashprice) sees them.
 __host__ __device__ __forceinline__ void observe(const MarketState& s, int step, const real* prm, MarketView& v) {
-    for (int a = 0; a < A; ++a) v.crypto[a] = m_exp(s.log_crypto[a]);
-    v.utilization = utilization(s.compute_shock, s.tight, prm);
-    v.power_price = m_exp(s.log_power);
+    const real deviation = s.hashrate_deviation + PRM(M_hashrate_btc_elasticity)[0] * PRM(M_shock_crypto)[step * A + BTC];
+    for (int a = 0; a < A; ++a) v.crypto[a] = m_exp(s.log_crypto[a] + PRM(M_shock_crypto)[step * A + a]);
+    v.utilization = utilization(s.compute_shock, s.tight, PRM(M_shock_utilization)[step], prm);
+    v.power_price = m_exp(s.log_power + PRM(M_shock_power_price)[step]);
     for (int g = 0; g < G; ++g) {
-        v.rental_rate[g] = m_exp(log_rental_rate(s.cum_deflation, s.compute_shock, s.obsolescence[g], prm, g));
+        const real log_rate = log_rental_rate(s.cum_deflation, s.compute_shock, s.obsolescence[g], prm, g);
+        v.rental_rate[g] = m_exp(log_rate + PRM(M_shock_rental_rate)[step * G + g]);
         v.gpu_value[g] = income_value(v.rental_rate[g], v.utilization, v.power_price, remaining_life_steps(step, prm, g), s.tight, prm, g);
         v.gpu_mark[g] = gpu_mark(v.gpu_value[g], s.distress_memory[g], prm);
     }
-    v.network_hashrate = network_hashrate(s.hashrate_deviation, step, prm);
+    v.network_hashrate = network_hashrate(deviation, step, prm);
 }
 
-// The log levels are taken from the state where it already holds them, to save a log per component.
-__host__ __device__ __forceinline__ void fan_coordinates(const MarketState& s, const MarketView& v, const real* prm, FanCoordinates& f) {
-    for (int a = 0; a < A; ++a) f.crypto[a] = s.log_crypto[a];
-    for (int g = 0; g < G; ++g) f.rental_rate[g] = log_rental_rate(s.cum_deflation, s.compute_shock, s.obsolescence[g], prm, g);
+// The log levels are taken from the state and the shock tables of t_step where they already hold
+// them, to save a log per component.
+__host__ __device__ __forceinline__ void fan_coordinates(const MarketState& s, const MarketView& v, int step, const real* prm,
+                                                         FanCoordinates& f) {
+    for (int a = 0; a < A; ++a) f.crypto[a] = s.log_crypto[a] + PRM(M_shock_crypto)[step * A + a];
+    for (int g = 0; g < G; ++g) {
+        const real log_rate = log_rental_rate(s.cum_deflation, s.compute_shock, s.obsolescence[g], prm, g);
+        f.rental_rate[g] = log_rate + PRM(M_shock_rental_rate)[step * G + g];
+    }
     f.utilization = v.utilization;
-    f.power_price = s.log_power;
+    f.power_price = s.log_power + PRM(M_shock_power_price)[step];
     for (int g = 0; g < G; ++g) {
         f.gpu_value[g] = m_log(v.gpu_value[g]);
         f.gpu_mark[g] = f.gpu_value[g] - PRM(M_mark_impact)[0] * s.distress_memory[g];
@@ -235,8 +249,8 @@ __host__ __device__ __forceinline__ void advance_market(MarketState& s, const Dr
 }
 
 // Step 10 of docs/model.md 7: update L with this step's fire sales Q^g (`dumped`), then draw R_{k+1}.
-__host__ __device__ __forceinline__ void close_step(MarketState& s, const real* dumped, const Draws& d, const real* prm) {
-    for (int g = 0; g < G; ++g) s.distress_memory[g] = distress_memory_step(s.distress_memory[g], dumped[g], s.tight, prm, g);
+__host__ __device__ __forceinline__ void close_step(MarketState& s, const real* dumped, const Draws& d, int step, const real* prm) {
+    for (int g = 0; g < G; ++g) s.distress_memory[g] = distress_memory_step(s.distress_memory[g], dumped[g], s.tight, step, prm, g);
     s.tight = next_regime(s.tight, d.u[SLOT_REGIME], PRM(M_regime_switch_prob));
 }
 

@@ -48,10 +48,10 @@ __host__ __device__ __forceinline__ void count_fan(const real* prm, unsigned int
 // per-borrower block counters in shared memory) is given, it is counted there once instead of
 // twice in the global histogram, whose not-applicable bins are the hottest addresses late in a
 // run (most borrowers of most paths have defaulted).
-__host__ __device__ __forceinline__ void count_fans(const real* prm, int step, const MarketState& s, const MarketView& v, const void* credit,
+__host__ __device__ __forceinline__ void count_fans(const real* prm, const MarketState& s, const MarketView& v, int step, const void* credit,
                                                     unsigned int* step_counts, unsigned int* defaulted) {
     FanCoordinates f;
-    fan_coordinates(s, v, prm, f);
+    fan_coordinates(s, v, step, prm, f);
     for (int a = 0; a < A; ++a) GPUSIM_COUNT_FAN(CRYPTO, a, f.crypto[a]);
     for (int g = 0; g < G; ++g) GPUSIM_COUNT_FAN(RENTAL_RATE, g, f.rental_rate[g]);
     GPUSIM_COUNT_FAN(UTILIZATION, 0, f.utilization);
@@ -171,7 +171,7 @@ extern "C" __global__ void simulate_paths(unsigned long long seed, unsigned long
         const void* credit = nullptr;
 #endif
         if (record) {
-            count_fans(prm, 0, s, v, credit, fan_counts, DEFAULTED_IN_SHARED ? block_defaulted : nullptr);
+            count_fans(prm, s, v, 0, credit, fan_counts, DEFAULTED_IN_SHARED ? block_defaulted : nullptr);
             if (s.tight) count_one(&block_tight[0]);
         }
         if (keep) save_view(v, s.tight, j, 0, saved, saved_regime);
@@ -187,9 +187,9 @@ extern "C" __global__ void simulate_paths(unsigned long long seed, unsigned long
 #endif
             if (record) {
                 unsigned int* defaulted = DEFAULTED_IN_SHARED ? block_defaulted + (k + 1) * N_BORROWERS : nullptr;
-                count_fans(prm, k + 1, s, v, credit, fan_counts + static_cast<long long>(k + 1) * FAN_TOTAL_BINS, defaulted);
+                count_fans(prm, s, v, k + 1, credit, fan_counts + static_cast<long long>(k + 1) * FAN_TOTAL_BINS, defaulted);
             }
-            close_step(s, dumped, d, prm);
+            close_step(s, dumped, d, k + 1, prm);
             if (record && s.tight) count_one(&block_tight[k + 1]);
             if (keep) save_view(v, s.tight, j, k + 1, saved, saved_regime);
         }

@@ -368,3 +368,27 @@ class HostKernelBackend:
 
     def run_chunk(self, spec: RunSpec, seed: int, path_start: int, n_paths: int, save_paths: int) -> ChunkResult:
         return self.model(spec).run_chunk(seed, path_start, n_paths, save_paths)
+
+
+def small_shocks(scale: float = 1.0) -> list[dict[str, Any]]:
+    """Dated shock paths on every kind of factor of the small scenario (its 24 monthly steps from
+    2026-01-01): a crash and a yearly decline of BTC, an ETH shock already at t_0, a rent shock of
+    one generation and one of all, utilization on its logit, power, the secondary market's depth.
+    `scale` 0 gives the same shocks with every change 0."""
+    return [
+        {
+            "factor": "BTC",
+            "points": [{"date": "2026-07-01", "level_change": -0.55 * scale}],
+            "rates": [{"from": "2026-07-01", "to": "2027-07-01", "annual_rate": -0.30 * scale}],
+        },
+        {
+            "factor": "ETH",
+            "points": [{"date": "2026-01-01", "log_change": -0.4 * scale}, {"date": "2026-04-01", "log_change": 0.2 * scale}],
+        },
+        {"factor": "rental_rate", "generation": "B200", "points": [{"date": "2026-10-01", "level_change": -0.35 * scale}]},
+        {"factor": "rental_rate", "rates": [{"from": "2026-03-01", "to": "2027-03-01", "annual_rate": -0.20 * scale}]},
+        {"factor": "utilization", "points": [{"date": "2026-06-01", "log_change": -1.5 * scale}]},
+        {"factor": "power_price", "points": [{"date": "2026-05-01", "level_change": 0.8 * scale}]},
+        {"factor": "market_depth", "generation": "B200", "points": [{"date": "2026-04-01", "level_change": -0.9 * scale}]},
+        {"factor": "market_depth", "rates": [{"from": "2026-01-01", "to": "2028-01-01", "annual_rate": -0.5 * scale}]},
+    ]

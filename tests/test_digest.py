@@ -33,6 +33,9 @@ DIGESTS: dict[str, str] = {
     "market_freeze": "81c9d118c34b4c5f3c4c7c401172faf1ee47970e2a6981d6ba539d641d711d7b",
     "perfect_storm": "6ceab40b2764489b8a82318015851f675de0fb0e4eec1d35c9d47f0c7d015d64",
     "rubin_early": "7fe8574d4886a4d4b577ed91de4e43ad63e8671629b64d5f6e68fa7dfb8d4b28",
+    # dated shock paths (docs/model.md 4.13): added with the scenarios, no earlier digest changed
+    "replay_2022": "b4aaaec3480a086ae376eeb9f0aee714e81efbc2b4fdffb1f8da474bedfda910",
+    "severe_path": "80ca6d6b10b223803af408c21e62404a70b78bfe9fb46e1889c4c9d7d89f8a2d",
 }
 
 

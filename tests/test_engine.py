@@ -83,8 +83,8 @@ def test_save_paths_limits_what_is_kept(small_spec):
 def test_nan_in_a_factor_is_an_error_naming_it(small_spec, monkeypatch):
     real = factors.utilization
 
-    def broken(x, tight, p, xp):
-        return real(x, tight, p, xp) * np.nan
+    def broken(x, tight, shock, p, xp):
+        return real(x, tight, shock, p, xp) * np.nan
 
     monkeypatch.setattr(factors, "utilization", broken)
     with pytest.raises(SimulationError, match="utilization"):

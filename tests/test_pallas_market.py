@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import small_spec_for
+from helpers import small_shocks, small_spec_for
 
 jax = pytest.importorskip("jax", reason="jax is not installed: the Pallas kernel tests need it (pip install 'gpusim[jax]')")
 
@@ -26,10 +26,17 @@ def spec():
     return small_spec_for("float64")
 
 
-@pytest.mark.parametrize(("dtype", "rtol"), [("float64", 1e-13), ("float32", 1e-5)])
-def test_fused_step_equals_the_shared_functions(spec, dtype, rtol):
+@pytest.fixture(scope="module")
+def shocked_spec(spec):
+    return small_spec_for("float64", shocks=small_shocks())
+
+
+@pytest.mark.parametrize(("dtype", "rtol", "shocked"), [("float64", 1e-13, False), ("float32", 1e-5, False), ("float64", 1e-13, True)])
+def test_fused_step_equals_the_shared_functions(spec, shocked_spec, dtype, rtol, shocked):
     """200 paths in blocks of 64 (the last one padded), starting past 2**32 paths, at step 5
-    of a state already moved off its start: every state, level and draw the step returns."""
+    of a state already moved off its start: every state, level and draw the step returns
+    (with dated shock paths, the levels read the shock tables' row of t_6)."""
+    spec = shocked_spec if shocked else spec
     layout = spec.layout
     p = cast_params(spec.market, jnp, getattr(jnp, dtype))
     n, path_start, k = 200, 2**32 - 100, jnp.int32(5)

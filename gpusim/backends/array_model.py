@@ -58,10 +58,10 @@ class FanCounter:
             self.first_bin[name] = self.total_bins
             self.total_bins += spec.binnings[name].n_components * spec.binnings[name].bins_per_component
 
-    def __call__(self, state: MarketState, view: MarketView, ratios: CreditView | None, valid: Any = None) -> Any:
-        """Counts of this step; paths where `valid` is False (padding) are left out."""
+    def __call__(self, state: MarketState, view: MarketView, ratios: CreditView | None, step: Any, valid: Any = None) -> Any:
+        """Counts of the time point t_step; paths where `valid` is False (padding) are left out."""
         xp = self.xp
-        coordinates = fan_coordinates(state, view, self.p, xp)
+        coordinates = fan_coordinates(state, view, step, self.p, xp)
         if ratios is not None:
             coordinates.update(ratios._asdict())
         parts = []
@@ -113,7 +113,7 @@ def _run_paths(
 
     def keep(carry: StepCarry, seen: StepObservables) -> None:
         """Record the fan counts, regime count and saved paths of one time point."""
-        counts.append(fan_counts(seen.market, seen.view, seen.ratios))
+        counts.append(fan_counts(seen.market, seen.view, seen.ratios, seen.step))
         tight.append(xp.sum(xp.astype(carry.market.tight, xp.int64)))
         records.append({name: getattr(seen.view, name)[..., :n_saved] for name in MarketView._fields})
         regimes.append(carry.market.tight[:n_saved])

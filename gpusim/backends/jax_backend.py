@@ -273,7 +273,7 @@ def _scan_paths(
         if not record:
             return {}
         return {
-            "counts": counter(seen.market, seen.view, seen.ratios, valid),
+            "counts": counter(seen.market, seen.view, seen.ratios, seen.step, valid),
             "tight": xp.sum(xp.astype(carry.market.tight & valid, xp.int64)),
             "saved": {name: getattr(seen.view, name)[..., :n_saved] for name in MarketView._fields},
             "regime": carry.market.tight[:n_saved],

@@ -64,7 +64,14 @@ def fused_market_step(
     padded = -(-n // block) * block
     # the launch calendar is read at the traced step outside the kernel: inside, step 0 of a
     # one-entry calendar (a gather at a traced index is not something every lowering allows)
-    p_step = p._replace(scheduled_launches=jnp.reshape(p.scheduled_launches[step], (1,)))
+    # the same for the shock tables, read at t_{step+1} (row 0 of the one-row tables)
+    p_step = p._replace(
+        scheduled_launches=jnp.reshape(p.scheduled_launches[step], (1,)),
+        shock_crypto=p.shock_crypto[step + 1][None, :],
+        shock_rental_rate=p.shock_rental_rate[step + 1][None, :],
+        shock_utilization=jnp.reshape(p.shock_utilization[step + 1], (1,)),
+        shock_power_price=jnp.reshape(p.shock_power_price[step + 1], (1,)),
+    )
     param_shapes = [jnp.shape(v) for v in p_step]
     params = [jnp.reshape(v, (1,)) if jnp.ndim(v) == 0 else v for v in p_step]
     scalars = jnp.stack([jnp.asarray(path_start, jnp.int64), jnp.asarray(step, jnp.int64)])
@@ -94,7 +101,7 @@ def fused_market_step(
         block_p = MarketParams(*(jnp.reshape(ref[...], shape) for ref, shape in zip(param_refs, param_shapes, strict=True)))
         draws = draw_step(seed, start, block, k, layout, dtype, jnp)
         advanced = advance_market(block_state, draws, 0, block_p, layout, jnp)
-        view = observe(advanced, k + 1, block_p, layout, jnp)
+        view = observe(advanced, k + 1, block_p, layout, jnp, row=0)
         values = [jnp.astype(advanced.tight, jnp.int8), *advanced[1:], *view, *(getattr(draws, entry.name) for entry in passed)]
         for ref, value in zip(out_refs, values, strict=True):
             ref[...] = jnp.astype(value, ref.dtype)

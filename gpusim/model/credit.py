@@ -25,7 +25,7 @@ from gpusim.model.debt import (
     scheduled_principal,
     sum_by_owner,
 )
-from gpusim.model.market import MarketView, by_regime
+from gpusim.model.market import MarketView, by_regime, shocked_depth
 from gpusim.model.params import CreditParams, Layout, MarketParams
 
 
@@ -511,9 +511,12 @@ def settle_defaults(
     workout_units = xp.where(w.payment_default[:, None, :], cs.units, w.units)
     any_default = sum_over(xp.astype(newly, dumped.dtype), axis=0) > 0.0
     pledged = xp.broadcast_to(w.pledged, workout_units.shape)
+    # fire sales at t_{k+1} meet the market depth of t_{k+1}, with its dated shock (docs/model.md 4.13)
+    depth_now = m._replace(market_depth=shocked_depth(m, step + 1, xp))
     sites = {"data_centres": data_centre_proceeds(step + 1, tight, c, xp)} if layout.n_data_centres else {}
     recovered = recoveries(
-        any_default, exposure, view.gpu_mark, dumped, tight, workout_units, pledged, w.net_price, workout_cash, layout, m, c, xp, **sites
+        any_default, exposure, view.gpu_mark, dumped, tight, workout_units, pledged, w.net_price, workout_cash, layout, depth_now, c, xp,
+        **sites,
     )
     newly_by_instrument = by_owner(newly, layout, xp)
     loss_now = xp.where(newly_by_instrument, exposure - xp.minimum(recovered, exposure), 0.0)

@@ -144,9 +144,9 @@ def log_rental_rate(cum_deflation: Any, x: Any, obsolescence: Any, p: MarketPara
     return p.log_rate0[:, None] - cum_deflation + x - obsolescence
 
 
-def utilization(x: Any, tight: Any, p: MarketParams, xp: Any) -> Any:
-    """u = u_max / (1 + exp(-(a_R + b X)))."""
-    return p.util_max / (1.0 + xp.exp(-(by_regime(p.util_level, tight, xp) + p.util_sensitivity * x)))
+def utilization(x: Any, tight: Any, shock: Any, p: MarketParams, xp: Any) -> Any:
+    """u = u_max / (1 + exp(-(a_R + b X + s_u))), s_u the dated shock of the logit (4.13)."""
+    return p.util_max / (1.0 + xp.exp(-(by_regime(p.util_level, tight, xp) + p.util_sensitivity * x + shock)))
 
 
 def income_value(rate: Any, util: Any, power_price: Any, remaining_steps: Any, tight: Any, p: MarketParams, dt: float, xp: Any) -> Any:
@@ -178,6 +178,11 @@ def remaining_life_steps(step: int, p: MarketParams, xp: Any) -> Any:
 def gpu_mark(value: Any, memory: Any, p: MarketParams, xp: Any) -> Any:
     """M = V exp(-alpha_mark L): distressed supply remembered by the market depresses marks."""
     return value * xp.exp(-p.mark_impact * memory)
+
+
+def shocked_depth(p: MarketParams, step: Any, xp: Any) -> Any:
+    """D^g_R exp(s^D,g_k): the market depth of both regimes with the dated shock of t_step (4.13), shape (2, G)."""
+    return p.market_depth * xp.exp(p.shock_market_depth[step])[None, :]
 
 
 def distress_memory_step(memory: Any, dumped: Any, tight: Any, p: MarketParams, xp: Any) -> Any:
@@ -222,35 +227,43 @@ def initial_state(n_paths: int, p: MarketParams, layout: Layout, xp: Any) -> Mar
     )
 
 
-def observe(state: MarketState, step: int, p: MarketParams, layout: Layout, xp: Any) -> MarketView:
+def observe(state: MarketState, step: Any, p: MarketParams, layout: Layout, xp: Any, row: Any = None) -> MarketView:
     """Factor levels at t_step. Called after `advance_market`, the state still holds R_k and L_k,
-    which docs/model.md 7 says set utilization, values and marks at t_{k+1}."""
+    which docs/model.md 7 says set utilization, values and marks at t_{k+1}.
+
+    The dated shocks of t_step (4.13) are added to the log levels here, so everything read from
+    the view (values, marks, collateral, hashprice) sees them. They are read from row `row` of
+    the shock tables: `step`, unless the caller has cut the tables down to t_step's row (the
+    fused Pallas step, which passes 0)."""
+    row = step if row is None else row
     regime_for_levels = state.tight
-    rate = xp.exp(log_rental_rate(state.cum_deflation, state.compute_shock, state.obsolescence, p))
-    util = utilization(state.compute_shock, regime_for_levels, p, xp)
-    power = xp.exp(state.log_power)
+    deviation = state.hashrate_deviation + p.hashrate_btc_elasticity * p.shock_crypto[row, layout.btc_index]
+    rate = xp.exp(log_rental_rate(state.cum_deflation, state.compute_shock, state.obsolescence, p) + p.shock_rental_rate[row][:, None])
+    util = utilization(state.compute_shock, regime_for_levels, p.shock_utilization[row], p, xp)
+    power = xp.exp(state.log_power + p.shock_power_price[row])
     value = income_value(rate, util, power, remaining_life_steps(step, p, xp), regime_for_levels, p, layout.dt, xp)
     return MarketView(
-        crypto=xp.exp(state.log_crypto),
+        crypto=xp.exp(state.log_crypto + p.shock_crypto[row][:, None]),
         rental_rate=rate,
         utilization=util,
         power_price=power,
         gpu_value=value,
         gpu_mark=gpu_mark(value, state.distress_memory, p, xp),
-        network_hashrate=network_hashrate(state.hashrate_deviation, step, p, xp),
+        network_hashrate=network_hashrate(deviation, step, p, xp),
     )
 
 
-def fan_coordinates(state: MarketState, view: MarketView, p: MarketParams, xp: Any) -> dict[str, Any]:
+def fan_coordinates(state: MarketState, view: MarketView, step: Any, p: MarketParams, xp: Any) -> dict[str, Any]:
     """What the fan-chart histograms bin, per factor, shape (C, n): the log level of prices,
-    rates and values (taken from the state where it is already held, to save a log per
-    component) and the level of utilization."""
+    rates and values (taken from the state and the shock tables of t_step where it is already
+    held, to save a log per component) and the level of utilization."""
     log_value = xp.log(view.gpu_value)
+    log_rate = log_rental_rate(state.cum_deflation, state.compute_shock, state.obsolescence, p)
     return {
-        "crypto": state.log_crypto,
-        "rental_rate": log_rental_rate(state.cum_deflation, state.compute_shock, state.obsolescence, p),
+        "crypto": state.log_crypto + p.shock_crypto[step][:, None],
+        "rental_rate": log_rate + p.shock_rental_rate[step][:, None],
         "utilization": view.utilization[None, :],
-        "power_price": state.log_power[None, :],
+        "power_price": (state.log_power + p.shock_power_price[step])[None, :],
         "gpu_value": log_value,
         "gpu_mark": log_value - p.mark_impact * state.distress_memory,
         "network_hashrate": xp.log(view.network_hashrate)[None, :],
@@ -283,9 +296,11 @@ def advance_market(state: MarketState, draws: Draws, step: int, p: MarketParams,
     )
 
 
-def close_step(state: MarketState, dumped: Any, draws: Draws, p: MarketParams, xp: Any) -> MarketState:
-    """Step 10 of docs/model.md 7: update L with this step's fire sales Q (G, n), then draw R_{k+1}."""
+def close_step(state: MarketState, dumped: Any, draws: Draws, step: Any, p: MarketParams, xp: Any) -> MarketState:
+    """Step 10 of docs/model.md 7: update L with this step's fire sales Q (G, n), sold into the
+    depth of t_step = t_{k+1}, then draw R_{k+1}."""
+    depth_now = p._replace(market_depth=shocked_depth(p, step, xp))
     return state._replace(
-        distress_memory=distress_memory_step(state.distress_memory, dumped, state.tight, p, xp),
+        distress_memory=distress_memory_step(state.distress_memory, dumped, state.tight, depth_now, xp),
         tight=next_regime(state.tight, draws.regime, p.regime_switch_prob, xp),
     )

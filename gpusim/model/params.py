@@ -17,6 +17,7 @@ import numpy as np
 
 from gpusim.model.constants import HOURS_PER_YEAR
 from gpusim.model.rng import poisson_cdf_table
+from gpusim.model.shocks import shock_tables
 from gpusim.model.slots import SlotTable, slot_table
 from gpusim.scenario.calendar import add_months, event_step, step_holding, year_fraction
 from gpusim.scenario.schema import Scenario
@@ -143,6 +144,12 @@ class MarketParams(NamedTuple):
     hashrate_vol_step: Any  # () sigma_H sqrt(dt)
     hashrate_btc_elasticity: Any  # () e: response of ln H to the step's log BTC return
     chain: Any  # () 1: the fire-sale chain on; 0: off (the attribution pass, docs/model.md 8.9)
+    # dated shock paths (docs/model.md 4.13): cumulative log change of each level at t_k, 0 without shocks
+    shock_crypto: Any  # (K+1, A) ln price multiplier
+    shock_rental_rate: Any  # (K+1, G) ln rent multiplier
+    shock_utilization: Any  # (K+1,) change of logit(u / u_max)
+    shock_power_price: Any  # (K+1,) ln power price multiplier
+    shock_market_depth: Any  # (K+1, G) ln market depth multiplier
 
 
 def _pair(by_regime: Any) -> list[float]:
@@ -310,7 +317,14 @@ def build_market_params(s: Scenario) -> MarketParams:
         crypto_slippage=np.array([_pair(a.sale_slippage) for a in assets]).T,
         **hashrate_params(s),
         chain=np.float64(1.0),
+        **shock_params(s),
     )
+
+
+def shock_params(s: Scenario) -> dict[str, Any]:
+    """MarketParams of the dated shock paths: the overlay tables of gpusim.model.shocks."""
+    tables = shock_tables(s)
+    return {f"shock_{name}": table for name, table in zip(tables._fields, tables, strict=True)}
 
 
 def hashrate_params(s: Scenario) -> dict[str, Any]:

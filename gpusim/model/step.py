@@ -40,6 +40,7 @@ class StepObservables(NamedTuple):
     market: MarketState  # advanced, before close_step: R_k and L_k still (what the fan coordinates read)
     view: MarketView  # the observed levels
     ratios: CreditView | None  # DSCR and LTV per borrower; None without borrowers
+    step: Any  # index of the time point shown (k+1; 0 at t_0): the row of the shock tables its levels read
 
 
 MarketStep = Callable[[MarketState, Any, "ChunkInputs"], tuple[MarketState, MarketView, Draws]]
@@ -73,9 +74,9 @@ def initial_carry(inputs: ChunkInputs, n_paths: int) -> tuple[StepCarry, StepObs
     state = initial_state(n_paths, p, layout, xp)
     view = observe(state, 0, p, layout, xp)
     if c is None:
-        return StepCarry(state, None), StepObservables(state, view, None)
+        return StepCarry(state, None), StepObservables(state, view, None, 0)
     credit = initial_credit_state(view, p, c, layout, xp)
-    return StepCarry(state, credit), StepObservables(state, view, credit_ratios(credit, view, 0, c, layout, xp))
+    return StepCarry(state, credit), StepObservables(state, view, credit_ratios(credit, view, 0, c, layout, xp), 0)
 
 
 def model_step(carry: StepCarry, k: Any, inputs: ChunkInputs) -> tuple[StepCarry, StepObservables]:
@@ -88,8 +89,8 @@ def model_step(carry: StepCarry, k: Any, inputs: ChunkInputs) -> tuple[StepCarry
         credit, dumped, ratios = credit_step(
             credit, view, state.tight, draws.revenue_shock, draws.tenant_default, k, p, inputs.c, layout, xp, recoveries=inputs.recoveries
         )
-    closed = close_step(state, dumped, draws, p, xp)
-    return StepCarry(closed, credit), StepObservables(state, view, ratios)
+    closed = close_step(state, dumped, draws, k + 1, p, xp)
+    return StepCarry(closed, credit), StepObservables(state, view, ratios, k + 1)
 
 
 def outcome_arrays(cs: CreditState) -> CreditOutcomes:

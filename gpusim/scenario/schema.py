@@ -542,6 +542,90 @@ class DeskSettings(Strict):
     tranches: list[TrancheSplit] = Field(default_factory=list, description="facilities whose loss is reported by tranche; none by default")
 
 
+# Dated shock paths: deterministic overlays on the stochastic factor levels (docs/model.md 4.13)
+
+SHOCK_FACTORS = ("rental_rate", "utilization", "power_price", "market_depth")
+"""Factors a shock can name besides the crypto assets (which it names by ticker)."""
+
+LevelChange = Annotated[float, Field(gt=-1.0, le=100.0)]
+"""A relative change of a level: -0.55 is a fall of 55 %, 1.0 a doubling."""
+
+
+class ShockPoint(Strict):
+    date: Date = Field(description="date the overlay reaches this change (on or after the reference date: time.start, or anchor if given)")
+    level_change: LevelChange | None = Field(
+        None,
+        description="cumulative change of the level since the reference date, as a fraction (-0.55 = level x 0.45); "
+        "for utilization, of the odds u / (u_max - u)",
+    )
+    log_change: LogSize | None = Field(
+        None, description="the same change as a log (-0.8 = level x exp(-0.8)); for utilization, the change of logit(u / u_max)"
+    )
+
+    @model_validator(mode="after")
+    def _one_change(self) -> ShockPoint:
+        if (self.level_change is None) == (self.log_change is None):
+            raise ValueError("give exactly one of level_change and log_change")
+        return self
+
+    @property
+    def log_level(self) -> float:
+        """The change in log units (log odds for utilization)."""
+        change = np.log1p(self.level_change) if self.level_change is not None else self.log_change
+        return float(change)  # type: ignore[arg-type]
+
+
+class ShockRate(Strict):
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    start: Date = Field(alias="from", description="first date of the period the rate applies over")
+    end: Date = Field(alias="to", description="last date of the period (after `from`)")
+    annual_rate: Annotated[float, Field(gt=-1.0, le=5.0)] = Field(
+        description="compound change of the level per year over the period: the level is multiplied by (1 + annual_rate)^years "
+        "(-0.30 = 30 % a year lower); for utilization, of the odds u / (u_max - u)"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ShockRate:
+        if self.end <= self.start:
+            raise ValueError(f"to ({self.end}) must be after from ({self.start})")
+        return self
+
+
+class Shock(Strict):
+    """A deterministic overlay on one factor's level path, multiplicative in price space."""
+
+    factor: str = Field(
+        description="a crypto asset's ticker (e.g. BTC), or rental_rate (per generation), "
+        "utilization (on the logit of u / u_max), power_price or market_depth (per generation: GPUs a month the secondary market absorbs)"
+    )
+    generation: str | None = Field(
+        None, description="rental_rate and market_depth only: the generation shocked; none = every generation"
+    )
+    anchor: Date | None = Field(
+        None,
+        description="date that time.start stands for: dates below are placed on the grid counted from it (a historical "
+        "replay keeps its own dates); none = time.start",
+    )
+    points: list[ShockPoint] = Field(
+        default_factory=list,
+        description="dated cumulative changes, in increasing date order: log-linear between points (from no change at the "
+        "reference date), held after the last point",
+    )
+    rates: list[ShockRate] = Field(
+        default_factory=list, description="periods of compound change, added to the points' path in log space; held after each period"
+    )
+
+    @model_validator(mode="after")
+    def _has_path(self) -> Shock:
+        if not self.points and not self.rates:
+            raise ValueError("give points or rates (or both)")
+        dates = [p.date for p in self.points]
+        if len(set(dates)) != len(dates) or dates != sorted(dates):
+            raise ValueError("points must be in strictly increasing date order")
+        return self
+
+
 class Scenario(Strict):
     """A scenario as `gpusim validate` resolves it (after `extends:`)."""
 
@@ -562,6 +646,10 @@ class Scenario(Strict):
     desk: DeskSettings = Field(
         default_factory=DeskSettings,
         description="how the desk measures are reported (recovery, spread flags, tranches); no effect on the model",
+    )
+    shocks: list[Shock] = Field(
+        default_factory=list,
+        description="dated shock paths: deterministic overlays on the simulated factor levels (docs/model.md 4.13); none = no overlay",
     )
 
 
@@ -654,6 +742,7 @@ def check_references(s: Scenario) -> list[str]:
                     problems.append(f"borrowers[{bi}].debt[{ii}].collateral.crypto: {b.name} holds no {a!r} ({own_assets})")
         problems += _data_centre_problems(bi, b)
     problems += _desk_problems(s)
+    problems += _shock_problems(s, assets, gens)
     return problems
 
 
@@ -678,4 +767,25 @@ def _desk_problems(s: Scenario) -> list[str]:
                 problems.append(f"desk.tranches[{k}].instruments: {name!r} is not an instrument of the portfolio")
         for d in sorted(_duplicates(list(split.instruments))):
             problems.append(f"desk.tranches[{k}].instruments: {d!r} appears more than once")
+    return problems
+
+
+def _shock_problems(s: Scenario, assets: list[str], gens: list[str]) -> list[str]:
+    """Each shock names a factor of this scenario, and its dates lie on or after its reference date."""
+    problems: list[str] = []
+    for si, shock in enumerate(s.shocks):
+        where = f"shocks[{si}]"
+        if shock.factor not in assets and shock.factor not in SHOCK_FACTORS:
+            problems.append(f"{where}.factor: {shock.factor!r} is none of the crypto assets {assets} or {list(SHOCK_FACTORS)}")
+        if shock.generation is not None and shock.factor not in ("rental_rate", "market_depth"):
+            problems.append(f"{where}.generation: only a rental_rate or market_depth shock names a generation")
+        elif shock.generation is not None and shock.generation not in gens:
+            problems.append(f"{where}.generation: {shock.generation!r} is not one of {gens}")
+        reference = shock.anchor or s.time.start
+        for pi, point in enumerate(shock.points):
+            if point.date < reference:
+                problems.append(f"{where}.points[{pi}].date: {point.date} is before the reference date {reference}")
+        for ri, rate in enumerate(shock.rates):
+            if rate.start < reference:
+                problems.append(f"{where}.rates[{ri}].from: {rate.start} is before the reference date {reference}")
     return problems
