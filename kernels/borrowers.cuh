@@ -86,13 +86,13 @@ __host__ __device__ __forceinline__ real tenant_defaults(real default_step, real
 
 // (contract, spot) weight of tenant t's capacity in step k: a performing tenant pays its contract
 // while in force, its capacity is at spot after expiry; a defaulted tenant's capacity earns
-// nothing for the re-leasing lag, then is at spot.
+// nothing for the re-leasing lag, then is at spot. Before a tenant's start its capacity earns nothing.
 __host__ __device__ __forceinline__ void tenant_shares(real default_step, int step, const real* prm, int t, real& contract, real& spot) {
     const bool performing = default_step < R(0.0);
     const real active = PRM(C_tenant_active)[step * N_TENANTS + t];
     const bool released = default_step >= R(0.0) && default_step + PRM(C_tenant_lag_steps)[t] <= R(step);
     contract = performing ? active : R(0.0);
-    spot = performing ? R(1.0) - active : (released ? R(1.0) : R(0.0));
+    spot = performing ? PRM(C_tenant_started)[step * N_TENANTS + t] - active : (released ? R(1.0) : R(0.0));
 }
 
 // Per-tenant values x summed over borrower b's tenants in a fixed order; 0 without tenants.
@@ -127,11 +127,36 @@ __host__ __device__ __forceinline__ real tenant_power_cost(real utilization, rea
     return R(HOURS_PER_YEAR * DT) * (power_price * PRM(C_power_price_ratio)[b]) * (kw * PRM(C_pue)[b]);
 }
 
+// ---------------------------------------------------------------------------------------------
+// GPUs delivered by capex orders (docs/model.md 5.8); `added` is B x G
+// ---------------------------------------------------------------------------------------------
+
+// sum_g a_g h u r^g e^eps: the GPUs capex delivered to borrower b rent at spot.
+__host__ __device__ __forceinline__ real delivered_revenue(const real* rental_rate, real utilization, real eps, const real* added, int b) {
+    const real shock = m_exp(eps);
+    real total = R(0.0);
+    for (int g = 0; g < G; ++g) {
+        const real part = added[b * G + g] * (utilization * rental_rate[g] * shock);
+        total = g == 0 ? part : total + part;
+    }
+    return R(HOURS_PER_YEAR * DT) * total;
+}
+
+// Power of borrower b's delivered GPUs running at the market utilization, with the site PUE.
+__host__ __device__ __forceinline__ real delivered_power_cost(real utilization, real power_price, const real* added, const real* prm, int b) {
+    real kw = R(0.0);
+    for (int g = 0; g < G; ++g) {
+        const real part = added[b * G + g] * utilization * PRM(M_kw_per_gpu)[g];
+        kw = g == 0 ? part : kw + part;
+    }
+    return R(HOURS_PER_YEAR * DT) * (power_price * PRM(C_power_price_ratio)[b]) * (kw * PRM(C_pue)[b]);
+}
+
 // Cash flow available for debt service of borrower b in step k (calendars of `step`), paid out of
-// the market levels observed at t_{levels_step} (k + 1; 0 for the run rates) and the tenants'
-// default steps: revenue - opex.
+// the market levels observed at t_{levels_step} (k + 1; 0 for the run rates), the tenants'
+// default steps and the GPUs capex has delivered by t_k (`added`, nullptr at t_0): revenue - opex.
 __host__ __device__ __forceinline__ real cfads(const MarketView& v, const real* tenant_default_step, real eps, int step, int levels_step,
-                                               const real* prm, int b) {
+                                               const real* prm, int b, const real* added) {
     const real price = hashprice(v.crypto[BTC], v.network_hashrate, step, levels_step, prm);
     const real running = miners_running(price, v.power_price, prm, b);
     real revenue = fleet_revenue(v.rental_rate, v.utilization, eps, step, prm, b) + mining_revenue(price, running, prm, b);
@@ -141,6 +166,10 @@ __host__ __device__ __forceinline__ real cfads(const MarketView& v, const real* 
         for (int t = FIRST_TENANT[b]; t < FIRST_TENANT[b + 1]; ++t) tenant_shares(tenant_default_step[t], step, prm, t, contract[t], spot[t]);
         revenue = revenue + tenant_revenue(v.rental_rate, v.utilization, eps, contract, spot, step, prm, b);
         cost = cost + tenant_power_cost(v.utilization, v.power_price, contract, spot, prm, b);
+    }
+    if (N_ORDERS > 0 && added != nullptr) {  // a portfolio without capex skips the delivered GPUs (as the Python model)
+        revenue = revenue + delivered_revenue(v.rental_rate, v.utilization, eps, added, b);
+        cost = cost + delivered_power_cost(v.utilization, v.power_price, added, prm, b);
     }
     return revenue - cost;
 }

@@ -201,20 +201,21 @@ def bounded_recoveries(
     m: MarketParams,
     c: CreditParams,
     xp: Any,
+    fleet: Any = None,
 ) -> Any:
     """`credit.recoveries_where` under jit: a traced array cannot have a data-dependent size, so
     the defaulting paths are gathered into a fixed-size index (1/16 of the chunk); in the rare
     step where more paths default, `lax.cond` runs the waterfall on every path instead.
     Same numbers either way; the waterfall's cost drops by about the ratio of the sizes."""
     size = max(64, any_default.shape[-1] // 16)
-    operands = (any_default, exposure, marks, dumped, tight, units, pledged, net_price, cash)
+    operands = (any_default, exposure, marks, dumped, tight, units, pledged, net_price, cash) + (() if fleet is None else (fleet,))
 
     def gathered(ops: tuple[Any, ...]) -> Any:
         index = jnp.nonzero(ops[0], size=size, fill_value=0)[0]
-        return recoveries_where(*ops, layout, m, c, xp, index=index)
+        return recoveries_where(*ops[:9], layout, m, c, xp, index=index, fleet=ops[9] if len(ops) > 9 else None)
 
     def everywhere(ops: tuple[Any, ...]) -> Any:
-        return xp.where(ops[0], recovery_waterfall(*ops[1:], layout, m, c, xp), 0.0)
+        return xp.where(ops[0], recovery_waterfall(*ops[1:9], layout, m, c, xp, ops[9] if len(ops) > 9 else None), 0.0)
 
     if size >= any_default.shape[-1]:
         return everywhere(operands)

@@ -97,12 +97,13 @@ def tenant_defaults(default_step: Any, u: Any, tight: Any, step: Any, c: CreditP
 def tenant_shares(default_step: Any, step: Any, c: CreditParams, xp: Any) -> tuple[Any, Any]:
     """(contract, spot) weight of each tenant's capacity in step k, (T, n) each: a performing
     tenant pays its contract while it is in force and its capacity is at spot after expiry; a
-    defaulted tenant's capacity earns nothing for the re-leasing lag, then is at spot."""
+    defaulted tenant's capacity earns nothing for the re-leasing lag, then is at spot. Before a
+    tenant's start its capacity earns nothing (it is not yet delivered or let)."""
     performing = default_step < 0.0
     active = c.tenant_active[step][:, None]
     released = (default_step >= 0.0) & (default_step + c.tenant_lag_steps[:, None] <= step)
     contract = xp.where(performing, active, 0.0)
-    spot = xp.where(performing, 1.0 - active, xp.where(released, 1.0, 0.0))
+    spot = xp.where(performing, c.tenant_started[step][:, None] - active, xp.where(released, 1.0, 0.0))
     return contract, spot
 
 
@@ -140,6 +141,21 @@ def tenant_power_cost(
     return (HOURS_PER_YEAR * dt) * (power_price * c.power_price_ratio[:, None]) * (kw * c.pue[:, None])
 
 
+# ---------------------------------------------------------------------------------------
+# GPUs delivered by capex orders (docs/model.md 5.8)
+
+
+def delivered_revenue(rental_rate: Any, utilization: Any, eps: Any, added: Any, dt: float, xp: Any) -> Any:
+    """sum_g a_g h u r^g e^eps: the GPUs capex delivered (`added`, (B, G, n)) rent at spot, (B, n)."""
+    return (HOURS_PER_YEAR * dt) * sum_over(added * (utilization * rental_rate[None, :, :] * xp.exp(eps)[:, None, :]), axis=1)
+
+
+def delivered_power_cost(utilization: Any, power_price: Any, added: Any, dt: float, m: MarketParams, c: CreditParams) -> Any:
+    """Power of the delivered GPUs running at the market utilization, with the site PUE, (B, n)."""
+    kw = sum_over(added * utilization * m.kw_per_gpu[None, :, None], axis=1)
+    return (HOURS_PER_YEAR * dt) * (power_price * c.power_price_ratio[:, None]) * (kw * c.pue[:, None])
+
+
 def cfads(
     view: MarketView,
     tenant_default_step: Any,
@@ -150,10 +166,12 @@ def cfads(
     c: CreditParams,
     layout: Layout,
     xp: Any,
+    added: Any = None,
 ) -> Any:
     """Cash flow available for debt service in step k (calendars of `step`), paid out of the
-    market levels `view` observed at t_{levels_step} (k + 1; 0 for the run rates at t_0) and the
-    tenants' default steps (T, n): revenue - opex, (B, n)."""
+    market levels `view` observed at t_{levels_step} (k + 1; 0 for the run rates at t_0), the
+    tenants' default steps (T, n) and the GPUs capex has delivered by t_k (`added`, (B, G, n);
+    none at t_0): revenue - opex, (B, n)."""
     dt = layout.dt
     price = hashprice(view.crypto[layout.btc_index], view.network_hashrate, step, levels_step, m, c, xp)
     running = miners_running(price, view.power_price, c)
@@ -163,4 +181,7 @@ def cfads(
         contract, spot = tenant_shares(tenant_default_step, step, c, xp)
         revenue = revenue + tenant_revenue(view.rental_rate, view.utilization, eps, contract, spot, step, dt, c, layout, xp)
         cost = cost + tenant_power_cost(view.utilization, view.power_price, contract, spot, dt, c, layout, xp)
+    if layout.n_orders and added is not None:  # static: a portfolio without capex skips the delivered GPUs
+        revenue = revenue + delivered_revenue(view.rental_rate, view.utilization, eps, added, dt, xp)
+        cost = cost + delivered_power_cost(view.utilization, view.power_price, added, dt, m, c)
     return revenue - cost

@@ -326,6 +326,12 @@ class Refinancing(Strict):
         description="added to the coupon of a loan refinanced in the tight regime, per year; "
         "none = lenders refinance only in the easy regime",
     )
+    # market access (docs/model.md 7.5, 7.10)
+    via_market_access: bool = Field(
+        False,
+        description="the maturity is refinanced in the capital markets (e.g. converts rolled into new converts): only in a step "
+        "where the borrower's market_access window is open, besides the terms above",
+    )
 
 
 class Collateral(Strict):
@@ -404,6 +410,11 @@ class Tenant(Strict):
     rate: NonNegativeUnitPrice = Field(description="contract rate at t_0: USD per GPU-hour (gpu_hours) or USD per kW-month (colocation)")
     escalator: AnnualRate = Field(0.0, description="annual escalator of the rate, applied on each anniversary of t_0, per year")
     expiry: Date = Field(description="end of the contract term; the capacity then earns spot (colocation: spot_rate_per_kw_month)")
+    start: Date | None = Field(
+        None,
+        description="date the contract starts paying (e.g. on capacity a capex order delivers); before it the capacity earns and "
+        "draws nothing and the tenant cannot default; none = running at t_0",
+    )
     releasing_lag_months: Annotated[int, Field(ge=0)] = Field(
         6, description="months after a tenant default in which the capacity earns nothing (and draws no power) before it re-lets at spot"
     )
@@ -419,6 +430,64 @@ class Tenant(Strict):
         if self.kind == "colocation" and (self.capacity_kw == 0 or self.generation is not None or self.gpus):
             raise ValueError("a colocation tenant needs capacity_kw > 0, and no generation or gpus")
         return self
+
+
+# ---------------------------------------------------------------------------------------
+# Dated capex and market access (docs/model.md 5.8, 7.10)
+
+
+class CapexOrder(Strict):
+    """A dated purchase of GPUs: paid and delivered on `date`, funded from the sources in `funding` in order."""
+
+    date: Date = Field(description="delivery and payment date; the GPUs earn, draw power and secure loans from the next step")
+    kind: Literal["gpus"] = Field("gpus", description="what is bought: GPUs of a generation")
+    generation: str = Field(description="generation bought (one of compute.generations)")
+    count: Annotated[int, Field(ge=1, le=10**12)] = Field(description="GPUs delivered")
+    price_per_gpu: UnitPrice | None = Field(
+        None,
+        description="price paid per GPU incl. its server share, USD; none = the generation's mark on the path at the delivery "
+        "step (the per-GPU value fleets are marked at)",
+    )
+    book_life_years: Years = Field(6.0, description="straight-line depreciation life of the delivered GPUs from the delivery date, years")
+    funding: list[Literal["cash", "facility", "equity"]] = Field(
+        default_factory=lambda: ["cash"],
+        min_length=1,
+        description="sources tried in this order: cash on hand; a draw on `facility` (its borrowing base counts the delivered "
+        "GPUs it is secured on); at-the-market equity when the market_access window is open",
+    )
+    facility: str | None = Field(None, description="name of the borrower's facility drawn when `funding` lists facility")
+    committed: bool = Field(
+        True,
+        description="a committed order that the sources cannot fund in full is a payment default; an uncommitted one is cancelled "
+        "on that path (nothing is paid, its capacity never arrives)",
+    )
+
+    @model_validator(mode="after")
+    def _facility_named(self) -> CapexOrder:
+        if ("facility" in self.funding) != (self.facility is not None):
+            raise ValueError("name a facility exactly when funding lists 'facility'")
+        return self
+
+
+class EquityAccess(Strict):
+    size_per_month: Amount = Field(description="at-the-market issuance limit, gross USD per month (scaled to the step)")
+    cost: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        description="discount and fees, fraction of gross proceeds: cash raised = gross x (1 - cost)"
+    )
+
+
+class MarketAccess(Strict):
+    """Whether the borrower can issue in a step: one uniform draw per borrower per step against the regime's probability."""
+
+    probability: ByRegime[Probability] = Field(
+        description="monthly probability that the capital markets are open to the borrower (scaled to dt as 1-(1-p)^(12 dt)); "
+        "a freeze sets the tight value to 0"
+    )
+    max_ltv: Ratio | None = Field(
+        None,
+        description="no issuance while the borrower's LTV at marks (debt / (fleets at mark + treasury)) is above this; none = no limit",
+    )
+    equity: EquityAccess | None = Field(None, description="at-the-market equity issuance; none = the borrower cannot issue shares")
 
 
 class Borrower(Strict):
@@ -438,6 +507,12 @@ class Borrower(Strict):
     debt: list[Instrument] = Field(min_length=1, description="debt instruments owed")
     tenants: list[Tenant] = Field(
         default_factory=list, description="contracts with named tenants, each with its own credit; beside the fleets' contracted_share"
+    )
+    capex: list[CapexOrder] = Field(
+        default_factory=list, description="dated GPU purchases (growth capex); empty = a static fleet (docs/model.md 5.8)"
+    )
+    market_access: MarketAccess | None = Field(
+        None, description="access to new equity as a state by regime and leverage; none = the borrower never issues (docs/model.md 7.10)"
     )
 
 
@@ -498,6 +573,50 @@ def _tenant_problems(bi: int, b: Borrower) -> list[str]:
     return problems
 
 
+def _capex_problems(bi: int, b: Borrower, gens: list[str]) -> list[str]:
+    """Capex orders buy a simulated generation and draw one of the borrower's own facilities; a
+    tenant starting later may lease GPUs that committed orders deliver by its start."""
+    problems: list[str] = []
+    facilities = [i.name for i in b.debt if i.kind == "facility"]
+    for oi, o in enumerate(b.capex):
+        if o.generation not in gens:
+            problems.append(f"borrowers[{bi}].capex[{oi}].generation: {o.generation!r} is not one of {gens}")
+        if o.facility is not None and o.facility not in facilities:
+            problems.append(f"borrowers[{bi}].capex[{oi}].facility: {o.facility!r} is not a facility of {b.name} ({facilities})")
+        if "equity" in o.funding and (b.market_access is None or b.market_access.equity is None):
+            problems.append(f"borrowers[{bi}].capex[{oi}].funding: equity needs market_access.equity on {b.name}")
+    for ti, t in enumerate(b.tenants):
+        if t.start is not None and t.start >= t.expiry:
+            problems.append(f"borrowers[{bi}].tenants[{ti}].start: {t.start} is not before expiry {t.expiry}")
+    return problems
+
+
+def _tenants_with_capex(bi: int, b: Borrower) -> tuple[Borrower, list[str]]:
+    """The borrower as the tenant check sees it: the GPUs of committed capex orders delivered by a
+    tenant's start count as a fleet without contracted share (the leased ones then earn the
+    contract, the rest spot); a fleet with a contracted share cannot also lease delivered GPUs."""
+    problems: list[str] = []
+    ordered: dict[str, int] = {}
+    for t in b.tenants:
+        if t.kind == "gpu_hours" and t.start is not None:
+            for o in b.capex:
+                if o.committed and o.generation == t.generation and o.date <= t.start:
+                    ordered[o.generation] = ordered.get(o.generation, 0) + o.count
+    if not ordered:
+        return b, problems
+    fleets = {f.generation: f for f in b.fleets}
+    merged = [f for f in b.fleets if f.generation not in ordered]
+    for g, n in ordered.items():
+        own = fleets.get(g)
+        if own is not None and own.contracted_share > 0:
+            problems.append(f"borrowers[{bi}].tenants: {g} GPUs from capex leased to tenants, but the {g} fleet has a contracted_share")
+            merged.append(own)
+            continue
+        count = n + (own.count if own is not None else 0)
+        merged.append(Fleet(generation=g, count=count, purchase_date=b.capex[0].date, purchase_price=1.0))
+    return b.model_copy(update={"fleets": merged}), problems
+
+
 def check_references(s: Scenario) -> list[str]:
     """Problems that involve more than one field, each with its field path."""
     problems: list[str] = []
@@ -540,13 +659,14 @@ def check_references(s: Scenario) -> list[str]:
                 problems.append(f"borrowers[{bi}].fleets[{fi}].contract_expiry: required when contracted_share > 0")
         for d in sorted(_duplicates(own_gens)):
             problems.append(f"borrowers[{bi}].fleets: generation {d!r} appears more than once (merge the fleets)")
-        problems += _tenant_problems(bi, b)
+        with_capex, capex_tenants = _tenants_with_capex(bi, b)
+        problems += _tenant_problems(bi, with_capex) + capex_tenants + _capex_problems(bi, b, gens)
         for hi, h in enumerate(b.treasury):
             if h.asset not in assets:
                 problems.append(f"borrowers[{bi}].treasury[{hi}].asset: {h.asset!r} is not one of {assets}")
         for ii, inst in enumerate(b.debt):
             for g in inst.collateral.fleets:
-                if g not in own_gens:
+                if g not in own_gens + [o.generation for o in b.capex]:
                     problems.append(f"borrowers[{bi}].debt[{ii}].collateral.fleets: {g!r} is not a fleet of {b.name} ({own_gens})")
             if inst.covenants is not None and inst.covenants.ltv_max is not None and not (inst.collateral.fleets or inst.collateral.crypto):
                 problems.append(f"borrowers[{bi}].debt[{ii}].covenants.ltv_max: an LTV covenant needs collateral; collateral is empty")
