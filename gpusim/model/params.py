@@ -643,9 +643,9 @@ def capex_params(s: Scenario, coll_fleet: np.ndarray, instruments: list[tuple[in
         "order_committed": np.array([float(o.committed) for _, o in orders]),
         "order_book_factor": book,
         "order_pledged": pledged,
-        "access_prob": np.array(
-            [[0.0, 0.0] if a is None else [per_step_probability(p, dt) for p in a.probability.pair()] for a in access]
-        ).reshape(-1, 2).T,
+        "access_prob": np.array([[0.0, 0.0] if a is None else [per_step_probability(p, dt) for p in a.probability.pair()] for a in access])
+        .reshape(-1, 2)
+        .T,
         "access_max_ltv": np.array([NO_COVENANT_LTV if a is None or a.max_ltv is None else a.max_ltv for a in access]),
         "equity_limit_step": np.array([0.0 if e is None else e.size_per_month * 12.0 * dt for e in equity]),
         "equity_cost": np.array([0.0 if e is None else e.cost for e in equity]),
