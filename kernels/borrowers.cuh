@@ -131,22 +131,30 @@ __host__ __device__ __forceinline__ real tenant_power_cost(real utilization, rea
 // GPUs delivered by capex orders (docs/model.md 5.8); `added` is B x G
 // ---------------------------------------------------------------------------------------------
 
-// sum_g a_g h u r^g e^eps: the GPUs capex delivered to borrower b rent at spot.
-__host__ __device__ __forceinline__ real delivered_revenue(const real* rental_rate, real utilization, real eps, const real* added, int b) {
+// a_g - l_g: GPUs of generation g capex delivered to borrower b less those leased to tenants that
+// started after t_0 (their GPUs leave the spot pool at the start).
+__host__ __device__ __forceinline__ real delivered_spot_gpus(const real* added, int step, const real* prm, int b, int g) {
+    return added[b * G + g] - PRM(C_tenant_leased_later)[(step * B + b) * G + g];
+}
+
+// sum_g (a_g - l_g) h u r^g e^eps: borrower b's delivered GPUs not leased to later tenants rent at spot.
+__host__ __device__ __forceinline__ real delivered_revenue(const real* rental_rate, real utilization, real eps, const real* added, int step,
+                                                           const real* prm, int b) {
     const real shock = m_exp(eps);
     real total = R(0.0);
     for (int g = 0; g < G; ++g) {
-        const real part = added[b * G + g] * (utilization * rental_rate[g] * shock);
+        const real part = delivered_spot_gpus(added, step, prm, b, g) * (utilization * rental_rate[g] * shock);
         total = g == 0 ? part : total + part;
     }
     return R(HOURS_PER_YEAR * DT) * total;
 }
 
-// Power of borrower b's delivered GPUs running at the market utilization, with the site PUE.
-__host__ __device__ __forceinline__ real delivered_power_cost(real utilization, real power_price, const real* added, const real* prm, int b) {
+// Power of those GPUs running at the market utilization, with the site PUE.
+__host__ __device__ __forceinline__ real delivered_power_cost(real utilization, real power_price, const real* added, int step, const real* prm,
+                                                              int b) {
     real kw = R(0.0);
     for (int g = 0; g < G; ++g) {
-        const real part = added[b * G + g] * utilization * PRM(M_kw_per_gpu)[g];
+        const real part = delivered_spot_gpus(added, step, prm, b, g) * utilization * PRM(M_kw_per_gpu)[g];
         kw = g == 0 ? part : kw + part;
     }
     return R(HOURS_PER_YEAR * DT) * (power_price * PRM(C_power_price_ratio)[b]) * (kw * PRM(C_pue)[b]);
@@ -167,9 +175,9 @@ __host__ __device__ __forceinline__ real cfads(const MarketView& v, const real* 
         revenue = revenue + tenant_revenue(v.rental_rate, v.utilization, eps, contract, spot, step, prm, b);
         cost = cost + tenant_power_cost(v.utilization, v.power_price, contract, spot, prm, b);
     }
-    if (N_ORDERS > 0 && added != nullptr) {  // a portfolio without capex skips the delivered GPUs (as the Python model)
-        revenue = revenue + delivered_revenue(v.rental_rate, v.utilization, eps, added, b);
-        cost = cost + delivered_power_cost(v.utilization, v.power_price, added, prm, b);
+    if ((N_ORDERS > 0 || LATER_TENANTS) && added != nullptr) {  // without capex or later tenants these terms are skipped (as in Python)
+        revenue = revenue + delivered_revenue(v.rental_rate, v.utilization, eps, added, step, prm, b);
+        cost = cost + delivered_power_cost(v.utilization, v.power_price, added, step, prm, b);
     }
     return revenue - cost;
 }

@@ -222,6 +222,7 @@ def capex_constants(layout: Layout) -> list[str]:
     return [
         f"constexpr int N_ORDERS = {layout.n_orders};",
         f"constexpr bool HAS_MARKET_ACCESS = {str(layout.market_access).lower()};",
+        f"constexpr bool LATER_TENANTS = {str(layout.later_tenants).lower()};",
         f"constexpr int MAX_FUNDING = {width};",
         *(f"constexpr int FUNDING_{name.upper()} = {code};" for code, name in enumerate(FUNDING_SOURCES)),
         _int_array("ORDER_OWNER", list(layout.order_owner)),

@@ -145,14 +145,21 @@ def tenant_power_cost(
 # GPUs delivered by capex orders (docs/model.md 5.8)
 
 
-def delivered_revenue(rental_rate: Any, utilization: Any, eps: Any, added: Any, dt: float, xp: Any) -> Any:
-    """sum_g a_g h u r^g e^eps: the GPUs capex delivered (`added`, (B, G, n)) rent at spot, (B, n)."""
-    return (HOURS_PER_YEAR * dt) * sum_over(added * (utilization * rental_rate[None, :, :] * xp.exp(eps)[:, None, :]), axis=1)
+def delivered_spot_gpus(added: Any, step: Any, c: CreditParams) -> Any:
+    """a_g - l_g: GPUs capex delivered (`added`, (B, G, n)) less those leased to tenants that started
+    after t_0 (their GPUs leave the spot pool at the start), (B, G, n)."""
+    return added - c.tenant_leased_later[step][:, :, None]
 
 
-def delivered_power_cost(utilization: Any, power_price: Any, added: Any, dt: float, m: MarketParams, c: CreditParams) -> Any:
-    """Power of the delivered GPUs running at the market utilization, with the site PUE, (B, n)."""
-    kw = sum_over(added * utilization * m.kw_per_gpu[None, :, None], axis=1)
+def delivered_revenue(rental_rate: Any, utilization: Any, eps: Any, added: Any, step: Any, dt: float, c: CreditParams, xp: Any) -> Any:
+    """sum_g (a_g - l_g) h u r^g e^eps: the delivered GPUs not leased to later tenants rent at spot, (B, n)."""
+    gpus = delivered_spot_gpus(added, step, c)
+    return (HOURS_PER_YEAR * dt) * sum_over(gpus * (utilization * rental_rate[None, :, :] * xp.exp(eps)[:, None, :]), axis=1)
+
+
+def delivered_power_cost(utilization: Any, power_price: Any, added: Any, step: Any, dt: float, m: MarketParams, c: CreditParams) -> Any:
+    """Power of those GPUs running at the market utilization, with the site PUE, (B, n)."""
+    kw = sum_over(delivered_spot_gpus(added, step, c) * utilization * m.kw_per_gpu[None, :, None], axis=1)
     return (HOURS_PER_YEAR * dt) * (power_price * c.power_price_ratio[:, None]) * (kw * c.pue[:, None])
 
 
@@ -181,7 +188,7 @@ def cfads(
         contract, spot = tenant_shares(tenant_default_step, step, c, xp)
         revenue = revenue + tenant_revenue(view.rental_rate, view.utilization, eps, contract, spot, step, dt, c, layout, xp)
         cost = cost + tenant_power_cost(view.utilization, view.power_price, contract, spot, dt, c, layout, xp)
-    if layout.n_orders and added is not None:  # static: a portfolio without capex skips the delivered GPUs
-        revenue = revenue + delivered_revenue(view.rental_rate, view.utilization, eps, added, dt, xp)
-        cost = cost + delivered_power_cost(view.utilization, view.power_price, added, dt, m, c)
+    if layout.fleet_changes and added is not None:  # static: a portfolio without capex or later tenants skips these terms
+        revenue = revenue + delivered_revenue(view.rental_rate, view.utilization, eps, added, step, dt, c, xp)
+        cost = cost + delivered_power_cost(view.utilization, view.power_price, added, step, dt, m, c)
     return revenue - cost

@@ -53,6 +53,12 @@ class Layout:
     order_funding: tuple[tuple[int, ...], ...] = ()  # funding sources of each order in order: FUNDING_CASH, _FACILITY, _EQUITY
     order_facility: tuple[int, ...] = ()  # instrument drawn by each order's facility source, -1 for none
     market_access: bool = False  # some borrower has market access (the access draws exist)
+    later_tenants: bool = False  # some GPU-hour tenant starts after t_0 (its GPUs leave the spot pool at its start)
+
+    @property
+    def fleet_changes(self) -> bool:
+        """Whether the GPUs at spot can change along a path (capex deliveries, tenants starting later)."""
+        return self.n_orders > 0 or self.later_tenants
 
     @property
     def dt(self) -> float:
@@ -207,6 +213,7 @@ def capex_layout(s: Scenario) -> dict[str, Any]:
         "order_funding": tuple(tuple(FUNDING_SOURCES.index(f) for f in o.funding) for _, o in orders),
         "order_facility": tuple(names.index(o.facility) if o.facility is not None else -1 for _, o in orders),
         "market_access": has_market_access(s),
+        "later_tenants": any(t.kind == "gpu_hours" and starts_later(t, s.time) for b in s.borrowers for t in b.tenants),
     }
 
 
@@ -433,6 +440,7 @@ class CreditParams(NamedTuple):
     equity_limit_step: Any  # (B,) gross at-the-market issuance per step, USD
     equity_cost: Any  # (B,) share of gross proceeds lost to discount and fees
     refi_via_access: Any  # (I,) 1: refinanced only while the borrower's market window is open
+    tenant_leased_later: Any  # (K, B, G) GPUs leased to tenants starting after t_0, from their start (out of the spot pool)
 
 
 NO_COVENANT_LTV = 1e12
@@ -600,7 +608,29 @@ def build_credit_params(s: Scenario) -> CreditParams:
         tenant_started=tenant_started(s),
         **capex_params(s, coll_fleet, instruments),
         refi_via_access=per_instrument(lambda bi, i: i.refinancing is not None and i.refinancing.via_market_access),
+        tenant_leased_later=tenant_leased_later(s),
     )
+
+
+def starts_later(tenant: Any, grid: Any) -> bool:
+    """Whether a tenant contract starts after t_0 (one dated at or before t_0 is running at t_0)."""
+    return tenant.start is not None and tenant.start > grid.start
+
+
+def tenant_leased_later(s: Scenario) -> np.ndarray:
+    """(K, B, G): GPUs of each fleet leased to tenants that start after t_0, from their start on
+    (before it they are in the spot pool, or not yet delivered)."""
+    grid = s.time
+    gens = [g.name for g in s.compute.generations]
+    leased = np.zeros((grid.n_steps, len(s.borrowers), len(gens)))
+    started = tenant_started(s)
+    j = 0
+    for bi, b in enumerate(s.borrowers):
+        for t in b.tenants:
+            if t.kind == "gpu_hours" and starts_later(t, grid):
+                leased[:, bi, gens.index(t.generation)] += t.gpus * started[:, j]
+            j += 1
+    return leased
 
 
 def tenant_started(s: Scenario) -> np.ndarray:
@@ -610,7 +640,7 @@ def tenant_started(s: Scenario) -> np.ndarray:
     tenants = [t for b in s.borrowers for t in b.tenants]
     started = np.ones((grid.n_steps, len(tenants)))
     for j, t in enumerate(tenants):
-        if t.start is not None:
+        if starts_later(t, grid):
             first = step_holding(year_fraction(grid.start, t.start), grid.steps_per_year) + 1  # as a delivery on that date
             started[:, j] = np.arange(grid.n_steps) >= first
     return started
@@ -669,7 +699,7 @@ def tenant_params(s: Scenario, fleet: np.ndarray) -> dict[str, np.ndarray]:
         escalated = t.rate * (1.0 + t.escalator) ** np.floor(times + 1e-9)
         amount = t.gpus * HOURS_PER_YEAR * dt if t.kind == "gpu_hours" else t.capacity_kw * 12.0 * dt
         revenue[:, j] = escalated * amount * active[:, j]
-        if t.kind == "gpu_hours":
+        if t.kind == "gpu_hours" and not starts_later(t, grid):  # a later tenant's GPUs leave the spot pool at its start
             free[bi, gens.index(t.generation)] -= t.gpus
     kw = {g.name: g.kw_per_gpu for g in s.compute.generations}
     return {

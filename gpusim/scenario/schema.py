@@ -387,7 +387,9 @@ class Backstop(Strict):
 
 class TenantCredit(Strict):
     hazard: ByRegime[Annotated[float, Field(ge=0.0, le=1e12)]] = Field(
-        0.0, description="h_R: the tenant's default intensity, per year (a very large value defaults it in the first step)"
+        0.0,
+        validate_default=True,
+        description="h_R: the tenant's default intensity, per year (a very large value defaults it in the first step)",
     )
     backstop: Backstop | None = Field(
         None, description="a guarantor: the contract then fails only when the guarantor defaults, at the guarantor's hazard"
