@@ -2,23 +2,21 @@
 hand ledger of revenue, power, cash and collateral; an unfunded committed order defaults on
 payment and an uncommitted one is cancelled; an at-the-market issuance adds exactly gross x
 (1 - cost); no access in a freeze; a convert refinanced only when the window is open, path by
-path against the access draw; numpy, JAX and the host-compiled kernels agreeing path by path on a
-portfolio that uses all of it."""
+path against the access draw. `capex_spec`, a portfolio that uses all of it, is a case of
+tests/test_backend_agreement.py (numpy, JAX, the host-compiled and GPU kernels path by path)."""
 
 from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 from typing import Any
 
 import array_api_compat.numpy as xnp
 import numpy as np
 import pytest
-from helpers import HostModel, assert_agrees_with_numpy, small_mapping, stressed_borrowers, token_note
+from helpers import small_mapping, stressed_borrowers, token_note
 from test_credit import instrument, neocloud, spec_of, steps, zero_vol_market
 
-from gpusim.backends.array_model import simulate_chunk
 from gpusim.model.constants import NO_DEFAULT, DefaultReason
 from gpusim.model.debt import collateral_value, owned_fleet
 from gpusim.model.market import draw_step
@@ -263,17 +261,3 @@ def test_capex_case_moves_outcomes() -> None:
     assert ((delivered > 0.05) & (delivered < 0.95)).all(), delivered
     reasons = set(cs.reason[~cs.alive].tolist())
     assert {DefaultReason.PAYMENT.value, DefaultReason.MATURITY.value} <= reasons, reasons
-
-
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_capex_host_kernels_agree_with_numpy(dtype: str, tmp_path: Path) -> None:
-    spec = capex_spec(dtype)
-    got = HostModel(spec, tmp_path).run_chunk(SEED, 0, 400, 50)
-    assert_agrees_with_numpy(got, simulate_chunk(spec, SEED, 0, 400, 50, xnp), "host-kernels", dtype)
-
-
-def test_capex_jax_agrees_with_numpy() -> None:
-    jax_backend = pytest.importorskip("gpusim.backends.jax_backend")
-    spec = capex_spec("float64")
-    got = jax_backend.JaxBackend().run_chunk(spec, SEED, 0, 300, 50)
-    assert_agrees_with_numpy(got, simulate_chunk(spec, SEED, 0, 300, 50, xnp), "jax", "float64")
