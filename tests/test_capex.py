@@ -213,13 +213,26 @@ def test_later_tenant_leases_delivered_gpus() -> None:
         (order(funding=["equity"]), r"capex\[0\]\.funding: equity needs market_access\.equity"),
         (order(generation="X1"), r"capex\[0\]\.generation: 'X1' is not one of"),
         (order(funding=["cash", "facility"]), r"capex\[0\]: .*name a facility exactly when funding lists 'facility'"),
+        (order(count=900, date="2026-03-01", committed=True), r"tenants: 1400 H100 GPUs leased to tenants, more than the 1000"),
     ],
 )
 def test_bad_capex_is_refused_with_its_path(bad: dict[str, Any], message: str) -> None:
     m = zero_vol_market(12)
-    m["borrowers"] = [growing_neocloud(1.0e6, [bad])]
+    lab = {"name": "Lab", "kind": "gpu_hours", "generation": "H100", "gpus": 1400, "rate": 3.0}
+    lab.update(start="2026-02-01", expiry="2030-01-01")
+    m["borrowers"] = [growing_neocloud(1.0e6, [bad], tenants=[lab])]
     with pytest.raises(ConfigError, match=message):
         validate_mapping(m, "bad capex")
+
+
+def test_refinancing_via_market_access_needs_market_access() -> None:
+    m = zero_vol_market(12)
+    refi = {"max_ltv": 1.0, "min_dscr": 1.0, "tenor_years": 3.0, "via_market_access": True}
+    neo = growing_neocloud(1.0e6, [])
+    neo["debt"] = [instrument("Convert", "convertible", 1.0e6, refinancing=refi)]
+    m["borrowers"] = [neo]
+    with pytest.raises(ConfigError, match=r"debt\[0\]\.refinancing\.via_market_access: Neo has no market_access"):
+        validate_mapping(m, "no access")
 
 
 def capex_mapping() -> dict[str, Any]:

@@ -8,6 +8,7 @@ YAML files and turning errors into messages is `gpusim.scenario.loading`.
 
 from __future__ import annotations
 
+import math
 from datetime import date as Date
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -587,17 +588,19 @@ def _capex_problems(bi: int, b: Borrower, gens: list[str]) -> list[str]:
             problems.append(f"borrowers[{bi}].capex[{oi}].facility: {o.facility!r} is not a facility of {b.name} ({facilities})")
         if "equity" in o.funding and (b.market_access is None or b.market_access.equity is None):
             problems.append(f"borrowers[{bi}].capex[{oi}].funding: equity needs market_access.equity on {b.name}")
+    for ii, inst in enumerate(b.debt):
+        if inst.refinancing is not None and inst.refinancing.via_market_access and b.market_access is None:
+            problems.append(f"borrowers[{bi}].debt[{ii}].refinancing.via_market_access: {b.name} has no market_access")
     for ti, t in enumerate(b.tenants):
         if t.start is not None and t.start >= t.expiry:
             problems.append(f"borrowers[{bi}].tenants[{ti}].start: {t.start} is not before expiry {t.expiry}")
     return problems
 
 
-def _tenants_with_capex(bi: int, b: Borrower) -> tuple[Borrower, list[str]]:
-    """The borrower as the tenant check sees it: the GPUs of committed capex orders delivered by a
-    tenant's start count as a fleet without contracted share (the leased ones then earn the
-    contract, the rest spot); a fleet with a contracted share cannot also lease delivered GPUs."""
-    problems: list[str] = []
+def _tenants_with_capex(b: Borrower) -> Borrower:
+    """The borrower as the tenant check sees it: a tenant starting later may also lease the GPUs
+    that committed capex orders deliver by its start, so each such generation counts as one fleet
+    without contracted share of its GPUs outside the contracted share plus those deliveries."""
     ordered: dict[str, int] = {}
     for t in b.tenants:
         if t.kind == "gpu_hours" and t.start is not None:
@@ -605,18 +608,14 @@ def _tenants_with_capex(bi: int, b: Borrower) -> tuple[Borrower, list[str]]:
                 if o.committed and o.generation == t.generation and o.date <= t.start:
                     ordered[o.generation] = ordered.get(o.generation, 0) + o.count
     if not ordered:
-        return b, problems
+        return b
     fleets = {f.generation: f for f in b.fleets}
     merged = [f for f in b.fleets if f.generation not in ordered]
     for g, n in ordered.items():
         own = fleets.get(g)
-        if own is not None and own.contracted_share > 0:
-            problems.append(f"borrowers[{bi}].tenants: {g} GPUs from capex leased to tenants, but the {g} fleet has a contracted_share")
-            merged.append(own)
-            continue
-        count = n + (own.count if own is not None else 0)
-        merged.append(Fleet(generation=g, count=count, purchase_date=b.capex[0].date, purchase_price=1.0))
-    return b.model_copy(update={"fleets": merged}), problems
+        free = math.floor(own.count * (1.0 - own.contracted_share) + 1e-9) if own is not None else 0
+        merged.append(Fleet(generation=g, count=free + n, purchase_date=b.capex[0].date, purchase_price=1.0))
+    return b.model_copy(update={"fleets": merged})
 
 
 def check_references(s: Scenario) -> list[str]:
@@ -661,8 +660,7 @@ def check_references(s: Scenario) -> list[str]:
                 problems.append(f"borrowers[{bi}].fleets[{fi}].contract_expiry: required when contracted_share > 0")
         for d in sorted(_duplicates(own_gens)):
             problems.append(f"borrowers[{bi}].fleets: generation {d!r} appears more than once (merge the fleets)")
-        with_capex, capex_tenants = _tenants_with_capex(bi, b)
-        problems += _tenant_problems(bi, with_capex) + capex_tenants + _capex_problems(bi, b, gens)
+        problems += _tenant_problems(bi, _tenants_with_capex(b)) + _capex_problems(bi, b, gens)
         for hi, h in enumerate(b.treasury):
             if h.asset not in assets:
                 problems.append(f"borrowers[{bi}].treasury[{hi}].asset: {h.asset!r} is not one of {assets}")
