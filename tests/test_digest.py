@@ -26,13 +26,13 @@ N_PATHS = 48
 # every repin since is listed with its reason in docs/model.md section 11.
 PINNED_ON = ("2.4", ("AVX512_ICL", "X86_V3", "X86_V4"))
 DIGESTS: dict[str, str] = {
-    "baseline": "fb0faac6a6a604db58bc215d9741d8ce28ea395f80253710be8129e10c3fb3c4",
+    "baseline": "cd32bbeffbfdc3010afb3e2de5382c11e9533da0531e1c91895c624eec5288a6",
     "bench": "75230cd96932e101a7bc0967e764a5431c187cd4828b2a94154f0034e65f4177",
-    "crypto_winter": "287b5e1fdd1653760e70193be76127749910f837d8482b3b75615cf0fce1f751",
-    "deflation_shock": "93467fdf75d1abf3cf0b0e876dc97d9b3a0ade7d198e25dea5c0d40d44d425c0",
-    "market_freeze": "8c3d1865d7c7b0d0e32224facd54e3c342eea8c2f5470f6e405b16290d6078bb",
-    "perfect_storm": "ad850c32867cd5e9a0b6d8adf7bb54d13d29fb4981531e1c79bd02c233a26423",
-    "rubin_early": "5f04c6e0176e80bcccd67dad442e151e14479bc2e265c3cccbcce48306a18165",
+    "crypto_winter": "bb1c5adac83a66ebc11d876654ac1a0286533c1ae196c49d0c163774f533b519",
+    "deflation_shock": "8b91101c966b7f3159005b61d4add28a4c081584e57795d7405a389b42cffc1b",
+    "market_freeze": "03fea9cb8983ecbed06e32d978e98bda956f9d94bcea1d8b5a630d3417720f3b",
+    "perfect_storm": "cfa0fe09e4b6f215039426ab4b0db58bc9694bebac982d1feeb8a48f18a3954b",
+    "rubin_early": "9abb78ca7eb9d9c4403e7a147b0bb2cd686f8476779f3588cc963e33469c39c7",
 }
 
 
