@@ -43,23 +43,40 @@ __host__ __device__ __forceinline__ real hashprice(real btc_price, real network_
     return PRM(C_hashprice_per_btc)[step] * btc_price * (network_hashrate_trend(levels_step, prm) / network_hashrate);
 }
 
+// Borrower b's miners on the path: hashrate H_b + dH_b (PH/s), power kW_b + dkW_b, and 24 e' with
+// e' = kW / H (the break-even of curtailment; 0 with no hashrate left); those of t_0 without miners
+// orders, or at t_0 (`hashrate_added` nullptr) (docs/model.md 5.8).
+__host__ __device__ __forceinline__ void mining_capacity(const real* hashrate_added, const real* kw_added, const real* prm, int b,
+                                                         real& hashrate, real& kw, real& breakeven) {
+    if (!MINER_ORDERS || hashrate_added == nullptr) {
+        hashrate = PRM(C_hashrate)[b];
+        kw = PRM(C_mining_kw)[b];
+        breakeven = PRM(C_breakeven_kwh_per_day)[b];
+        return;
+    }
+    hashrate = PRM(C_hashrate)[b] + hashrate_added[b];
+    kw = PRM(C_mining_kw)[b] + kw_added[b];
+    const real efficiency = hashrate > R(0.0) ? kw / hashrate : R(0.0);
+    breakeven = R(24.0) * efficiency;
+}
+
 // 1 while borrower b's miners run, 0 in a step they are curtailed: hashprice per kWh, hp / (24 e),
-// below the borrower's power price (only for borrowers that curtail).
-__host__ __device__ __forceinline__ real miners_running(real price, real power_price, const real* prm, int b) {
-    const bool loses_money = price < PRM(C_breakeven_kwh_per_day)[b] * (power_price * PRM(C_power_price_ratio)[b]);
+// below the borrower's power price (only for borrowers that curtail); `breakeven` is 24 e (mining_capacity).
+__host__ __device__ __forceinline__ real miners_running(real price, real power_price, const real* prm, int b, real breakeven) {
+    const bool loses_money = price < breakeven * (power_price * PRM(C_power_price_ratio)[b]);
     return R(1.0) - PRM(C_curtails)[b] * (loses_money ? R(1.0) : R(0.0));
 }
 
 // Hashrate x hashprice x days while the miners run.
-__host__ __device__ __forceinline__ real mining_revenue(real price, real running, const real* prm, int b) {
-    return PRM(C_hashrate)[b] * price * R(DAYS_PER_YEAR * DT) * running;
+__host__ __device__ __forceinline__ real mining_revenue(real price, real running, real hashrate) {
+    return hashrate * price * R(DAYS_PER_YEAR * DT) * running;
 }
 
 // Power for running GPUs and miners plus fixed opex. Contracted GPUs run all the time, spot GPUs
 // at the market utilization; idle GPUs draw no power. GPU power carries the borrower's PUE.
 // Curtailed miners (running = 0) pay only the take-or-pay share of their power.
 __host__ __device__ __forceinline__ real operating_cost(real utilization, real power_price, real running, int step, const real* prm,
-                                                        int b) {
+                                                        int b, real mining_power) {
     real gpu_kw = R(0.0);
     for (int g = 0; g < G; ++g) {
         const real share = contracted_share(step, prm, b, g);
@@ -68,7 +85,7 @@ __host__ __device__ __forceinline__ real operating_cost(real utilization, real p
         gpu_kw = g == 0 ? kw : gpu_kw + kw;
     }
     const real price = power_price * PRM(C_power_price_ratio)[b];
-    const real mining_kw = PRM(C_mining_kw)[b] * (running + (R(1.0) - running) * PRM(C_power_take_or_pay)[b]);
+    const real mining_kw = mining_power * (running + (R(1.0) - running) * PRM(C_power_take_or_pay)[b]);
     return R(HOURS_PER_YEAR * DT) * price * (gpu_kw * PRM(C_pue)[b] + mining_kw) + PRM(C_fixed_opex_step)[b];
 }
 
@@ -162,13 +179,16 @@ __host__ __device__ __forceinline__ real delivered_power_cost(real utilization, 
 
 // Cash flow available for debt service of borrower b in step k (calendars of `step`), paid out of
 // the market levels observed at t_{levels_step} (k + 1; 0 for the run rates), the tenants'
-// default steps and the GPUs capex has delivered by t_k (`added`, nullptr at t_0): revenue - opex.
+// default steps, the GPUs capex has delivered by t_k (`added`, B x G) and the miners' PH/s and kW it
+// has added (`hashrate_added`, `kw_added`, B each); nullptr at t_0: revenue - opex.
 __host__ __device__ __forceinline__ real cfads(const MarketView& v, const real* tenant_default_step, real eps, int step, int levels_step,
-                                               const real* prm, int b, const real* added) {
+                                               const real* prm, int b, const real* added, const real* hashrate_added, const real* kw_added) {
     const real price = hashprice(v.crypto[BTC], v.network_hashrate, step, levels_step, prm);
-    const real running = miners_running(price, v.power_price, prm, b);
-    real revenue = fleet_revenue(v.rental_rate, v.utilization, eps, step, prm, b) + mining_revenue(price, running, prm, b);
-    real cost = operating_cost(v.utilization, v.power_price, running, step, prm, b);
+    real hashrate, mining_kw, breakeven;
+    mining_capacity(hashrate_added, kw_added, prm, b, hashrate, mining_kw, breakeven);
+    const real running = miners_running(price, v.power_price, prm, b, breakeven);
+    real revenue = fleet_revenue(v.rental_rate, v.utilization, eps, step, prm, b) + mining_revenue(price, running, hashrate);
+    real cost = operating_cost(v.utilization, v.power_price, running, step, prm, b, mining_kw);
     if (N_TENANTS > 0) {  // a portfolio without tenants skips the tenant terms (as the Python model)
         real contract[TN], spot[TN];
         for (int t = FIRST_TENANT[b]; t < FIRST_TENANT[b + 1]; ++t) tenant_shares(tenant_default_step[t], step, prm, t, contract[t], spot[t]);

@@ -40,6 +40,8 @@ struct CreditState {
     real cures_used[I];       // sponsor equity cures used (covenant remedies)
     real added[B][G];         // GPUs delivered by capex orders so far (docs/model.md 5.8)
     real order_paid[NO];      // USD paid for each delivered capex order, 0 until delivered (or when cancelled)
+    real hashrate_added[B];   // PH/s miners orders added less PH/s they retired
+    real kw_added[B];         // kW of the miners added less kW of those retired
 };
 
 // Working values of one credit step (the locals of credit.credit_step), passed between its
@@ -66,6 +68,8 @@ struct CreditStepValues {
     bool access_open[B];  // the borrower's capital-market window is open this step (docs/model.md 7.10)
     real added[B][G];     // GPUs delivered by capex orders, this step's included
     real order_paid[NO];
+    real hashrate_added[B];
+    real kw_added[B];
 };
 
 // numerator / denominator, and UNBOUNDED_RATIO where there is nothing to divide by (e.g. LTV without collateral).
@@ -138,7 +142,7 @@ __host__ __device__ __forceinline__ real borrower_ltv(const MarketView& v, const
 __host__ __device__ __forceinline__ void run_rate_windows(const MarketView& v, const real* prm, int b, real& flow, real& service) {
     real performing[TN];  // every tenant performs at t_0
     for (int t = 0; t < TN; ++t) performing[t] = R(NO_DEFAULT);
-    flow = cfads(v, performing, R(0.0), 0, 0, prm, b, nullptr);
+    flow = cfads(v, performing, R(0.0), 0, 0, prm, b, nullptr, nullptr, nullptr);
     service = R(0.0);
     for (int i = first_of(b); i < end_of(b); ++i) {
         const real outstanding = PRM(C_principal0)[i] + R(0.0);
@@ -179,6 +183,7 @@ __host__ __device__ __forceinline__ void initial_credit_state(const MarketView& 
     for (int b = 0; b < B; ++b)
         for (int g = 0; g < G; ++g) c.added[b][g] = R(0.0);
     for (int o = 0; o < NO; ++o) c.order_paid[o] = R(0.0);
+    for (int b = 0; b < B; ++b) c.hashrate_added[b] = c.kw_added[b] = R(0.0);
 }
 
 // Trailing DSCR and LTV on marks of borrower b, NaN once defaulted, for the fan charts.
@@ -303,6 +308,8 @@ __host__ __device__ __forceinline__ void fund_capex(const CreditState& c, const 
         w.access_open[b] = market_access_open(u_access[b], ltv, tight, prm, b);
     }
     for (int g = 0; g < G; ++g) w.added[b][g] = c.added[b][g];
+    w.hashrate_added[b] = c.hashrate_added[b];
+    w.kw_added[b] = c.kw_added[b];
     const bool in_payment_default = w.payment_default[b];
     real equity_left = PRM(C_equity_limit_step)[b] + R(0.0);
     for (int o = 0; o < N_ORDERS; ++o) {
@@ -342,12 +349,17 @@ __host__ __device__ __forceinline__ void fund_capex(const CreditState& c, const 
                 w.headroom[f] = m_max(w.headroom[f] - drawn, R(0.0));
             }
         }
-        for (int i = first_of(b); i < end_of(b); ++i) {
-            w.coll_mark[i] = w.coll_mark[i] + (funded ? PRM(C_order_pledged)[i * N_ORDERS + o] * count * mark : R(0.0));
-            w.coll_book[i] =
-                w.coll_book[i] + (funded ? PRM(C_order_pledged)[i * N_ORDERS + o] * cost * PRM(C_order_book_factor)[(step + 1) * N_ORDERS + o] : R(0.0));
+        if (ORDER_MINERS[o]) {  // miners add hashrate and power, not collateral
+            w.hashrate_added[b] = w.hashrate_added[b] + (funded ? PRM(C_order_hashrate_delta)[o] : R(0.0));
+            w.kw_added[b] = w.kw_added[b] + (funded ? PRM(C_order_kw_delta)[o] : R(0.0));
+        } else {
+            for (int i = first_of(b); i < end_of(b); ++i) {
+                w.coll_mark[i] = w.coll_mark[i] + (funded ? PRM(C_order_pledged)[i * N_ORDERS + o] * count * mark : R(0.0));
+                w.coll_book[i] = w.coll_book[i] +
+                                 (funded ? PRM(C_order_pledged)[i * N_ORDERS + o] * cost * PRM(C_order_book_factor)[(step + 1) * N_ORDERS + o] : R(0.0));
+            }
+            w.added[b][g] = w.added[b][g] + (funded ? count : R(0.0));
         }
-        w.added[b][g] = w.added[b][g] + (funded ? count : R(0.0));
         if (funded) w.order_paid[o] = cost;
         w.payment_default[b] = w.payment_default[b] || (due && !funded && PRM(C_order_committed)[o] > R(0.0));
     }
@@ -517,6 +529,8 @@ __host__ __device__ __forceinline__ void next_credit_state(int step, const real*
             c.outstanding[i] = still_alive ? w.outstanding[i] : R(0.0);
         }
         for (int g = 0; g < G; ++g) c.added[b][g] = w.added[b][g];
+        c.hashrate_added[b] = w.hashrate_added[b];
+        c.kw_added[b] = w.kw_added[b];
     }
     for (int o = 0; o < NO; ++o) c.order_paid[o] = w.order_paid[o];
 }
@@ -538,7 +552,7 @@ __host__ __device__ __forceinline__ void credit_step(CreditState& c, const Marke
     for (int t = 0; t < N_TENANTS; ++t) c.tenant_default_step[t] = tenant_defaults(c.tenant_default_step[t], u_tenant[t], tight, step, prm, t);
     for (int b = 0; b < N_BORROWERS; ++b) {
         c.eps[b] = revenue_shock_step(c.eps[b], z_eps[b], prm, b);
-        const real flow = cfads(v, c.tenant_default_step, c.eps[b], step, step + 1, prm, b, &c.added[0][0]);
+        const real flow = cfads(v, c.tenant_default_step, c.eps[b], step, step + 1, prm, b, &c.added[0][0], c.hashrate_added, c.kw_added);
         const real service = debt_service_due(c, step, prm, b, w);
         pay_debt_service(c, v, flow, service, step, prm, b, w);
         c.cfads_window[b][c.head] = flow;  // the oldest slot of the window drops out

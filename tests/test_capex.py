@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from helpers import small_mapping, stressed_borrowers, token_note
 from test_credit import instrument, neocloud, spec_of, steps, zero_vol_market
+from test_miners import miner
 
 from gpusim.model.constants import NO_DEFAULT, DefaultReason
 from gpusim.model.debt import collateral_value, owned_fleet
@@ -191,6 +192,35 @@ def test_convert_rolls_only_when_the_window_is_open() -> None:
     assert 0.4 < rolled.mean() < 0.6
 
 
+def test_miner_upgrade_changes_hashrate_power_and_break_even() -> None:
+    """A curtailing miner (1000 PH/s at 20 J/TH) buys 500 PH/s of 12 J/TH miners on 2026-07-01 at
+    USD 15,000 per PH/s and retires 400 PH/s of its old ones: cash falls by exactly 7.5m in step 5;
+    from step 6 it mines 1100 PH/s drawing 20,000 - 8,000 + 6,000 kW, and curtails at the new break-even
+    hashprice 24 x (18,000 / 1100) x P rho instead of 24 x 20 x P rho (BTC falling through both)."""
+    m = zero_vol_market(30)
+    m["crypto"]["assets"][0]["drift"] = -0.6
+    m["mining"] = {"hashprice": 50.0, "difficulty_growth": 0.2, "halvings": []}
+    upgrade = {"date": DELIVERY, "kind": "miners", "hashrate": 500.0, "efficiency": 12.0, "price_per_ph": 15000.0, "replaces": 400.0}
+    dig = miner(True, 0.0)
+    dig["capex"] = [upgrade]
+    m["borrowers"] = [dig]
+    spec = spec_of(m)
+    dt, s0 = 1.0 / 12, m["crypto"]["assets"][0]["spot"]
+    power = m["power"]["long_run"] * dig["power_price_ratio"]
+    cash, saved_by_upgrade, running = dig["cash"], [], True
+    for k, _, _, cs, _ in steps(spec, 1, SEED):
+        hashrate, kw = (1100.0, 18000.0) if k > DELIVERY_STEP else (1000.0, 20000.0)
+        hp = 50.0 * math.exp(-0.2 * k * dt) * s0 * math.exp(-0.6 * (k + 1) * dt) / s0
+        running = hp >= 24.0 * (kw / hashrate) * power
+        flow = (hashrate * hp * 365 * dt if running else 0.0) - (8760 * dt * power * kw if running else 0.0) - 1.0e5
+        np.testing.assert_allclose(cs.cfads_window[0, -1, 0], flow, rtol=1e-12, err_msg=f"step {k}")
+        cash = cash + flow - (500 * 15000.0 if k == DELIVERY_STEP else 0.0)
+        np.testing.assert_allclose(cs.cash[0, 0], cash, rtol=1e-12, err_msg=f"step {k}")
+        saved_by_upgrade.append(running and hp < 24.0 * 20.0 * power)
+    assert any(saved_by_upgrade), "the upgraded miners run where the old ones would have curtailed"
+    assert not running, "and curtail below the new break-even"
+
+
 def test_later_tenant_leases_delivered_gpus() -> None:
     """A tenant leasing 200 of the 500 delivered H100s from the delivery date at 3.0 USD/GPU-hour:
     before delivery 1000 GPUs at spot; from step 6, 1300 at spot and 200 at the contract rate."""
@@ -238,9 +268,10 @@ def test_refinancing_via_market_access_needs_market_access() -> None:
 def capex_mapping() -> dict[str, Any]:
     """The stressed small scenario grown: the neocloud buys B200s at the mark from cash, a new ABL
     on them and ATM equity (committed, and later once more from cash and equity), and H100s
-    (uncommitted, equity only), with a tenant starting on the B200s; the miner's convert rolls only
-    through market access, which closes in the tight regime."""
-    neo, miner = stressed_borrowers()
+    (uncommitted, equity only), with a tenant starting on the B200s; the miner upgrades its miners
+    (and curtails), and its convert rolls only through market access, which closes in the tight
+    regime."""
+    neo, hash_miner = stressed_borrowers()
     neo = copy.deepcopy(neo)
     neo["market_access"] = access({"easy": 0.5, "tight": 0.0}, 1.0e8, 0.04, max_ltv=2.0)
     abl = instrument("Neo-ABL", "facility", 0.0, commitment=1.0e8, advance_rate=0.6, collateral={"fleets": ["B200"]})
@@ -253,12 +284,16 @@ def capex_mapping() -> dict[str, Any]:
     neo["tenants"] = [
         {"name": "Lab", "kind": "gpu_hours", "generation": "B200", "gpus": 1500, "rate": 3.2, "start": "2026-09-01", "expiry": "2028-01-01"}
     ]
-    miner = copy.deepcopy(miner)
-    miner["market_access"] = {"probability": {"easy": 0.7, "tight": 0.0}}
-    for inst in miner["debt"]:
+    hash_miner = copy.deepcopy(hash_miner)
+    hash_miner["market_access"] = {"probability": {"easy": 0.7, "tight": 0.0}}
+    hash_miner["mining"]["curtail"] = True
+    hash_miner["capex"] = [
+        {"date": "2026-08-01", "kind": "miners", "hashrate": 2000.0, "efficiency": 15.0, "price_per_ph": 20000.0, "replaces": 1500.0}
+    ]
+    for inst in hash_miner["debt"]:
         if inst["kind"] == "convertible":
             inst["refinancing"] = {"max_ltv": 5.0, "min_dscr": 0.1, "tenor_years": 4.0, "via_market_access": True}
-    return small_mapping(borrowers=[neo, miner])
+    return small_mapping(borrowers=[neo, hash_miner])
 
 
 def capex_spec(dtype: str) -> RunSpec:

@@ -26,13 +26,13 @@ N_PATHS = 48
 # every repin since is listed with its reason in docs/model.md section 11.
 PINNED_ON = ("2.4", ("AVX512_ICL", "X86_V3", "X86_V4"))
 DIGESTS: dict[str, str] = {
-    "baseline": "cd32bbeffbfdc3010afb3e2de5382c11e9533da0531e1c91895c624eec5288a6",
+    "baseline": "0ac65456f6d38ea177f453b2335d48fe6a723f38f0ce5f42a07365ab1fbe49e5",
     "bench": "75230cd96932e101a7bc0967e764a5431c187cd4828b2a94154f0034e65f4177",
-    "crypto_winter": "bb1c5adac83a66ebc11d876654ac1a0286533c1ae196c49d0c163774f533b519",
-    "deflation_shock": "8b91101c966b7f3159005b61d4add28a4c081584e57795d7405a389b42cffc1b",
-    "market_freeze": "03fea9cb8983ecbed06e32d978e98bda956f9d94bcea1d8b5a630d3417720f3b",
-    "perfect_storm": "cfa0fe09e4b6f215039426ab4b0db58bc9694bebac982d1feeb8a48f18a3954b",
-    "rubin_early": "9abb78ca7eb9d9c4403e7a147b0bb2cd686f8476779f3588cc963e33469c39c7",
+    "crypto_winter": "e6c076384a6173a329175c7c094733c1cca5f03b806d221afbff7f12bd0f5b5f",
+    "deflation_shock": "642209e58b6a94492cde839bd3e6668f6a3b5e4e9f7b22cc1cd96ea5278d2181",
+    "market_freeze": "f1d57593ba09199b762b2290c086d44edd3547052057c4bb2be3961d2f6b1e6f",
+    "perfect_storm": "daac19f1e12b86492eb1fd7b22bcc9d435754131699c7826710002da3e16e86a",
+    "rubin_early": "fdc745104d032851adb748bf59774cc09f2166ba07754bdd0083a2e1b7bca075",
 }
 
 

@@ -223,11 +223,13 @@ def capex_constants(layout: Layout) -> list[str]:
         f"constexpr int N_ORDERS = {layout.n_orders};",
         f"constexpr bool HAS_MARKET_ACCESS = {str(layout.market_access).lower()};",
         f"constexpr bool LATER_TENANTS = {str(layout.later_tenants).lower()};",
+        f"constexpr bool MINER_ORDERS = {str(layout.miner_orders).lower()};",
         f"constexpr int MAX_FUNDING = {width};",
         *(f"constexpr int FUNDING_{name.upper()} = {code};" for code, name in enumerate(FUNDING_SOURCES)),
         _int_array("ORDER_OWNER", list(layout.order_owner)),
         _int_array("ORDER_GENERATION", list(layout.order_generation)),
         _int_array("ORDER_FACILITY", list(layout.order_facility)),
+        _int_array("ORDER_MINERS", list(layout.order_miners)),
         _int_array("ORDER_FUNDING", funding),
     ]
 

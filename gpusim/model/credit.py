@@ -51,6 +51,8 @@ class CreditState(NamedTuple):
     cures_used: Any  # (I, n) sponsor equity cures used (covenant remedies)
     added: Any  # (B, G, n) GPUs delivered by capex orders so far (docs/model.md 5.8)
     order_paid: Any  # (O, n) USD paid for each delivered capex order, 0 until delivered (or when cancelled)
+    hashrate_added: Any  # (B, n) PH/s miners orders added less PH/s they retired
+    kw_added: Any  # (B, n) kW of the miners added less kW of those retired
 
 
 class CreditView(NamedTuple):
@@ -84,6 +86,8 @@ class CreditStepValues(NamedTuple):
     access_open: Any = None  # (B, n) bool: the borrower's capital-market window is open this step (docs/model.md 7.10)
     added: Any = None  # (B, G, n) GPUs delivered by capex orders, this step's included
     order_paid: Any = None  # (O, n)
+    hashrate_added: Any = None  # (B, n)
+    kw_added: Any = None  # (B, n)
 
 
 def run_rate_windows(view: MarketView, m: MarketParams, c: CreditParams, layout: Layout, xp: Any) -> tuple[Any, Any]:
@@ -135,6 +139,8 @@ def initial_credit_state(view: MarketView, m: MarketParams, c: CreditParams, lay
         cures_used=zeros_per_instrument,
         added=xp.zeros((B, layout.n_generations, n_paths), dtype=dtype),
         order_paid=xp.zeros((layout.n_orders, n_paths), dtype=dtype),
+        hashrate_added=zeros_per_borrower,
+        kw_added=zeros_per_borrower,
     )
 
 
@@ -277,15 +283,18 @@ def fund_capex(
     fixed price, or the generation's mark at t_k+1), met from its sources in order: cash; a draw
     on its facility, whose borrowing base counts the GPUs delivered; at-the-market equity while
     the window is open, within the step's limit, raising gross x (1 - cost). Funded in full, the
-    order is paid and delivered (GPUs, collateral at mark and book, USD paid); otherwise nothing
-    is paid, and a committed order is a payment default while an uncommitted one is cancelled."""
+    order is paid and delivered (GPUs, collateral at mark and book, USD paid; or miners' PH/s and
+    kW); otherwise nothing is paid, and a committed order is a payment default while an
+    uncommitted one is cancelled."""
     fleet = owned_fleet(cs.added, layout, c)
     if layout.market_access:  # static: without market access no borrower issues
         ltv = borrower_ltv(view, w.units, w.outstanding, c, layout, xp, fleet)
         access_open = market_access_open(u_access, ltv, tight, c, xp)
     else:
         access_open = xp.zeros(w.cash.shape, dtype=xp.bool)
-    w = w._replace(access_open=access_open, added=cs.added, order_paid=cs.order_paid)
+    w = w._replace(
+        access_open=access_open, added=cs.added, order_paid=cs.order_paid, hashrate_added=cs.hashrate_added, kw_added=cs.kw_added
+    )
     if not layout.n_orders:
         return w
     B, I = layout.n_borrowers, layout.n_instruments  # noqa: E741
@@ -295,6 +304,7 @@ def fund_capex(
     coll_mark, coll_book = [w.coll_mark[i] for i in range(I)], [w.coll_book[i] for i in range(I)]
     added = [[cs.added[b, g] for g in range(layout.n_generations)] for b in range(B)]
     paid = [cs.order_paid[o] for o in range(layout.n_orders)]
+    hashrate_added, kw_added = [cs.hashrate_added[b] for b in range(B)], [cs.kw_added[b] for b in range(B)]
     for o in range(layout.n_orders):
         b, g, count = layout.order_owner[o], layout.order_generation[o], c.order_count[o]
         due = (c.order_step[o] == step) & cs.alive[b] & ~w.payment_default[b]
@@ -320,10 +330,14 @@ def fund_capex(
         for f, use in draws:
             outstanding[f] = xp.where(funded, outstanding[f] + use, outstanding[f])
             headroom[f] = xp.where(funded, xp.maximum(headroom[f] - use, 0.0), headroom[f])
-        for i in layout.instruments_of(b):
-            coll_mark[i] = coll_mark[i] + xp.where(funded, c.order_pledged[i, o] * count * mark, 0.0)
-            coll_book[i] = coll_book[i] + xp.where(funded, c.order_pledged[i, o] * cost * c.order_book_factor[step + 1][o], 0.0)
-        added[b][g] = added[b][g] + xp.where(funded, count, 0.0)
+        if layout.order_miners[o]:  # static: miners add hashrate and power, not collateral
+            hashrate_added[b] = hashrate_added[b] + xp.where(funded, c.order_hashrate_delta[o], 0.0)
+            kw_added[b] = kw_added[b] + xp.where(funded, c.order_kw_delta[o], 0.0)
+        else:
+            for i in layout.instruments_of(b):
+                coll_mark[i] = coll_mark[i] + xp.where(funded, c.order_pledged[i, o] * count * mark, 0.0)
+                coll_book[i] = coll_book[i] + xp.where(funded, c.order_pledged[i, o] * cost * c.order_book_factor[step + 1][o], 0.0)
+            added[b][g] = added[b][g] + xp.where(funded, count, 0.0)
         paid[o] = xp.where(funded, cost, paid[o])
         default[b] = default[b] | (due & ~funded & (c.order_committed[o] > 0.0))
     return w._replace(
@@ -335,6 +349,8 @@ def fund_capex(
         payment_default=xp.stack(default, axis=0),
         added=xp.stack([xp.stack(row, axis=0) for row in added], axis=0),
         order_paid=xp.stack(paid, axis=0),
+        hashrate_added=xp.stack(hashrate_added, axis=0),
+        kw_added=xp.stack(kw_added, axis=0),
     )
 
 
@@ -614,6 +630,8 @@ def next_credit_state(cs: CreditState, step: int, c: CreditParams, layout: Layou
         annuity=cs.annuity + c.discount[step] * cs.outstanding * layout.dt * alive_by_instrument,
         added=w.added,
         order_paid=w.order_paid,
+        hashrate_added=w.hashrate_added,
+        kw_added=w.kw_added,
     )
 
 
@@ -642,7 +660,7 @@ def credit_step(
     )
     eps = revenue_shock_step(cs.eps, z_eps, c)
     tenants = tenant_defaults(cs.tenant_default_step, u_tenant, tight, step, c, xp)
-    flow = cfads(view, tenants, eps, step, step + 1, m, c, layout, xp, cs.added)
+    flow = cfads(view, tenants, eps, step, step + 1, m, c, layout, xp, cs.added, cs.hashrate_added, cs.kw_added)
     service, w = debt_service_due(cs, step, c, layout, xp, w)
     w = pay_debt_service(cs, view, flow, service, step, c, layout, xp, w)
     w = fund_capex(cs, view, u_access, tight, step, c, layout, xp, w)

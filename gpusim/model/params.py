@@ -52,8 +52,14 @@ class Layout:
     order_generation: tuple[int, ...] = ()  # generation each order buys
     order_funding: tuple[tuple[int, ...], ...] = ()  # funding sources of each order in order: FUNDING_CASH, _FACILITY, _EQUITY
     order_facility: tuple[int, ...] = ()  # instrument drawn by each order's facility source, -1 for none
+    order_miners: tuple[int, ...] = ()  # 1 for an order of miners (hashrate), 0 for GPUs
     market_access: bool = False  # some borrower has market access (the access draws exist)
     later_tenants: bool = False  # some GPU-hour tenant starts after t_0 (its GPUs leave the spot pool at its start)
+
+    @property
+    def miner_orders(self) -> bool:
+        """Whether some capex order buys miners (then hashrate and miners' power are path state)."""
+        return any(self.order_miners)
 
     @property
     def fleet_changes(self) -> bool:
@@ -209,9 +215,10 @@ def capex_layout(s: Scenario) -> dict[str, Any]:
     orders = [(bi, o) for bi, b in enumerate(s.borrowers) for o in b.capex]
     return {
         "order_owner": tuple(bi for bi, _ in orders),
-        "order_generation": tuple(gens.index(o.generation) for _, o in orders),
+        "order_generation": tuple(gens.index(o.generation) if o.kind == "gpus" else 0 for _, o in orders),
         "order_funding": tuple(tuple(FUNDING_SOURCES.index(f) for f in o.funding) for _, o in orders),
         "order_facility": tuple(names.index(o.facility) if o.facility is not None else -1 for _, o in orders),
+        "order_miners": tuple(int(o.kind == "miners") for _, o in orders),
         "market_access": has_market_access(s),
         "later_tenants": any(t.kind == "gpu_hours" and starts_later(t, s.time) for b in s.borrowers for t in b.tenants),
     }
@@ -429,8 +436,8 @@ class CreditParams(NamedTuple):
     # dated capex and market access (docs/model.md 5.8, 7.10); O orders in borrower order
     tenant_started: Any  # (K, T) 1 once t_k is at or after the tenant's start (all 1 without one)
     order_step: Any  # (O,) step (t_k, t_k+1] holding the delivery date, -1 outside the horizon (never delivered)
-    order_count: Any  # (O,) GPUs delivered
-    order_price: Any  # (O,) USD per GPU (0 where priced at the mark)
+    order_count: Any  # (O,) GPUs delivered (miners: PH/s delivered)
+    order_price: Any  # (O,) USD per GPU (0 where priced at the mark; miners: USD per PH/s)
     order_at_mark: Any  # (O,) 1: priced at the generation's mark at t_k+1
     order_committed: Any  # (O,) 0/1
     order_book_factor: Any  # (K+1, O) straight-line book value at t_k per USD paid (1 at delivery, 0 after the book life)
@@ -440,6 +447,8 @@ class CreditParams(NamedTuple):
     equity_limit_step: Any  # (B,) gross at-the-market issuance per step, USD
     equity_cost: Any  # (B,) share of gross proceeds lost to discount and fees
     refi_via_access: Any  # (I,) 1: refinanced only while the borrower's market window is open
+    order_hashrate_delta: Any  # (O,) miners: PH/s added less PH/s retired (0 for GPUs)
+    order_kw_delta: Any  # (O,) miners: kW of the new miners less kW of the retired ones at the efficiency of t_0 (0 for GPUs)
     tenant_leased_later: Any  # (K, B, G) GPUs leased to tenants starting after t_0, from their start (out of the spot pool)
 
 
@@ -662,14 +671,14 @@ def capex_params(s: Scenario, coll_fleet: np.ndarray, instruments: list[tuple[in
         age = times - year_fraction(grid.start, o.date)
         book[:, j] = np.clip(1.0 - age / o.book_life_years, 0.0, 1.0)
         for i, (owner, _) in enumerate(instruments):
-            pledged[i, j] = coll_fleet[i, gens.index(o.generation)] if owner == bi else 0.0
+            pledged[i, j] = coll_fleet[i, gens.index(o.generation)] if owner == bi and o.kind == "gpus" else 0.0
     access = [b.market_access for b in s.borrowers]
     equity = [a.equity if a is not None else None for a in access]
     return {
         "order_step": np.array(steps),
-        "order_count": np.array([float(o.count) for _, o in orders]),
-        "order_price": np.array([o.price_per_gpu or 0.0 for _, o in orders]),
-        "order_at_mark": np.array([float(o.price_per_gpu is None) for _, o in orders]),
+        "order_count": np.array([float(o.count) if o.kind == "gpus" else o.hashrate for _, o in orders]),
+        "order_price": np.array([(o.price_per_gpu or 0.0) if o.kind == "gpus" else o.price_per_ph for _, o in orders]),
+        "order_at_mark": np.array([float(o.kind == "gpus" and o.price_per_gpu is None) for _, o in orders]),
         "order_committed": np.array([float(o.committed) for _, o in orders]),
         "order_book_factor": book,
         "order_pledged": pledged,
@@ -679,6 +688,10 @@ def capex_params(s: Scenario, coll_fleet: np.ndarray, instruments: list[tuple[in
         "access_max_ltv": np.array([NO_COVENANT_LTV if a is None or a.max_ltv is None else a.max_ltv for a in access]),
         "equity_limit_step": np.array([0.0 if e is None else e.size_per_month * 12.0 * dt for e in equity]),
         "equity_cost": np.array([0.0 if e is None else e.cost for e in equity]),
+        "order_hashrate_delta": np.array([o.hashrate - o.replaces if o.kind == "miners" else 0.0 for _, o in orders]),
+        "order_kw_delta": np.array(
+            [o.hashrate * o.efficiency - o.replaces * s.borrowers[bi].mining.efficiency if o.kind == "miners" else 0.0 for bi, o in orders]
+        ),
     }
 
 

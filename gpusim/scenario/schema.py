@@ -440,18 +440,28 @@ class Tenant(Strict):
 
 
 class CapexOrder(Strict):
-    """A dated purchase of GPUs: paid and delivered on `date`, funded from the sources in `funding` in order."""
+    """A dated purchase of GPUs or miners: paid and delivered on `date`, funded from the sources in `funding` in order."""
 
-    date: Date = Field(description="delivery and payment date; the GPUs earn, draw power and secure loans from the next step")
-    kind: Literal["gpus"] = Field("gpus", description="what is bought: GPUs of a generation")
-    generation: str = Field(description="generation bought (one of compute.generations)")
-    count: Annotated[int, Field(ge=1, le=10**12)] = Field(description="GPUs delivered")
+    date: Date = Field(description="delivery and payment date; the GPUs or miners earn, draw power and secure loans from the next step")
+    kind: Literal["gpus", "miners"] = Field(
+        "gpus", description="what is bought: GPUs of a generation, or miners (hashrate at an efficiency: an efficiency upgrade)"
+    )
+    generation: str | None = Field(None, description="gpus: generation bought (one of compute.generations)")
+    count: Annotated[int, Field(ge=1, le=10**12)] | None = Field(None, description="gpus: GPUs delivered")
     price_per_gpu: UnitPrice | None = Field(
         None,
         description="price paid per GPU incl. its server share, USD; none = the generation's mark on the path at the delivery "
         "step (the per-GPU value fleets are marked at)",
     )
     book_life_years: Years = Field(6.0, description="straight-line depreciation life of the delivered GPUs from the delivery date, years")
+    hashrate: Quantity = Field(0.0, description="miners: PH/s of new miners delivered")
+    efficiency: Annotated[float, Field(gt=0.0, le=10_000.0)] | None = Field(
+        None, description="miners: J/TH (= kW per PH/s) of the new miners"
+    )
+    price_per_ph: UnitPrice | None = Field(None, description="miners: price paid per PH/s of new miners, USD")
+    replaces: Quantity = Field(
+        0.0, description="miners: PH/s of the borrower's miners at t_0 retired on delivery (at its mining.efficiency), PH/s"
+    )
     funding: list[Literal["cash", "facility", "equity"]] = Field(
         default_factory=lambda: ["cash"],
         min_length=1,
@@ -466,9 +476,15 @@ class CapexOrder(Strict):
     )
 
     @model_validator(mode="after")
-    def _facility_named(self) -> CapexOrder:
+    def _kind_rules(self) -> CapexOrder:
         if ("facility" in self.funding) != (self.facility is not None):
             raise ValueError("name a facility exactly when funding lists 'facility'")
+        gpu_fields = self.generation is not None or self.count is not None or self.price_per_gpu is not None
+        miner_fields = self.hashrate > 0 or self.efficiency is not None or self.price_per_ph is not None or self.replaces > 0
+        if self.kind == "gpus" and (self.generation is None or self.count is None or miner_fields):
+            raise ValueError("a gpus order needs generation and count, and no hashrate, efficiency, price_per_ph or replaces")
+        if self.kind == "miners" and (self.hashrate == 0 or self.efficiency is None or self.price_per_ph is None or gpu_fields):
+            raise ValueError("a miners order needs hashrate > 0, efficiency and price_per_ph, and no generation, count or price_per_gpu")
         return self
 
 
@@ -581,8 +597,13 @@ def _capex_problems(bi: int, b: Borrower, gens: list[str]) -> list[str]:
     tenant starting later may lease GPUs that committed orders deliver by its start."""
     problems: list[str] = []
     facilities = [i.name for i in b.debt if i.kind == "facility"]
+    retired = sum(o.replaces for o in b.capex)
+    if any(o.kind == "miners" for o in b.capex) and b.mining is None:
+        problems.append(f"borrowers[{bi}].capex: miners orders need a mining operation on {b.name}")
+    elif b.mining is not None and retired > b.mining.hashrate:
+        problems.append(f"borrowers[{bi}].capex: replaces {retired:g} PH/s in all, more than the {b.mining.hashrate:g} PH/s at t_0")
     for oi, o in enumerate(b.capex):
-        if o.generation not in gens:
+        if o.kind == "gpus" and o.generation not in gens:
             problems.append(f"borrowers[{bi}].capex[{oi}].generation: {o.generation!r} is not one of {gens}")
         if o.facility is not None and o.facility not in facilities:
             problems.append(f"borrowers[{bi}].capex[{oi}].facility: {o.facility!r} is not a facility of {b.name} ({facilities})")
@@ -605,7 +626,7 @@ def _tenants_with_capex(b: Borrower) -> Borrower:
     for t in b.tenants:
         if t.kind == "gpu_hours" and t.start is not None:
             for o in b.capex:
-                if o.committed and o.generation == t.generation and o.date <= t.start:
+                if o.kind == "gpus" and o.committed and o.generation == t.generation and o.date <= t.start:
                     ordered[o.generation] = ordered.get(o.generation, 0) + o.count
     if not ordered:
         return b
@@ -666,7 +687,7 @@ def check_references(s: Scenario) -> list[str]:
                 problems.append(f"borrowers[{bi}].treasury[{hi}].asset: {h.asset!r} is not one of {assets}")
         for ii, inst in enumerate(b.debt):
             for g in inst.collateral.fleets:
-                if g not in own_gens + [o.generation for o in b.capex]:
+                if g not in own_gens + [o.generation for o in b.capex if o.kind == "gpus"]:
                     problems.append(f"borrowers[{bi}].debt[{ii}].collateral.fleets: {g!r} is not a fleet of {b.name} ({own_gens})")
             if inst.covenants is not None and inst.covenants.ltv_max is not None and not (inst.collateral.fleets or inst.collateral.crypto):
                 problems.append(f"borrowers[{bi}].debt[{ii}].covenants.ltv_max: an LTV covenant needs collateral; collateral is empty")
