@@ -43,23 +43,40 @@ __host__ __device__ __forceinline__ real hashprice(real btc_price, real network_
     return PRM(C_hashprice_per_btc)[step] * btc_price * (network_hashrate_trend(levels_step, prm) / network_hashrate);
 }
 
+// Borrower b's miners on the path: hashrate H_b + dH_b (PH/s), power kW_b + dkW_b, and 24 e' with
+// e' = kW / H (the break-even of curtailment; 0 with no hashrate left); those of t_0 without miners
+// orders, or at t_0 (`hashrate_added` nullptr) (docs/model.md 5.9).
+__host__ __device__ __forceinline__ void mining_capacity(const real* hashrate_added, const real* kw_added, const real* prm, int b,
+                                                         real& hashrate, real& kw, real& breakeven) {
+    if (!MINER_ORDERS || hashrate_added == nullptr) {
+        hashrate = PRM(C_hashrate)[b];
+        kw = PRM(C_mining_kw)[b];
+        breakeven = PRM(C_breakeven_kwh_per_day)[b];
+        return;
+    }
+    hashrate = PRM(C_hashrate)[b] + hashrate_added[b];
+    kw = PRM(C_mining_kw)[b] + kw_added[b];
+    const real efficiency = hashrate > R(0.0) ? kw / hashrate : R(0.0);
+    breakeven = R(24.0) * efficiency;
+}
+
 // 1 while borrower b's miners run, 0 in a step they are curtailed: hashprice per kWh, hp / (24 e),
-// below the borrower's power price (only for borrowers that curtail).
-__host__ __device__ __forceinline__ real miners_running(real price, real power_price, const real* prm, int b) {
-    const bool loses_money = price < PRM(C_breakeven_kwh_per_day)[b] * (power_price * PRM(C_power_price_ratio)[b]);
+// below the borrower's power price (only for borrowers that curtail); `breakeven` is 24 e (mining_capacity).
+__host__ __device__ __forceinline__ real miners_running(real price, real power_price, const real* prm, int b, real breakeven) {
+    const bool loses_money = price < breakeven * (power_price * PRM(C_power_price_ratio)[b]);
     return R(1.0) - PRM(C_curtails)[b] * (loses_money ? R(1.0) : R(0.0));
 }
 
 // Hashrate x hashprice x days while the miners run.
-__host__ __device__ __forceinline__ real mining_revenue(real price, real running, const real* prm, int b) {
-    return PRM(C_hashrate)[b] * price * R(DAYS_PER_YEAR * DT) * running;
+__host__ __device__ __forceinline__ real mining_revenue(real price, real running, real hashrate) {
+    return hashrate * price * R(DAYS_PER_YEAR * DT) * running;
 }
 
 // Power for running GPUs and miners plus fixed opex. Contracted GPUs run all the time, spot GPUs
 // at the market utilization; idle GPUs draw no power. GPU power carries the borrower's PUE.
 // Curtailed miners (running = 0) pay only the take-or-pay share of their power.
 __host__ __device__ __forceinline__ real operating_cost(real utilization, real power_price, real running, int step, const real* prm,
-                                                        int b) {
+                                                        int b, real mining_power) {
     real gpu_kw = R(0.0);
     for (int g = 0; g < G; ++g) {
         const real share = contracted_share(step, prm, b, g);
@@ -68,7 +85,7 @@ __host__ __device__ __forceinline__ real operating_cost(real utilization, real p
         gpu_kw = g == 0 ? kw : gpu_kw + kw;
     }
     const real price = power_price * PRM(C_power_price_ratio)[b];
-    const real mining_kw = PRM(C_mining_kw)[b] * (running + (R(1.0) - running) * PRM(C_power_take_or_pay)[b]);
+    const real mining_kw = mining_power * (running + (R(1.0) - running) * PRM(C_power_take_or_pay)[b]);
     return R(HOURS_PER_YEAR * DT) * price * (gpu_kw * PRM(C_pue)[b] + mining_kw) + PRM(C_fixed_opex_step)[b];
 }
 
@@ -86,13 +103,13 @@ __host__ __device__ __forceinline__ real tenant_defaults(real default_step, real
 
 // (contract, spot) weight of tenant t's capacity in step k: a performing tenant pays its contract
 // while in force, its capacity is at spot after expiry; a defaulted tenant's capacity earns
-// nothing for the re-leasing lag, then is at spot.
+// nothing for the re-leasing lag, then is at spot. Before a tenant's start its capacity earns nothing.
 __host__ __device__ __forceinline__ void tenant_shares(real default_step, int step, const real* prm, int t, real& contract, real& spot) {
     const bool performing = default_step < R(0.0);
     const real active = PRM(C_tenant_active)[step * N_TENANTS + t];
     const bool released = default_step >= R(0.0) && default_step + PRM(C_tenant_lag_steps)[t] <= R(step);
     contract = performing ? active : R(0.0);
-    spot = performing ? R(1.0) - active : (released ? R(1.0) : R(0.0));
+    spot = performing ? PRM(C_tenant_started)[step * N_TENANTS + t] - active : (released ? R(1.0) : R(0.0));
 }
 
 // Per-tenant values x summed over borrower b's tenants in a fixed order; 0 without tenants.
@@ -127,20 +144,60 @@ __host__ __device__ __forceinline__ real tenant_power_cost(real utilization, rea
     return R(HOURS_PER_YEAR * DT) * (power_price * PRM(C_power_price_ratio)[b]) * (kw * PRM(C_pue)[b]);
 }
 
+// ---------------------------------------------------------------------------------------------
+// GPUs delivered by capex orders (docs/model.md 5.9); `added` is B x G
+// ---------------------------------------------------------------------------------------------
+
+// a_g - l_g: GPUs of generation g capex delivered to borrower b less those leased to tenants that
+// started after t_0 (their GPUs leave the spot pool at the start).
+__host__ __device__ __forceinline__ real delivered_spot_gpus(const real* added, int step, const real* prm, int b, int g) {
+    return added[b * G + g] - PRM(C_tenant_leased_later)[(step * B + b) * G + g];
+}
+
+// sum_g (a_g - l_g) h u r^g e^eps: borrower b's delivered GPUs not leased to later tenants rent at spot.
+__host__ __device__ __forceinline__ real delivered_revenue(const real* rental_rate, real utilization, real eps, const real* added, int step,
+                                                           const real* prm, int b) {
+    const real shock = m_exp(eps);
+    real total = R(0.0);
+    for (int g = 0; g < G; ++g) {
+        const real part = delivered_spot_gpus(added, step, prm, b, g) * (utilization * rental_rate[g] * shock);
+        total = g == 0 ? part : total + part;
+    }
+    return R(HOURS_PER_YEAR * DT) * total;
+}
+
+// Power of those GPUs running at the market utilization, with the site PUE.
+__host__ __device__ __forceinline__ real delivered_power_cost(real utilization, real power_price, const real* added, int step, const real* prm,
+                                                              int b) {
+    real kw = R(0.0);
+    for (int g = 0; g < G; ++g) {
+        const real part = delivered_spot_gpus(added, step, prm, b, g) * utilization * PRM(M_kw_per_gpu)[g];
+        kw = g == 0 ? part : kw + part;
+    }
+    return R(HOURS_PER_YEAR * DT) * (power_price * PRM(C_power_price_ratio)[b]) * (kw * PRM(C_pue)[b]);
+}
+
 // Cash flow available for debt service of borrower b in step k (calendars of `step`), paid out of
-// the market levels observed at t_{levels_step} (k + 1; 0 for the run rates) and the tenants'
-// default steps: revenue - opex.
+// the market levels observed at t_{levels_step} (k + 1; 0 for the run rates), the tenants'
+// default steps, the GPUs capex has delivered by t_k (`added`, B x G) and the miners' PH/s and kW it
+// has added (`hashrate_added`, `kw_added`, B each); nullptr at t_0: revenue - opex.
 __host__ __device__ __forceinline__ real cfads(const MarketView& v, const real* tenant_default_step, real eps, int step, int levels_step,
-                                               const real* prm, int b) {
+                                               const real* prm, int b, const real* added, const real* hashrate_added, const real* kw_added) {
     const real price = hashprice(v.crypto[BTC], v.network_hashrate, step, levels_step, prm);
-    const real running = miners_running(price, v.power_price, prm, b);
-    real revenue = fleet_revenue(v.rental_rate, v.utilization, eps, step, prm, b) + mining_revenue(price, running, prm, b);
-    real cost = operating_cost(v.utilization, v.power_price, running, step, prm, b);
+    real hashrate, mining_kw, breakeven;
+    mining_capacity(hashrate_added, kw_added, prm, b, hashrate, mining_kw, breakeven);
+    const real running = miners_running(price, v.power_price, prm, b, breakeven);
+    real revenue = fleet_revenue(v.rental_rate, v.utilization, eps, step, prm, b) + mining_revenue(price, running, hashrate);
+    real cost = operating_cost(v.utilization, v.power_price, running, step, prm, b, mining_kw);
     if (N_TENANTS > 0) {  // a portfolio without tenants skips the tenant terms (as the Python model)
         real contract[TN], spot[TN];
         for (int t = FIRST_TENANT[b]; t < FIRST_TENANT[b + 1]; ++t) tenant_shares(tenant_default_step[t], step, prm, t, contract[t], spot[t]);
         revenue = revenue + tenant_revenue(v.rental_rate, v.utilization, eps, contract, spot, step, prm, b);
         cost = cost + tenant_power_cost(v.utilization, v.power_price, contract, spot, prm, b);
+    }
+    if ((N_ORDERS > 0 || LATER_TENANTS) && added != nullptr) {  // without capex or later tenants these terms are skipped (as in Python)
+        revenue = revenue + delivered_revenue(v.rental_rate, v.utilization, eps, added, step, prm, b);
+        cost = cost + delivered_power_cost(v.utilization, v.power_price, added, step, prm, b);
     }
     return revenue - cost;
 }

@@ -13,6 +13,8 @@
 #if GPUSIM_HAS_CREDIT
 namespace gpusim {
 
+constexpr int NO = N_ORDERS > 0 ? N_ORDERS : 1;  // extent of per-order arrays (one unused slot without capex orders)
+
 // Credit state at t_k (credit.CreditState).
 struct CreditState {
     bool alive[B];
@@ -36,6 +38,10 @@ struct CreditState {
     real annuity[I];
     real tenant_default_step[TN];  // step each tenant defaulted in, NO_DEFAULT while it performs
     real cures_used[I];       // sponsor equity cures used (covenant remedies)
+    real added[B][G];         // GPUs delivered by capex orders so far (docs/model.md 5.8)
+    real order_paid[NO];      // USD paid for each delivered capex order, 0 until delivered (or when cancelled)
+    real hashrate_added[B];   // PH/s miners orders added less PH/s they retired
+    real kw_added[B];         // kW of the miners added less kW of those retired
 };
 
 // Working values of one credit step (the locals of credit.credit_step), passed between its
@@ -59,6 +65,11 @@ struct CreditStepValues {
     bool covenant_ltv[B];
     bool maturity_default[B];
     bool newly[B];        // defaults of this step
+    bool access_open[B];  // the borrower's capital-market window is open this step (docs/model.md 7.10)
+    real added[B][G];     // GPUs delivered by capex orders, this step's included
+    real order_paid[NO];
+    real hashrate_added[B];
+    real kw_added[B];
 };
 
 // numerator / denominator, and UNBOUNDED_RATIO where there is nothing to divide by (e.g. LTV without collateral).
@@ -110,11 +121,12 @@ __host__ __device__ __forceinline__ real trailing_dscr(const CreditState& c, int
 
 // Debt of borrower b over its fleets at mark plus its treasury at market plus its data centres at
 // t_{k+1}: the LTV of the fan charts and of the refinancing test of unsecured debt; 0 without debt.
+// `added` (B x G) are the GPUs capex delivered (owned_fleet).
 __host__ __device__ __forceinline__ real borrower_ltv(const MarketView& v, const real* units, const real* outstanding, int step_next,
-                                                      const real* prm, int b) {
+                                                      const real* prm, int b, const real* added) {
     real fleets = R(0.0), treasury = R(0.0);
     for (int g = 0; g < G; ++g) {
-        const real part = PRM(C_fleet_count)[b * G + g] * v.gpu_mark[g];
+        const real part = owned_fleet(added, prm, b, g) * v.gpu_mark[g];
         fleets = g == 0 ? part : fleets + part;
     }
     for (int a = 0; a < A; ++a) {
@@ -131,7 +143,7 @@ __host__ __device__ __forceinline__ real borrower_ltv(const MarketView& v, const
 __host__ __device__ __forceinline__ void run_rate_windows(const MarketView& v, const real* prm, int b, real& flow, real& service) {
     real performing[TN];  // every tenant performs at t_0
     for (int t = 0; t < TN; ++t) performing[t] = R(NO_DEFAULT);
-    flow = cfads(v, performing, R(0.0), 0, 0, prm, b);
+    flow = cfads(v, performing, R(0.0), 0, 0, prm, b, nullptr, nullptr, nullptr);
     service = R(0.0);
     for (int i = first_of(b); i < end_of(b); ++i) {
         const real outstanding = PRM(C_principal0)[i] + R(0.0);
@@ -169,6 +181,10 @@ __host__ __device__ __forceinline__ void initial_credit_state(const MarketView& 
         c.cures_used[i] = R(0.0);
     }
     for (int t = 0; t < TN; ++t) c.tenant_default_step[t] = R(NO_DEFAULT);
+    for (int b = 0; b < B; ++b)
+        for (int g = 0; g < G; ++g) c.added[b][g] = R(0.0);
+    for (int o = 0; o < NO; ++o) c.order_paid[o] = R(0.0);
+    for (int b = 0; b < B; ++b) c.hashrate_added[b] = c.kw_added[b] = R(0.0);
 }
 
 // Trailing DSCR and LTV on marks of borrower b at t_{k+1}, NaN once defaulted, for the fan charts.
@@ -179,7 +195,7 @@ __host__ __device__ __forceinline__ void credit_ratios(const CreditState& c, con
         return;
     }
     dscr = c.dscr[b];
-    ltv = borrower_ltv(v, c.units[b], c.outstanding, step_next, prm, b);
+    ltv = borrower_ltv(v, c.units[b], c.outstanding, step_next, prm, b, &c.added[0][0]);
 }
 
 // 1 where an instrument is in breach (a failed test not passed since), else 0.
@@ -261,7 +277,8 @@ __host__ __device__ __forceinline__ void pay_debt_service(const CreditState& c, 
     for (int a = 0; a < A; ++a) w.units[b][a] = c.units[b][a];
     real need = sell_crypto(m_max(service - w.available[b], R(0.0)), w.units[b], w.pledged[b], w.net_price);
     for (int i = first_of(b); i < end_of(b); ++i) {
-        collateral_value(v.gpu_mark, step + 1, w.pledged[b], v.crypto, prm, i, b, w.coll_mark[i], w.coll_book[i]);
+        collateral_value(v.gpu_mark, step + 1, w.pledged[b], v.crypto, prm, i, b, w.coll_mark[i], w.coll_book[i], &c.added[0][0],
+                         c.order_paid);
         w.headroom[i] = facility_headroom(c.outstanding[i], w.coll_mark[i], prm, i);
     }
     need = draw_facilities(need, w.headroom, w.drawn, b);
@@ -270,6 +287,83 @@ __host__ __device__ __forceinline__ void pay_debt_service(const CreditState& c, 
         w.headroom[i] = w.headroom[i] - w.drawn[i];
     }
     w.payment_default[b] = c.alive[b] && need > R(0.0);
+}
+
+// Whether borrower b can issue this step: its access uniform below the regime's per-step probability
+// (0 without market access, and in a freeze) and its LTV at marks at most max_ltv (docs/model.md 7.10).
+__host__ __device__ __forceinline__ bool market_access_open(real u, real ltv, bool tight, const real* prm, int b) {
+    return u < by_regime(PRM(C_access_prob), tight, B)[b] && ltv <= PRM(C_access_max_ltv)[b];
+}
+
+// 6b. Market access and borrower b's capex orders due this step (docs/model.md 5.9, 7.10), after debt
+// service. Each order due of a living borrower not in payment default costs count x price (fixed, or
+// the generation's mark at t_k+1), met from its sources in order: cash; a draw on its facility, whose
+// borrowing base counts the GPUs delivered; at-the-market equity while the window is open, within the
+// step's limit, raising gross x (1 - cost). Funded in full, the order is paid and delivered; otherwise
+// nothing is paid, and a committed order is a payment default while an uncommitted one is cancelled.
+__host__ __device__ __forceinline__ void fund_capex(const CreditState& c, const MarketView& v, bool tight, const real* u_access, int step,
+                                                    const real* prm, int b, CreditStepValues& w) {
+    w.access_open[b] = false;
+    if (HAS_MARKET_ACCESS) {
+        const real ltv = borrower_ltv(v, w.units[b], w.outstanding, step + 1, prm, b, &c.added[0][0]);
+        w.access_open[b] = market_access_open(u_access[b], ltv, tight, prm, b);
+    }
+    for (int g = 0; g < G; ++g) w.added[b][g] = c.added[b][g];
+    w.hashrate_added[b] = c.hashrate_added[b];
+    w.kw_added[b] = c.kw_added[b];
+    const bool in_payment_default = w.payment_default[b];
+    real equity_left = PRM(C_equity_limit_step)[b] + R(0.0);
+    for (int o = 0; o < N_ORDERS; ++o) {
+        if (ORDER_OWNER[o] != b) continue;
+        const int g = ORDER_GENERATION[o];
+        const real count = PRM(C_order_count)[o];
+        const bool due = PRM(C_order_step)[o] == R(step) && c.alive[b] && !in_payment_default;
+        const real mark = v.gpu_mark[g];
+        const real cost = count * (PRM(C_order_at_mark)[o] > R(0.0) ? mark : PRM(C_order_price)[o]);
+        real need = due ? cost : R(0.0);
+        real cash_left = w.cash[b], equity = equity_left, drawn = R(0.0);
+        const int f = ORDER_FACILITY[o];
+        for (int j = 0; j < MAX_FUNDING; ++j) {
+            const int source = ORDER_FUNDING[o * MAX_FUNDING + j];
+            if (source < 0) break;
+            real use;
+            if (source == FUNDING_CASH) {
+                use = m_min(cash_left, need);
+                cash_left = cash_left - use;
+            } else if (source == FUNDING_FACILITY) {
+                const real base =
+                    m_min(PRM(C_commitment)[f], PRM(C_advance_rate)[f] * (w.coll_mark[f] + PRM(C_order_pledged)[f * N_ORDERS + o] * count * mark));
+                use = m_min(need, PRM(C_is_facility)[f] * m_max(base - w.outstanding[f], R(0.0)));
+                drawn = use;
+            } else {
+                use = w.access_open[b] ? m_min(need, equity * (R(1.0) - PRM(C_equity_cost)[b])) : R(0.0);
+                equity = equity - use / (R(1.0) - PRM(C_equity_cost)[b]);
+            }
+            need = need - use;
+        }
+        const bool funded = due && need <= R(0.0);
+        if (funded) {
+            w.cash[b] = cash_left;
+            equity_left = equity;
+            if (f >= 0) {
+                w.outstanding[f] = w.outstanding[f] + drawn;
+                w.headroom[f] = m_max(w.headroom[f] - drawn, R(0.0));
+            }
+        }
+        if (ORDER_MINERS[o]) {  // miners add hashrate and power, not collateral
+            w.hashrate_added[b] = w.hashrate_added[b] + (funded ? PRM(C_order_hashrate_delta)[o] : R(0.0));
+            w.kw_added[b] = w.kw_added[b] + (funded ? PRM(C_order_kw_delta)[o] : R(0.0));
+        } else {
+            for (int i = first_of(b); i < end_of(b); ++i) {
+                w.coll_mark[i] = w.coll_mark[i] + (funded ? PRM(C_order_pledged)[i * N_ORDERS + o] * count * mark : R(0.0));
+                w.coll_book[i] = w.coll_book[i] +
+                                 (funded ? PRM(C_order_pledged)[i * N_ORDERS + o] * cost * PRM(C_order_book_factor)[(step + 1) * N_ORDERS + o] : R(0.0));
+            }
+            w.added[b][g] = w.added[b][g] + (funded ? count : R(0.0));
+        }
+        if (funded) w.order_paid[o] = cost;
+        w.payment_default[b] = w.payment_default[b] || (due && !funded && PRM(C_order_committed)[o] > R(0.0));
+    }
 }
 
 // Principal of instrument i above its LTV covenant (on marks, at book or a mix), 0 when not tested.
@@ -325,14 +419,15 @@ __host__ __device__ __forceinline__ void covenant_tests(CreditState& c, bool tig
 // default): it enters the workout with the cash and crypto it had, owing what it owed.
 __host__ __device__ __forceinline__ void refinance_or_repay(CreditState& c, const MarketView& v, bool tight, int step, const real* prm,
                                                             int b, CreditStepValues& w) {
-    const real ltv = borrower_ltv(v, w.units[b], w.outstanding, step + 1, prm, b);
+    const real ltv = borrower_ltv(v, w.units[b], w.outstanding, step + 1, prm, b, &w.added[0][0]);
     real owed = R(0.0);
     bool repay[I], live[I];
     for (int i = first_of(b); i < end_of(b); ++i) {
         const real ltv_refi = PRM(C_secured)[i] > R(0.0) ? ratio(w.outstanding[i], w.coll_mark[i]) : ltv;
         const bool in_window = c.maturity_step[i] - R(step) <= PRM(C_refi_window_steps)[i] && c.maturity_step[i] >= R(step);
         const bool refinance = in_window && c.alive[b] && PRM(C_refinanceable)[i] > R(0.0) && (!tight || PRM(C_refi_in_tight)[i] > R(0.0)) &&
-                               ltv_refi <= PRM(C_refi_max_ltv)[i] && c.dscr[b] >= PRM(C_refi_min_dscr)[i];
+                               ltv_refi <= PRM(C_refi_max_ltv)[i] && c.dscr[b] >= PRM(C_refi_min_dscr)[i] &&
+                               (!HAS_MARKET_ACCESS || PRM(C_refi_via_access)[i] == R(0.0) || w.access_open[b]);
         if (refinance) {
             c.maturity_step[i] = R(step) + PRM(C_refi_tenor_steps)[i];
             c.spread_add[i] = c.spread_add[i] + (tight ? PRM(C_refi_step_up_tight)[i] : PRM(C_refi_step_up)[i]);
@@ -384,12 +479,13 @@ __host__ __device__ __forceinline__ int default_reason(const CreditStepValues& w
 // fire-sale chain on; none with it off, where the memory keeps only the outside supply q_exo.
 __host__ __device__ __forceinline__ real remembered_dump(real dumped, const real* prm) { return PRM(M_chain)[0] * dumped; }
 
-// Q^g: GPUs of generation g that this step's defaults (`newly`) put up for sale.
-__host__ __device__ __forceinline__ void gpus_dumped(const bool* newly, const real* prm, real* dumped) {
+// Q^g: GPUs of generation g that this step's defaults (`newly`) put up for sale from the fleets
+// (owned_fleet of `added`, B x G).
+__host__ __device__ __forceinline__ void gpus_dumped(const bool* newly, const real* added, const real* prm, real* dumped) {
     for (int g = 0; g < G; ++g) {
         real q = R(0.0);
         for (int b = 0; b < N_BORROWERS; ++b) {
-            const real part = PRM(C_fleet_count)[b * G + g] * (newly[b] ? R(1.0) : R(0.0));
+            const real part = owned_fleet(added, prm, b, g) * (newly[b] ? R(1.0) : R(0.0));
             q = b == 0 ? part : q + part;
         }
         dumped[g] = q;
@@ -408,7 +504,11 @@ __host__ __device__ __forceinline__ void settle_defaults(CreditState& c, const M
         w.newly[b] = c.alive[b] && owes && (w.payment_default[b] || w.covenant_dscr[b] || w.covenant_ltv[b] || w.maturity_default[b]);
         any_default |= w.newly[b];
     }
-    gpus_dumped(w.newly, prm, dumped);
+    // a payment default undoes this step's deliveries with the rest of its payments
+    real workout_added[B][G];
+    for (int b = 0; b < B; ++b)
+        for (int g = 0; g < G; ++g) workout_added[b][g] = w.payment_default[b] ? c.added[b][g] : w.added[b][g];
+    gpus_dumped(w.newly, &workout_added[0][0], prm, dumped);
     if (!any_default) return;  // the waterfall only runs on paths where some borrower defaults (credit.recoveries_where)
     real exposure[I], recovered[I];
     constexpr int DN = N_DATA_CENTRES > 0 ? N_DATA_CENTRES : 1;  // (one unused slot without data centres)
@@ -422,7 +522,7 @@ __host__ __device__ __forceinline__ void settle_defaults(CreditState& c, const M
         const real workout_cash = paid_nothing ? m_max(w.available[b], R(0.0)) : w.cash[b];
         const real* workout_units = paid_nothing ? c.units[b] : w.units[b];
         recovery_waterfall(exposure, v.gpu_mark, dumped, tight, workout_units, w.pledged[b], w.net_price, workout_cash, sites, step + 1, prm, b,
-                           recovered);
+                           recovered, &workout_added[0][0]);
         for (int i = first_of(b); i < end_of(b); ++i) {
             const real loss_now = exposure[i] - m_min(recovered[i], exposure[i]);
             c.loss[i] = c.loss[i] + loss_now * PRM(C_discount)[step + 1];
@@ -448,15 +548,21 @@ __host__ __device__ __forceinline__ void next_credit_state(int step, const real*
             c.annuity[i] = c.annuity[i] + PRM(C_discount)[step] * c.outstanding[i] * R(DT) * (was_alive ? R(1.0) : R(0.0));
             c.outstanding[i] = still_alive ? w.outstanding[i] : R(0.0);
         }
+        for (int g = 0; g < G; ++g) c.added[b][g] = w.added[b][g];
+        c.hashrate_added[b] = w.hashrate_added[b];
+        c.kw_added[b] = w.kw_added[b];
     }
+    for (int o = 0; o < NO; ++o) c.order_paid[o] = w.order_paid[o];
 }
 
 // One step k -> k+1 of every borrower (steps 5-9 of docs/model.md 7) under the regime R_k (`tight`),
-// with the borrowers' revenue-shock draws `z_eps` and the tenants' default draws `u_tenant`; writes the GPUs
+// with the borrowers' revenue-shock draws `z_eps`, the tenants' default draws `u_tenant` and the
+// market-access draws `u_access` (read only with market access); writes the GPUs
 // dumped by this step's defaults per generation that the distress memory sees (remembered_dump) into `dumped`.
 __host__ __device__ __forceinline__ void credit_step(CreditState& c, const MarketView& v, bool tight, const real* z_eps,
-                                                     const real* u_tenant, int step, const real* prm, real* dumped) {
+                                                     const real* u_tenant, int step, const real* prm, real* dumped, const real* u_access) {
     CreditStepValues w;
+    for (int o = 0; o < NO; ++o) w.order_paid[o] = c.order_paid[o];
     for (int a = 0; a < A; ++a) w.net_price[a] = v.crypto[a] * (R(1.0) - by_regime(PRM(M_crypto_slippage), tight, A)[a]);
     bool live[I];
     for (int i = 0; i < N_INSTRUMENTS; ++i) live[i] = c.maturity_step[i] >= R(step);
@@ -466,7 +572,7 @@ __host__ __device__ __forceinline__ void credit_step(CreditState& c, const Marke
     for (int t = 0; t < N_TENANTS; ++t) c.tenant_default_step[t] = tenant_defaults(c.tenant_default_step[t], u_tenant[t], tight, step, prm, t);
     for (int b = 0; b < N_BORROWERS; ++b) {
         c.eps[b] = revenue_shock_step(c.eps[b], z_eps[b], prm, b);
-        const real flow = cfads(v, c.tenant_default_step, c.eps[b], step, step + 1, prm, b);
+        const real flow = cfads(v, c.tenant_default_step, c.eps[b], step, step + 1, prm, b, &c.added[0][0], c.hashrate_added, c.kw_added);
         const real service = debt_service_due(c, step, prm, b, w);
         pay_debt_service(c, v, flow, service, step, prm, b, w);
         c.cfads_window[b][c.head] = flow;  // the oldest slot of the window drops out
@@ -476,6 +582,7 @@ __host__ __device__ __forceinline__ void credit_step(CreditState& c, const Marke
 
     for (int b = 0; b < N_BORROWERS; ++b) {
         c.dscr[b] = trailing_dscr(c, b);
+        fund_capex(c, v, tight, u_access, step, prm, b, w);
         covenant_tests(c, tight, step, prm, b, w);
         refinance_or_repay(c, v, tight, step, prm, b, w);
         distribute(c, prm, b, w);

@@ -54,27 +54,48 @@ __host__ __device__ __forceinline__ real pledged_crypto_value(const real* pledge
     return total;
 }
 
-// GPUs of generation g pledged to instrument i of borrower b.
-__host__ __device__ __forceinline__ real pledged_fleet_weights(const real* prm, int i, int b, int g) {
-    return PRM(C_collateral_fleet)[i * G + g] * PRM(C_fleet_count)[b * G + g];
+// GPUs of generation g pledged to instrument i, of the owner's `fleet` of that generation.
+__host__ __device__ __forceinline__ real pledged_fleet_weights(real fleet, const real* prm, int i, int g) {
+    return PRM(C_collateral_fleet)[i * G + g] * fleet;
+}
+
+// GPUs of generation g borrower b owns: its fleet at t_0 plus what its capex orders delivered on
+// the path (`added`, B x G); the fleet at t_0 in a portfolio without capex orders.
+__host__ __device__ __forceinline__ real owned_fleet(const real* added, const real* prm, int b, int g) {
+    return N_ORDERS > 0 ? PRM(C_fleet_count)[b * G + g] + added[b * G + g] : PRM(C_fleet_count)[b * G + g];
+}
+
+// Book value of the delivered GPUs securing instrument i: USD paid for each pledged order times its
+// straight-line factor at t_{k+1}, in order of the orders.
+__host__ __device__ __forceinline__ real delivered_book_value(const real* order_paid, int step_next, const real* prm, int i) {
+    real total = R(0.0);
+    for (int o = 0; o < N_ORDERS; ++o) {
+        const real part = PRM(C_order_pledged)[i * N_ORDERS + o] * (order_paid[o] * PRM(C_order_book_factor)[step_next * N_ORDERS + o]);
+        total = o == 0 ? part : total + part;
+    }
+    return total;
 }
 
 // Collateral of instrument i of borrower b at marks and at book: pledged fleets + pledged crypto +
-// pledged data centres (the same value on both bases; 0 for an instrument without any).
+// pledged data centres (the same value on both bases; 0 for an instrument without any). `added` are
+// the GPUs capex delivered (owned_fleet), counted at book for what was paid (`order_paid`).
 __host__ __device__ __forceinline__ void collateral_value(const real* marks, int step_next, const real* pledged, const real* prices,
-                                                          const real* prm, int i, int b, real& at_mark, real& at_book) {
+                                                          const real* prm, int i, int b, real& at_mark, real& at_book, const real* added,
+                                                          const real* order_paid) {
     const real crypto = pledged_crypto_value(pledged, prices, prm, i);
     real fleets_at_mark = R(0.0), fleets_at_book = R(0.0);
     for (int g = 0; g < G; ++g) {
-        const real weight = pledged_fleet_weights(prm, i, b, g);
-        const real mark = weight * marks[g];
-        const real book = weight * PRM(C_book_value)[(step_next * B + b) * G + g];
+        const real mark = pledged_fleet_weights(owned_fleet(added, prm, b, g), prm, i, g) * marks[g];
+        const real book = pledged_fleet_weights(PRM(C_fleet_count)[b * G + g], prm, i, g) * PRM(C_book_value)[(step_next * B + b) * G + g];
         fleets_at_mark = g == 0 ? mark : fleets_at_mark + mark;
         fleets_at_book = g == 0 ? book : fleets_at_book + book;
     }
     const real sites = PRM(C_pledged_data_centre_value)[step_next * N_INSTRUMENTS + i];
-    at_mark = fleets_at_mark + crypto + sites;
-    at_book = fleets_at_book + crypto + sites;
+    at_mark = fleets_at_mark + crypto;
+    at_book = fleets_at_book + crypto;
+    if (N_ORDERS > 0) at_book = at_book + delivered_book_value(order_paid, step_next, prm, i);
+    at_mark = at_mark + sites;
+    at_book = at_book + sites;
 }
 
 // Borrower b owns data centres first_data_centre(b) .. first_data_centre(b + 1) - 1 (Layout.data_centres_of).
@@ -99,10 +120,10 @@ __host__ __device__ __forceinline__ real fire_sale_price(real mark, real dumped,
     return mark * (R(1.0) - PRM(M_integration_discount)[0]) * m_exp(-impact);
 }
 
-// GPUs of generation g whose sale sets borrower b's fire-sale price: the step's whole dump Q^g with
-// the fire-sale chain on, only b's own fleet with it off (the other defaulters' sales removed).
-__host__ __device__ __forceinline__ real liquidation_dump(real dumped, int b, const real* prm, int g) {
-    return PRM(M_chain)[0] * dumped + (R(1.0) - PRM(M_chain)[0]) * PRM(C_fleet_count)[b * G + g];
+// GPUs of a generation whose sale sets a borrower's fire-sale price: the step's whole dump Q^g with
+// the fire-sale chain on, only the borrower's own `fleet` with it off (the other defaulters' sales removed).
+__host__ __device__ __forceinline__ real liquidation_dump(real dumped, real fleet, const real* prm) {
+    return PRM(M_chain)[0] * dumped + (R(1.0) - PRM(M_chain)[0]) * fleet;
 }
 
 // Pay claimants (instruments of b flagged in `claimant`) from a pool by seniority, pro rata
@@ -138,7 +159,8 @@ __host__ __device__ __forceinline__ real share_pool(real pool, const bool* claim
 // pays all claims by rank, pro rata within a rank.
 __host__ __device__ __forceinline__ void recovery_waterfall(const real* exposure, const real* marks, const real* dumped, bool tight,
                                                             const real* units, const real* pledged, const real* crypto_net_price, real cash,
-                                                            const real* data_centres, int step, const real* prm, int b, real* recovered) {
+                                                            const real* data_centres, int step, const real* prm, int b, real* recovered,
+                                                            const real* added) {
     real claims[I];
     bool claimant[I];
     for (int i = first_of(b); i < end_of(b); ++i) {
@@ -146,9 +168,10 @@ __host__ __device__ __forceinline__ void recovery_waterfall(const real* exposure
         recovered[i] = R(0.0);
     }
     real fire_sale[G];
-    for (int g = 0; g < G; ++g) fire_sale[g] = fire_sale_price(marks[g], liquidation_dump(dumped[g], b, prm, g), tight, step, prm, g);
+    for (int g = 0; g < G; ++g)
+        fire_sale[g] = fire_sale_price(marks[g], liquidation_dump(dumped[g], owned_fleet(added, prm, b, g), prm), tight, step, prm, g);
     real gross = cash;
-    for (int g = 0; g < G; ++g) gross = gross + PRM(C_fleet_count)[b * G + g] * fire_sale[g];
+    for (int g = 0; g < G; ++g) gross = gross + owned_fleet(added, prm, b, g) * fire_sale[g];
     for (int a = 0; a < A; ++a) gross = gross + units[a] * crypto_net_price[a];
     for (int d = first_data_centre(b); d < first_data_centre(b + 1); ++d) gross = gross + data_centres[d];
     const real owed = sum_by_owner(exposure, b);
@@ -158,7 +181,7 @@ __host__ __device__ __forceinline__ void recovery_waterfall(const real* exposure
     for (int g = 0; g < G; ++g) {
         bool any = false;
         for (int i = first_of(b); i < end_of(b); ++i) any |= (claimant[i] = COLLATERAL_FLEET[i * G + g] != 0);
-        const real pool = PRM(C_fleet_count)[b * G + g] * fire_sale[g] * after_cost;
+        const real pool = owned_fleet(added, prm, b, g) * fire_sale[g] * after_cost;
         general = general + (any ? share_pool(pool, claimant, claims, recovered, b) : pool);
     }
     for (int a = 0; a < A; ++a) {

@@ -183,7 +183,7 @@ extern "C" __global__ void simulate_paths(unsigned long long seed, unsigned long
             observe(s, k + 1, prm, v);
             for (int g = 0; g < G; ++g) dumped[g] = R(0.0);
 #if GPUSIM_HAS_CREDIT
-            credit_step(c, v, s.tight, d.revenue_shock, d.u + SLOT_TENANT_DEFAULT, k, prm, dumped);
+            credit_step(c, v, s.tight, d.revenue_shock, d.u + SLOT_TENANT_DEFAULT, k, prm, dumped, d.u + SLOT_MARKET_ACCESS);
 #endif
             if (record) {
                 unsigned int* defaulted = DEFAULTED_IN_SHARED ? block_defaulted + (k + 1) * N_BORROWERS : nullptr;

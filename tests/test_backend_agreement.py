@@ -6,7 +6,8 @@ model on cupy, the fused CUDA kernels on cupy, and the same kernels compiled as 
 run through ctypes. One that cannot run here is skipped with the reason; the GPU ones are
 marked `gpu` (pytest.mark.gpu, and JAX where it sees a GPU), so `pytest -m gpu` runs them.
 Cases: the small scenario as shipped in the tests and with stressed borrowers (defaults of every
-kind), with dated shock paths, weekly steps, the fire-sale chain off, no borrowers, and configs/baseline.yaml, each
+kind), with dated shock paths, with dated capex and market access, weekly steps, the fire-sale chain
+off, no borrowers, and configs/baseline.yaml, each
 in float64 and float32 where the old per-backend tests ran it. JAX compiles a whole chunk per
 spec (15-40 s on a CPU, longer when Pallas interprets), so it runs the cases listed in
 `JAX_CASES`; the host build and the GPU backends run them all.
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import HostKernelBackend, assert_agrees_with_numpy, host_compiler, shipped_spec, small_shocks, small_spec_for
+from test_capex import capex_spec
 from test_collateral import collateral_spec
 
 from gpusim.backends import Backend, get_backend, gpu_unavailable_reason
@@ -64,6 +66,8 @@ CASES: dict[str, Case] = {
     "small-collateral": Case(collateral_spec, ("float64", "float32"), 600, path_start=5, save_paths=20),
     # dated shock paths on every kind of factor (docs/model.md 4.13)
     "small-shocked": Case(lambda d: small_spec_for(d, stressed=True, shocks=small_shocks()), ("float64",), 600, save_paths=600),
+    # dated capex (at the mark, on a facility, by ATM equity, committed or not), market access, converts rolled, later tenants
+    "small-capex": Case(capex_spec, ("float64", "float32"), 400, save_paths=50),
     "small-no-borrowers": Case(lambda d: small_spec_for(d, borrowers=[]), ("float64",), 200, path_start=3, save_paths=50),
     "baseline": Case(lambda d: shipped_spec("baseline", d), ("float64", "float32"), 600, path_start=2**32 - 300, save_paths=2**32 - 250),
     # enough paths for the expected loss's standard error to mean something: GPU backends only
@@ -83,7 +87,12 @@ def _jax_platform() -> tuple[str | None, str | None]:
 
 JAX_PLATFORM, JAX_REASON = _jax_platform()
 JAX_ON_GPU = JAX_PLATFORM not in (None, "cpu")
-JAX_CASES = ("small", "small-shocked", "baseline", "baseline-large") if JAX_ON_GPU else ("small", "small-shocked", "baseline")
+JAX_CASES = ("small", "small-shocked", "small-capex", "baseline", "baseline-large") if JAX_ON_GPU else (
+    "small",
+    "small-shocked",
+    "small-capex",
+    "baseline",
+)
 PALLAS_INTERPRETED_PATHS = 300
 """Pallas interprets its kernel on a CPU, block by block: the small scenario on 300 paths."""
 

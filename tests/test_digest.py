@@ -26,16 +26,16 @@ N_PATHS = 48
 # every repin since is listed with its reason in docs/model.md section 11.
 PINNED_ON = ("2.4", ("AVX512_ICL", "X86_V3", "X86_V4"))
 DIGESTS: dict[str, str] = {
-    "baseline": "52787ed6c2343d0ec4be975ff2b33561a6320a02495e0a9fd9725d994d65ded0",
+    "baseline": "333b1878009d8843f4c010ea28cf648680ad32df33d259b1eadc632010b9fa78",
     "bench": "75230cd96932e101a7bc0967e764a5431c187cd4828b2a94154f0034e65f4177",
-    "crypto_winter": "a5dc93aced6d10d114ea2bc2a2fa270b6fd6f11f2dac5caae41af64d417fd009",
-    "deflation_shock": "12d94de7792a80f4425cd304536cf0624027c7ff69e8b99660c42e4a54dca3b1",
-    "market_freeze": "81c9d118c34b4c5f3c4c7c401172faf1ee47970e2a6981d6ba539d641d711d7b",
-    "perfect_storm": "6ceab40b2764489b8a82318015851f675de0fb0e4eec1d35c9d47f0c7d015d64",
-    "rubin_early": "7fe8574d4886a4d4b577ed91de4e43ad63e8671629b64d5f6e68fa7dfb8d4b28",
-    # dated shock paths (docs/model.md 4.13): added with the scenarios, no earlier digest changed
-    "replay_2022": "b4aaaec3480a086ae376eeb9f0aee714e81efbc2b4fdffb1f8da474bedfda910",
-    "severe_path": "80ca6d6b10b223803af408c21e62404a70b78bfe9fb46e1889c4c9d7d89f8a2d",
+    "crypto_winter": "f873b7cfeaf1e975fa80390fe5984289ab7f8ae087ebdfa65b45cd56d9f18566",
+    "deflation_shock": "e5f390632635255f5a95817fe74e5101d563295847d933580c55e5e70064da87",
+    "market_freeze": "051ffb04ac81b747dbce92eed84d864f9101236dd1ffe148bef98ef0db0a53f9",
+    "perfect_storm": "fc6cd50aca7c31ad050b55228437b4f96e3f2d9f983f5fc679adbddea74aa5a4",
+    "rubin_early": "99d2daef5ff280a25398c7145c3d8113734257b2c8e36b267430733f39c2f095",
+    # dated shock paths (docs/model.md 4.13)
+    "replay_2022": "6eb07749c7f704ca9f38b9735ccdfad29b03206a69d8c7c5dc3ee78bad31d54a",
+    "severe_path": "8bbeb18c4f2bca82101d2fb1d724fd8f6dc5e0899c94ecc25daeae3df9a2f7c0",
 }
 
 

@@ -202,20 +202,22 @@ def bounded_recoveries(
     c: CreditParams,
     xp: Any,
     data_centres: Any = None,
+    fleet: Any = None,
 ) -> Any:
     """`credit.recoveries_where` under jit: a traced array cannot have a data-dependent size, so
     the defaulting paths are gathered into a fixed-size index (1/16 of the chunk); in the rare
     step where more paths default, `lax.cond` runs the waterfall on every path instead.
     Same numbers either way; the waterfall's cost drops by about the ratio of the sizes."""
     size = max(64, any_default.shape[-1] // 16)
-    operands = (any_default, exposure, marks, dumped, tight, units, pledged, net_price, cash, data_centres)
+    extras = {name: value for name, value in (("data_centres", data_centres), ("fleet", fleet)) if value is not None}
+    operands = (any_default, exposure, marks, dumped, tight, units, pledged, net_price, cash, *extras.values())
 
     def gathered(ops: tuple[Any, ...]) -> Any:
         index = jnp.nonzero(ops[0], size=size, fill_value=0)[0]
-        return recoveries_where(*ops[:-1], layout, m, c, xp, index=index, data_centres=ops[-1])
+        return recoveries_where(*ops[:9], layout, m, c, xp, index=index, **dict(zip(extras, ops[9:], strict=True)))
 
     def everywhere(ops: tuple[Any, ...]) -> Any:
-        return xp.where(ops[0], recovery_waterfall(*ops[1:-1], layout, m, c, xp, data_centres=ops[-1]), 0.0)
+        return xp.where(ops[0], recovery_waterfall(*ops[1:9], layout, m, c, xp, **dict(zip(extras, ops[9:], strict=True))), 0.0)
 
     if size >= any_default.shape[-1]:
         return everywhere(operands)

@@ -21,7 +21,7 @@ import numpy as np
 from gpusim.model import constants
 from gpusim.model.constants import DefaultReason
 from gpusim.model.factor_table import OBSERVED_FACTORS, saved_columns, saved_width
-from gpusim.model.params import CreditParams, Layout, MarketParams
+from gpusim.model.params import FUNDING_SOURCES, CreditParams, Layout, MarketParams
 from gpusim.spec import ChunkResult, CreditOutcomes, RunSpec
 from gpusim.statistics import N_BINS, bin_offset
 
@@ -209,6 +209,7 @@ def config_header(spec: RunSpec) -> str:
             _int_array("FIRST_TENANT", [len([t for t in layout.tenant_owner if t < b]) for b in range(B + 1)]),
             _int_array("TENANT_GENERATION", list(layout.tenant_generation)),
             *data_centre_constants(layout),
+            *capex_constants(layout),
         ]
     lines.append("}}  // namespace gpusim::cfg")
     return "\n".join(lines) + "\n"
@@ -223,6 +224,26 @@ def data_centre_constants(layout: Layout) -> list[str]:
         _int_array(
             "COLLATERAL_DATA_CENTRE", [int(d in layout.collateral_data_centres[i]) for i in range(layout.n_instruments) for d in range(D)]
         ),
+    ]
+
+
+def capex_constants(layout: Layout) -> list[str]:
+    """Compile-time tables of the capex orders and market access (docs/model.md 5.9, 7.10): each
+    order's owner, generation, facility, and funding sources in order (padded with -1)."""
+    width = len(FUNDING_SOURCES)
+    funding = [code for sources in layout.order_funding for code in (*sources, *[-1] * (width - len(sources)))]
+    return [
+        f"constexpr int N_ORDERS = {layout.n_orders};",
+        f"constexpr bool HAS_MARKET_ACCESS = {str(layout.market_access).lower()};",
+        f"constexpr bool LATER_TENANTS = {str(layout.later_tenants).lower()};",
+        f"constexpr bool MINER_ORDERS = {str(layout.miner_orders).lower()};",
+        f"constexpr int MAX_FUNDING = {width};",
+        *(f"constexpr int FUNDING_{name.upper()} = {code};" for code, name in enumerate(FUNDING_SOURCES)),
+        _int_array("ORDER_OWNER", list(layout.order_owner)),
+        _int_array("ORDER_GENERATION", list(layout.order_generation)),
+        _int_array("ORDER_FACILITY", list(layout.order_facility)),
+        _int_array("ORDER_MINERS", list(layout.order_miners)),
+        _int_array("ORDER_FUNDING", funding),
     ]
 
 

@@ -26,7 +26,7 @@ from gpusim.model.slots import SLOT_ENTRIES
 BLOCK_PATHS = 256
 """Paths per kernel instance on a GPU (a power of two, as Triton blocks must be)."""
 
-PASSED_ON = ("regime", "revenue_shock", "tenant_default")
+PASSED_ON = ("regime", "revenue_shock", "tenant_default", "market_access")
 """Draws the rest of the step reads after the market half (`close_step`, the borrowers); the
 kernel consumes the others."""
 

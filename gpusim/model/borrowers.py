@@ -55,30 +55,56 @@ def hashprice(btc_price: Any, network_hashrate: Any, step: int, levels_step: int
     return c.hashprice_per_btc[step] * btc_price * (network_hashrate_trend(levels_step, m, xp) / network_hashrate)
 
 
-def miners_running(price: Any, power_price: Any, c: CreditParams) -> Any:
+def mining_capacity(hashrate_added: Any, kw_added: Any, layout: Layout, c: CreditParams, xp: Any) -> tuple[Any, Any, Any]:
+    """Each borrower's miners on the path, (B, n) each (or (B, 1) without miners orders): hashrate
+    H_b + dH_b (PH/s), power kW_b + dkW_b, and 24 e' with e' = kW / H (kWh a day per PH/s: the
+    break-even of curtailment; 0 with no hashrate left) (docs/model.md 5.9)."""
+    if not layout.miner_orders:  # static: the miners of t_0
+        return c.hashrate[:, None], c.mining_kw[:, None], c.breakeven_kwh_per_day[:, None]
+    hashrate = c.hashrate[:, None] + hashrate_added
+    kw = c.mining_kw[:, None] + kw_added
+    efficiency = xp.where(hashrate > 0.0, kw / xp.where(hashrate > 0.0, hashrate, 1.0), 0.0)
+    return hashrate, kw, 24.0 * efficiency
+
+
+def miners_running(price: Any, power_price: Any, c: CreditParams, breakeven: Any = None) -> Any:
     """1 while the miners run, 0 in a step they are curtailed: hashprice per kWh, hp / (24 e),
-    below the borrower's power price P rho (only for borrowers that curtail), (B, n)."""
-    loses_money = price[None, :] < c.breakeven_kwh_per_day[:, None] * (power_price * c.power_price_ratio[:, None])
+    below the borrower's power price P rho (only for borrowers that curtail), (B, n). `breakeven`
+    is 24 e of the miners on the path (mining_capacity; none: of t_0)."""
+    breakeven = c.breakeven_kwh_per_day[:, None] if breakeven is None else breakeven
+    loses_money = price[None, :] < breakeven * (power_price * c.power_price_ratio[:, None])
     return 1.0 - c.curtails[:, None] * loses_money
 
 
-def mining_revenue(price: Any, running: Any, dt: float, c: CreditParams) -> Any:
-    """Hashrate x hashprice x days while the miners run, (B, n)."""
-    return c.hashrate[:, None] * price[None, :] * (DAYS_PER_YEAR * dt) * running
+def mining_revenue(price: Any, running: Any, dt: float, c: CreditParams, hashrate: Any = None) -> Any:
+    """Hashrate x hashprice x days while the miners run, (B, n); `hashrate` on the path (none: of t_0)."""
+    hashrate = c.hashrate[:, None] if hashrate is None else hashrate
+    return hashrate * price[None, :] * (DAYS_PER_YEAR * dt) * running
 
 
-def operating_cost(utilization: Any, power_price: Any, running: Any, step: int, dt: float, m: MarketParams, c: CreditParams) -> Any:
+def operating_cost(
+    utilization: Any,
+    power_price: Any,
+    running: Any,
+    step: int,
+    dt: float,
+    m: MarketParams,
+    c: CreditParams,
+    mining_kw: Any = None,
+) -> Any:
     """Power for running GPUs and miners plus fixed opex, (B, n).
 
     Contracted GPUs run all the time, spot GPUs at the market utilization; idle GPUs are taken
     to draw no power. GPU power carries the borrower's PUE; miners' efficiency is at the wall.
-    Curtailed miners (running = 0) pay only the take-or-pay share of their power.
+    Curtailed miners (running = 0) pay only the take-or-pay share of their power. `mining_kw` is
+    the miners' power on the path (mining_capacity; none: of t_0).
     """
+    mining_kw = c.mining_kw[:, None] if mining_kw is None else mining_kw
     share = contracted_share(step, c)
     running_gpus = c.free_fleet_count[:, :, None] * (share + (1.0 - share) * utilization)
     gpu_kw = sum_over(running_gpus * m.kw_per_gpu[None, :, None], axis=1) * c.pue[:, None]
     price = power_price * c.power_price_ratio[:, None]
-    mining_kw = c.mining_kw[:, None] * (running + (1.0 - running) * c.power_take_or_pay[:, None])
+    mining_kw = mining_kw * (running + (1.0 - running) * c.power_take_or_pay[:, None])
     return (HOURS_PER_YEAR * dt) * price * (gpu_kw + mining_kw) + c.fixed_opex_step[:, None]
 
 
@@ -97,12 +123,13 @@ def tenant_defaults(default_step: Any, u: Any, tight: Any, step: Any, c: CreditP
 def tenant_shares(default_step: Any, step: Any, c: CreditParams, xp: Any) -> tuple[Any, Any]:
     """(contract, spot) weight of each tenant's capacity in step k, (T, n) each: a performing
     tenant pays its contract while it is in force and its capacity is at spot after expiry; a
-    defaulted tenant's capacity earns nothing for the re-leasing lag, then is at spot."""
+    defaulted tenant's capacity earns nothing for the re-leasing lag, then is at spot. Before a
+    tenant's start its capacity earns nothing (it is not yet delivered or let)."""
     performing = default_step < 0.0
     active = c.tenant_active[step][:, None]
     released = (default_step >= 0.0) & (default_step + c.tenant_lag_steps[:, None] <= step)
     contract = xp.where(performing, active, 0.0)
-    spot = xp.where(performing, 1.0 - active, xp.where(released, 1.0, 0.0))
+    spot = xp.where(performing, c.tenant_started[step][:, None] - active, xp.where(released, 1.0, 0.0))
     return contract, spot
 
 
@@ -140,6 +167,28 @@ def tenant_power_cost(
     return (HOURS_PER_YEAR * dt) * (power_price * c.power_price_ratio[:, None]) * (kw * c.pue[:, None])
 
 
+# ---------------------------------------------------------------------------------------
+# GPUs delivered by capex orders (docs/model.md 5.9)
+
+
+def delivered_spot_gpus(added: Any, step: Any, c: CreditParams) -> Any:
+    """a_g - l_g: GPUs capex delivered (`added`, (B, G, n)) less those leased to tenants that started
+    after t_0 (their GPUs leave the spot pool at the start), (B, G, n)."""
+    return added - c.tenant_leased_later[step][:, :, None]
+
+
+def delivered_revenue(rental_rate: Any, utilization: Any, eps: Any, added: Any, step: Any, dt: float, c: CreditParams, xp: Any) -> Any:
+    """sum_g (a_g - l_g) h u r^g e^eps: the delivered GPUs not leased to later tenants rent at spot, (B, n)."""
+    gpus = delivered_spot_gpus(added, step, c)
+    return (HOURS_PER_YEAR * dt) * sum_over(gpus * (utilization * rental_rate[None, :, :] * xp.exp(eps)[:, None, :]), axis=1)
+
+
+def delivered_power_cost(utilization: Any, power_price: Any, added: Any, step: Any, dt: float, m: MarketParams, c: CreditParams) -> Any:
+    """Power of those GPUs running at the market utilization, with the site PUE, (B, n)."""
+    kw = sum_over(delivered_spot_gpus(added, step, c) * utilization * m.kw_per_gpu[None, :, None], axis=1)
+    return (HOURS_PER_YEAR * dt) * (power_price * c.power_price_ratio[:, None]) * (kw * c.pue[:, None])
+
+
 def cfads(
     view: MarketView,
     tenant_default_step: Any,
@@ -150,17 +199,26 @@ def cfads(
     c: CreditParams,
     layout: Layout,
     xp: Any,
+    added: Any = None,
+    hashrate_added: Any = None,
+    kw_added: Any = None,
 ) -> Any:
     """Cash flow available for debt service in step k (calendars of `step`), paid out of the
-    market levels `view` observed at t_{levels_step} (k + 1; 0 for the run rates at t_0) and the
-    tenants' default steps (T, n): revenue - opex, (B, n)."""
+    market levels `view` observed at t_{levels_step} (k + 1; 0 for the run rates at t_0), the
+    tenants' default steps (T, n), the GPUs capex has delivered by t_k (`added`, (B, G, n)) and
+    the miners' PH/s and kW it has added (`hashrate_added`, `kw_added`, (B, n)); none of these at
+    t_0: revenue - opex, (B, n)."""
     dt = layout.dt
     price = hashprice(view.crypto[layout.btc_index], view.network_hashrate, step, levels_step, m, c, xp)
-    running = miners_running(price, view.power_price, c)
-    revenue = fleet_revenue(view.rental_rate, view.utilization, eps, step, dt, c, xp) + mining_revenue(price, running, dt, c)
-    cost = operating_cost(view.utilization, view.power_price, running, step, dt, m, c)
+    hashrate, mining_kw, breakeven = mining_capacity(hashrate_added, kw_added, layout, c, xp) if hashrate_added is not None else (None,) * 3
+    running = miners_running(price, view.power_price, c, breakeven)
+    revenue = fleet_revenue(view.rental_rate, view.utilization, eps, step, dt, c, xp) + mining_revenue(price, running, dt, c, hashrate)
+    cost = operating_cost(view.utilization, view.power_price, running, step, dt, m, c, mining_kw)
     if layout.n_tenants:  # static: a portfolio without tenants skips the tenant terms
         contract, spot = tenant_shares(tenant_default_step, step, c, xp)
         revenue = revenue + tenant_revenue(view.rental_rate, view.utilization, eps, contract, spot, step, dt, c, layout, xp)
         cost = cost + tenant_power_cost(view.utilization, view.power_price, contract, spot, dt, c, layout, xp)
+    if layout.fleet_changes and added is not None:  # static: a portfolio without capex or later tenants skips these terms
+        revenue = revenue + delivered_revenue(view.rental_rate, view.utilization, eps, added, step, dt, c, xp)
+        cost = cost + delivered_power_cost(view.utilization, view.power_price, added, step, dt, m, c)
     return revenue - cost

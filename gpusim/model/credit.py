@@ -20,6 +20,7 @@ from gpusim.model.debt import (
     coupon_rate,
     data_centre_proceeds,
     facility_headroom,
+    owned_fleet,
     recovery_waterfall,
     remaining_payments,
     scheduled_principal,
@@ -49,6 +50,10 @@ class CreditState(NamedTuple):
     annuity: Any  # (I, n) risky annuity: sum of DF x outstanding x dt while alive
     tenant_default_step: Any  # (T, n) step each tenant defaulted in, NO_DEFAULT while it performs (docs/model.md 5.7)
     cures_used: Any  # (I, n) sponsor equity cures used (covenant remedies)
+    added: Any  # (B, G, n) GPUs delivered by capex orders so far (docs/model.md 5.8)
+    order_paid: Any  # (O, n) USD paid for each delivered capex order, 0 until delivered (or when cancelled)
+    hashrate_added: Any  # (B, n) PH/s miners orders added less PH/s they retired
+    kw_added: Any  # (B, n) kW of the miners added less kW of those retired
 
 
 class CreditView(NamedTuple):
@@ -79,6 +84,11 @@ class CreditStepValues(NamedTuple):
     covenant_ltv: Any = None  # (B, n) bool
     maturity_default: Any = None  # (B, n) bool
     newly: Any = None  # (B, n) bool: defaults of this step
+    access_open: Any = None  # (B, n) bool: the borrower's capital-market window is open this step (docs/model.md 7.10)
+    added: Any = None  # (B, G, n) GPUs delivered by capex orders, this step's included
+    order_paid: Any = None  # (O, n)
+    hashrate_added: Any = None  # (B, n)
+    kw_added: Any = None  # (B, n)
 
 
 def run_rate_windows(view: MarketView, m: MarketParams, c: CreditParams, layout: Layout, xp: Any) -> tuple[Any, Any]:
@@ -128,6 +138,10 @@ def initial_credit_state(view: MarketView, m: MarketParams, c: CreditParams, lay
         annuity=zeros_per_instrument,
         tenant_default_step=xp.full((layout.n_tenants, n_paths), NO_DEFAULT, dtype=dtype),
         cures_used=zeros_per_instrument,
+        added=xp.zeros((B, layout.n_generations, n_paths), dtype=dtype),
+        order_paid=xp.zeros((layout.n_orders, n_paths), dtype=dtype),
+        hashrate_added=zeros_per_borrower,
+        kw_added=zeros_per_borrower,
     )
 
 
@@ -192,13 +206,17 @@ def trailing_dscr(cfads_window: Any, service_window: Any, xp: Any) -> Any:
     return xp.where(service > 0.0, sum_over(cfads_window, axis=1) / xp.where(service > 0.0, service, 1.0), DSCR_WITHOUT_DEBT_SERVICE)
 
 
-def borrower_ltv(view: MarketView, units: Any, outstanding: Any, step_next: Any, c: CreditParams, layout: Layout, xp: Any) -> Any:
+def borrower_ltv(
+    view: MarketView, units: Any, outstanding: Any, step_next: Any, c: CreditParams, layout: Layout, xp: Any, fleet: Any = None
+) -> Any:
     """Debt of each borrower over its fleets at mark plus its treasury (B, A, n) at market plus its
     data centres at t_{k+1}, (B, n): the LTV of the fan charts and of the refinancing test of
     unsecured debt. 0 without debt, so a borrower that has repaid everything and sold its treasury
     down to a rounding residual has no LTV of 1e9 (nor one that flips between 0 and 1e9 with the
-    residual's last bit)."""
-    fleets = sum_over(c.fleet_count[:, :, None] * view.gpu_mark[None, :, :], axis=1)
+    residual's last bit). `fleet` (B, G, n) are the GPUs owned on the path (owned_fleet; none: the
+    fleets at t_0)."""
+    fleet = c.fleet_count[:, :, None] if fleet is None else fleet
+    fleets = sum_over(fleet * view.gpu_mark[None, :, :], axis=1)
     treasury = sum_over(units * view.crypto[None, :, :], axis=1)
     assets = fleets + treasury
     if layout.n_data_centres:  # (adding 0 changes nothing: CUDA always adds it)
@@ -210,7 +228,7 @@ def borrower_ltv(view: MarketView, units: Any, outstanding: Any, step_next: Any,
 def credit_ratios(cs: CreditState, view: MarketView, step_next: Any, c: CreditParams, layout: Layout, xp: Any) -> CreditView:
     """Trailing DSCR and LTV on marks per borrower at t_{k+1} (NaN once defaulted), for the fan charts."""
     dscr = trailing_dscr(cs.cfads_window, cs.service_window, xp)
-    ltv = borrower_ltv(view, cs.units, cs.outstanding, step_next, c, layout, xp)
+    ltv = borrower_ltv(view, cs.units, cs.outstanding, step_next, c, layout, xp, owned_fleet(cs.added, layout, c))
     return CreditView(dscr=xp.where(cs.alive, dscr, xp.nan), ltv=xp.where(cs.alive, ltv, xp.nan))
 
 
@@ -241,7 +259,8 @@ def pay_debt_service(
     slipped price, then facility headroom; a shortfall is a payment default."""
     available = cs.cash + flow
     need, units = sell_crypto(xp.maximum(service - available, 0.0), cs.units, w.pledged, w.net_price, xp)
-    coll_mark, coll_book = collateral_value(view.gpu_mark, step + 1, w.pledged, view.crypto, layout, c, xp)
+    fleet = owned_fleet(cs.added, layout, c)
+    coll_mark, coll_book = collateral_value(view.gpu_mark, step + 1, w.pledged, view.crypto, layout, c, xp, fleet, cs.order_paid)
     headroom = facility_headroom(cs.outstanding, coll_mark, c, xp)
     need, drawn = draw_facilities(need, headroom, layout, xp)
     return w._replace(
@@ -253,6 +272,92 @@ def pay_debt_service(
         outstanding=cs.outstanding - w.principal + drawn,
         headroom=headroom - drawn,
         payment_default=cs.alive & (need > 0.0),
+    )
+
+
+def market_access_open(u: Any, ltv: Any, tight: Any, c: CreditParams, xp: Any) -> Any:
+    """Whether each borrower can issue this step, (B, n): its access uniform (B, n) below the
+    regime's per-step probability (0 without market access, and in a freeze) and its LTV at marks
+    at most max_ltv (docs/model.md 7.10)."""
+    return (u < by_regime(c.access_prob, tight, xp)) & (ltv <= c.access_max_ltv[:, None])
+
+
+def fund_capex(
+    cs: CreditState, view: MarketView, u_access: Any, tight: Any, step: int, c: CreditParams, layout: Layout, xp: Any, w: CreditStepValues
+) -> CreditStepValues:
+    """6b. Market access and the capex orders due this step (docs/model.md 5.9, 7.10), after debt
+    service. Each order due of a living borrower not in payment default costs count x price (its
+    fixed price, or the generation's mark at t_k+1), met from its sources in order: cash; a draw
+    on its facility, whose borrowing base counts the GPUs delivered; at-the-market equity while
+    the window is open, within the step's limit, raising gross x (1 - cost). Funded in full, the
+    order is paid and delivered (GPUs, collateral at mark and book, USD paid; or miners' PH/s and
+    kW); otherwise nothing is paid, and a committed order is a payment default while an
+    uncommitted one is cancelled."""
+    fleet = owned_fleet(cs.added, layout, c)
+    if layout.market_access:  # static: without market access no borrower issues
+        ltv = borrower_ltv(view, w.units, w.outstanding, step + 1, c, layout, xp, fleet)
+        access_open = market_access_open(u_access, ltv, tight, c, xp)
+    else:
+        access_open = xp.zeros(w.cash.shape, dtype=xp.bool)
+    w = w._replace(
+        access_open=access_open, added=cs.added, order_paid=cs.order_paid, hashrate_added=cs.hashrate_added, kw_added=cs.kw_added
+    )
+    if not layout.n_orders:
+        return w
+    B, I = layout.n_borrowers, layout.n_instruments  # noqa: E741
+    cash, default = [w.cash[b] for b in range(B)], [w.payment_default[b] for b in range(B)]
+    equity_left = [c.equity_limit_step[b] + xp.zeros_like(w.cash[b]) for b in range(B)]
+    outstanding, headroom = [w.outstanding[i] for i in range(I)], [w.headroom[i] for i in range(I)]
+    coll_mark, coll_book = [w.coll_mark[i] for i in range(I)], [w.coll_book[i] for i in range(I)]
+    added = [[cs.added[b, g] for g in range(layout.n_generations)] for b in range(B)]
+    paid = [cs.order_paid[o] for o in range(layout.n_orders)]
+    hashrate_added, kw_added = [cs.hashrate_added[b] for b in range(B)], [cs.kw_added[b] for b in range(B)]
+    for o in range(layout.n_orders):
+        b, g, count = layout.order_owner[o], layout.order_generation[o], c.order_count[o]
+        due = (c.order_step[o] == step) & cs.alive[b] & ~w.payment_default[b]
+        mark = view.gpu_mark[g]
+        cost = count * xp.where(c.order_at_mark[o] > 0.0, mark, c.order_price[o])
+        need = xp.where(due, cost, 0.0)
+        cash_left, equity, draws = cash[b], equity_left[b], []
+        for source in layout.order_funding[o]:
+            if source == 0:  # cash
+                use = xp.minimum(cash_left, need)
+                cash_left = cash_left - use
+            elif source == 1:  # the order's facility
+                f = layout.order_facility[o]
+                base = xp.minimum(c.commitment[f], c.advance_rate[f] * (coll_mark[f] + c.order_pledged[f, o] * count * mark))
+                use = xp.minimum(need, c.is_facility[f] * xp.maximum(base - outstanding[f], 0.0))
+                draws.append((f, use))
+            else:  # at-the-market equity
+                use = xp.where(access_open[b], xp.minimum(need, equity * (1.0 - c.equity_cost[b])), 0.0)
+                equity = equity - use / (1.0 - c.equity_cost[b])
+            need = need - use
+        funded = due & (need <= 0.0)
+        cash[b], equity_left[b] = xp.where(funded, cash_left, cash[b]), xp.where(funded, equity, equity_left[b])
+        for f, use in draws:
+            outstanding[f] = xp.where(funded, outstanding[f] + use, outstanding[f])
+            headroom[f] = xp.where(funded, xp.maximum(headroom[f] - use, 0.0), headroom[f])
+        if layout.order_miners[o]:  # static: miners add hashrate and power, not collateral
+            hashrate_added[b] = hashrate_added[b] + xp.where(funded, c.order_hashrate_delta[o], 0.0)
+            kw_added[b] = kw_added[b] + xp.where(funded, c.order_kw_delta[o], 0.0)
+        else:
+            for i in layout.instruments_of(b):
+                coll_mark[i] = coll_mark[i] + xp.where(funded, c.order_pledged[i, o] * count * mark, 0.0)
+                coll_book[i] = coll_book[i] + xp.where(funded, c.order_pledged[i, o] * cost * c.order_book_factor[step + 1][o], 0.0)
+            added[b][g] = added[b][g] + xp.where(funded, count, 0.0)
+        paid[o] = xp.where(funded, cost, paid[o])
+        default[b] = default[b] | (due & ~funded & (c.order_committed[o] > 0.0))
+    return w._replace(
+        cash=xp.stack(cash, axis=0),
+        outstanding=xp.stack(outstanding, axis=0),
+        headroom=xp.stack(headroom, axis=0),
+        coll_mark=xp.stack(coll_mark, axis=0),
+        coll_book=xp.stack(coll_book, axis=0),
+        payment_default=xp.stack(default, axis=0),
+        added=xp.stack([xp.stack(row, axis=0) for row in added], axis=0),
+        order_paid=xp.stack(paid, axis=0),
+        hashrate_added=xp.stack(hashrate_added, axis=0),
+        kw_added=xp.stack(kw_added, axis=0),
     )
 
 
@@ -371,7 +476,7 @@ def refinance_or_repay(
     ltv_refi = xp.where(
         c.secured[:, None] > 0.0,
         ratio(w.outstanding, w.coll_mark, xp),
-        by_owner(borrower_ltv(view, w.units, w.outstanding, step + 1, c, layout, xp), layout, xp),
+        by_owner(borrower_ltv(view, w.units, w.outstanding, step + 1, c, layout, xp, owned_fleet(w.added, layout, c)), layout, xp),
     )
     alive = by_owner(cs.alive, layout, xp)
     in_window = (cs.maturity_step - step <= c.refi_window_steps[:, None]) & (cs.maturity_step >= step)
@@ -383,6 +488,8 @@ def refinance_or_repay(
         & (ltv_refi <= c.refi_max_ltv[:, None])
         & (by_owner(dscr, layout, xp) >= c.refi_min_dscr[:, None])
     )
+    if layout.market_access:  # static: refinancing in the capital markets needs the window open (docs/model.md 7.10)
+        refinance = refinance & ((c.refi_via_access[:, None] == 0.0) | by_owner(w.access_open, layout, xp))
     maturity_step = xp.where(refinance, step + c.refi_tenor_steps[:, None], cs.maturity_step)
     step_up = xp.where(tight, c.refi_step_up_tight[:, None], c.refi_step_up[:, None])
     repay = w.matures & alive & ~refinance
@@ -439,10 +546,11 @@ def remembered_dump(dumped: Any, m: MarketParams) -> Any:
     return m.chain * dumped
 
 
-def gpus_dumped(newly: Any, c: CreditParams, xp: Any) -> Any:
-    """Q^g: GPUs of each generation that this step's defaults `newly` (B, n) put up for sale, (G, n)."""
-    newly_defaulted_weight = xp.astype(newly, c.fleet_count.dtype)
-    return sum_over(c.fleet_count[:, :, None] * newly_defaulted_weight[:, None, :], axis=0)
+def gpus_dumped(newly: Any, fleet: Any, xp: Any) -> Any:
+    """Q^g: GPUs of each generation that this step's defaults `newly` (B, n) put up for sale from
+    the fleets `fleet` (B, G, n) (owned_fleet), (G, n)."""
+    newly_defaulted_weight = xp.astype(newly, fleet.dtype)
+    return sum_over(fleet * newly_defaulted_weight[:, None, :], axis=0)
 
 
 def recoveries_where(
@@ -461,6 +569,7 @@ def recoveries_where(
     xp: Any,
     index: Any = None,
     data_centres: Any = None,
+    fleet: Any = None,
 ) -> Any:
     """The recovery waterfall evaluated only on paths where some borrower defaults this step.
 
@@ -469,6 +578,7 @@ def recoveries_where(
     entries after them); by default it is found here, with a data-dependent size, which eager
     backends (numpy, cupy) allow; the JAX backend passes a fixed-size one. `data_centres` (D, n)
     is what each data centre sells for (None without any).
+    `fleet` (B, G, n) are the GPUs owned on each path where capex changes them (none: the fleets at t_0).
     """
     if index is None:
         index = xp.nonzero(any_default)[0]
@@ -480,7 +590,7 @@ def recoveries_where(
 
     picked = (pick(x) for x in (exposure, marks, dumped, tight, units, pledged, net_price, cash))
     sites = None if data_centres is None else pick(data_centres)
-    recovered = recovery_waterfall(*picked, layout, m, c, xp, data_centres=sites)
+    recovered = recovery_waterfall(*picked, layout, m, c, xp, data_centres=sites, fleet=None if fleet is None else pick(fleet))
     position = xp.clip(xp.cumulative_sum(xp.astype(any_default, xp.int64)) - 1, 0, None)
     return xp.where(any_default, xp.take(recovered, position, axis=1), 0.0)
 
@@ -503,7 +613,9 @@ def settle_defaults(
     and exposures booked, the values with `newly`, and the dump the distress memory sees (G, n)."""
     owes = sum_by_owner(cs.outstanding, layout, xp) > 0.0
     newly = cs.alive & owes & (w.payment_default | w.covenant_dscr | w.covenant_ltv | w.maturity_default)
-    dumped = gpus_dumped(newly, c, xp)
+    # a payment default undoes this step's deliveries with the rest of its payments
+    fleet = owned_fleet(xp.where(w.payment_default[:, None, :], cs.added, w.added), layout, c)
+    dumped = gpus_dumped(newly, fleet, xp)
     # a borrower that cannot pay in full goes into the workout with what it had before paying
     paid_nothing = by_owner(w.payment_default, layout, xp)
     exposure = xp.where(paid_nothing, cs.outstanding + w.interest, w.outstanding)
@@ -513,10 +625,12 @@ def settle_defaults(
     pledged = xp.broadcast_to(w.pledged, workout_units.shape)
     # fire sales at t_{k+1} meet the market depth of t_{k+1}, with its dated shock (docs/model.md 4.13)
     depth_now = m._replace(market_depth=shocked_depth(m, step + 1, xp))
+    extra = {"fleet": xp.broadcast_to(fleet, (*fleet.shape[:2], exposure.shape[-1]))} if layout.n_orders else {}
     sites = {"data_centres": data_centre_proceeds(step + 1, tight, c, xp)} if layout.n_data_centres else {}
     recovered = recoveries(
         any_default, exposure, view.gpu_mark, dumped, tight, workout_units, pledged, w.net_price, workout_cash, layout, depth_now, c, xp,
         **sites,
+        **extra,
     )
     newly_by_instrument = by_owner(newly, layout, xp)
     loss_now = xp.where(newly_by_instrument, exposure - xp.minimum(recovered, exposure), 0.0)
@@ -541,6 +655,10 @@ def next_credit_state(cs: CreditState, step: int, c: CreditParams, layout: Layou
         units=xp.where(still_alive[:, None, :], w.units, 0.0),
         outstanding=xp.where(by_owner(still_alive, layout, xp), w.outstanding, 0.0),
         annuity=cs.annuity + c.discount[step] * cs.outstanding * layout.dt * alive_by_instrument,
+        added=w.added,
+        order_paid=w.order_paid,
+        hashrate_added=w.hashrate_added,
+        kw_added=w.kw_added,
     )
 
 
@@ -556,20 +674,23 @@ def credit_step(
     layout: Layout,
     xp: Any,
     recoveries: Callable[..., Any] = recoveries_where,
+    u_access: Any = None,
 ) -> tuple[CreditState, Any, CreditView]:
     """One step k -> k+1 of every borrower (steps 5-9 of docs/model.md 7); returns the new state, the
     GPUs dumped by this step's defaults that the distress memory sees (remembered_dump, (G, n)),
     and the ratios for fan charts. `u_tenant` (T, n) are the tenants' default draws.
-    `recoveries` has the signature of `recoveries_where` (a backend may bound its gather)."""
+    `recoveries` has the signature of `recoveries_where` (a backend may bound its gather).
+    `u_access` (B, n) are the market-access draws (absent without market access)."""
     w = CreditStepValues(
         net_price=view.crypto * (1.0 - by_regime(m.crypto_slippage, tight, xp)),
         pledged=pledged_units(cs.maturity_step >= step, c, layout, xp),
     )
     eps = revenue_shock_step(cs.eps, z_eps, c)
     tenants = tenant_defaults(cs.tenant_default_step, u_tenant, tight, step, c, xp)
-    flow = cfads(view, tenants, eps, step, step + 1, m, c, layout, xp)
+    flow = cfads(view, tenants, eps, step, step + 1, m, c, layout, xp, cs.added, cs.hashrate_added, cs.kw_added)
     service, w = debt_service_due(cs, step, c, layout, xp, w)
     w = pay_debt_service(cs, view, flow, service, step, c, layout, xp, w)
+    w = fund_capex(cs, view, u_access, tight, step, c, layout, xp, w)
     cs = cs._replace(
         eps=eps,
         tenant_default_step=tenants,

@@ -61,19 +61,52 @@ def pledged_crypto_value(pledged: Any, prices: Any, layout: Layout, c: CreditPar
     return sum_over(c.collateral_crypto[:, :, None] * by_owner(pledged, layout, xp) * prices[None, :, :], axis=1)
 
 
-def pledged_fleet_weights(layout: Layout, c: CreditParams, xp: Any) -> Any:
-    """GPUs of each generation pledged to each instrument, (I, G)."""
-    return c.collateral_fleet * by_owner(c.fleet_count, layout, xp)
+def pledged_fleet_weights(fleet: Any, layout: Layout, c: CreditParams, xp: Any) -> Any:
+    """GPUs of each generation pledged to each instrument, (I, G, n), from the owners' fleets `fleet`
+    (B, G, n) (or (B, G) for the fleets at t_0, giving (I, G))."""
+    pledged = c.collateral_fleet if fleet.ndim == 2 else c.collateral_fleet[:, :, None]
+    return pledged * by_owner(fleet, layout, xp)
 
 
-def collateral_value(marks: Any, step_next: int, pledged: Any, prices: Any, layout: Layout, c: CreditParams, xp: Any) -> tuple[Any, Any]:
+def owned_fleet(added: Any, layout: Layout, c: CreditParams) -> Any:
+    """GPUs each borrower owns, (B, G, n): the fleets at t_0 plus the GPUs its capex orders delivered
+    on the path ((B, G, 1), the fleets at t_0, in a portfolio without capex orders)."""
+    if not layout.n_orders:  # static: the fleets never change
+        return c.fleet_count[:, :, None]
+    return c.fleet_count[:, :, None] + added
+
+
+def delivered_book_value(order_paid: Any, step_next: int, layout: Layout, c: CreditParams) -> Any:
+    """Book value of the delivered GPUs securing each instrument, (I, n): sum over its pledged
+    orders of the USD paid times the straight-line factor at t_{k+1}, in order of the orders."""
+    total = c.order_pledged[:, 0, None] * (order_paid[0][None, :] * c.order_book_factor[step_next][0])
+    for o in range(1, layout.n_orders):
+        total = total + c.order_pledged[:, o, None] * (order_paid[o][None, :] * c.order_book_factor[step_next][o])
+    return total
+
+
+def collateral_value(
+    marks: Any,
+    step_next: int,
+    pledged: Any,
+    prices: Any,
+    layout: Layout,
+    c: CreditParams,
+    xp: Any,
+    fleet: Any = None,
+    order_paid: Any = None,
+) -> tuple[Any, Any]:
     """Collateral of each instrument at marks and at book (pledged fleets + pledged crypto + pledged
-    data centres, whose value is the same on both bases), (I, n) each."""
-    weights = pledged_fleet_weights(layout, c, xp)
+    data centres, whose value is the same on both bases), (I, n) each. `fleet` (B, G, n) are the
+    GPUs owned on the path (owned_fleet; none: the fleets at t_0); the GPUs delivered by capex count
+    at book for what was paid for them (`order_paid`, (O, n))."""
+    weights = pledged_fleet_weights(c.fleet_count[:, :, None] if fleet is None else fleet, layout, c, xp)
     crypto = pledged_crypto_value(pledged, prices, layout, c, xp)
-    at_mark = sum_over(weights[:, :, None] * marks[None, :, :], axis=1) + crypto
+    at_mark = sum_over(weights * marks[None, :, :], axis=1) + crypto
     book_per_gpu = by_owner(c.book_value[step_next], layout, xp)  # (I, G)
-    at_book = sum_over(weights * book_per_gpu, axis=1)[:, None] + crypto
+    at_book = sum_over(pledged_fleet_weights(c.fleet_count, layout, c, xp) * book_per_gpu, axis=1)[:, None] + crypto
+    if layout.n_orders and order_paid is not None:  # static: without capex the book is the fleets' at t_0
+        at_book = at_book + delivered_book_value(order_paid, step_next, layout, c)
     if layout.n_data_centres:  # (adding 0 changes nothing: CUDA always adds it)
         sites = c.pledged_data_centre_value[step_next][:, None]
         at_mark, at_book = at_mark + sites, at_book + sites
@@ -97,10 +130,10 @@ def fire_sale_price(marks: Any, dumped: Any, tight: Any, m: MarketParams, xp: An
     return marks * (1.0 - m.integration_discount) * xp.exp(-impact)
 
 
-def liquidation_dump(dumped: Any, b: int, m: MarketParams, c: CreditParams) -> Any:
-    """GPUs whose sale sets borrower b's fire-sale price, (G, n): the step's whole dump Q^g with the
-    fire-sale chain on, only b's own fleet with it off (the other defaulters' sales removed)."""
-    return m.chain * dumped + (1.0 - m.chain) * c.fleet_count[b][:, None]
+def liquidation_dump(dumped: Any, fleet: Any, m: MarketParams) -> Any:
+    """GPUs whose sale sets a borrower's fire-sale price, (G, n): the step's whole dump Q^g with the
+    fire-sale chain on, only the borrower's own `fleet` (G, n) with it off (the other defaulters' sales removed)."""
+    return m.chain * dumped + (1.0 - m.chain) * fleet
 
 
 def share_pool(pool: Any, claimants: list[int], claims: list[Any], recovered: list[Any], layout: Layout, xp: Any) -> Any:
@@ -135,6 +168,7 @@ def recovery_waterfall(
     c: CreditParams,
     xp: Any,
     data_centres: Any = None,
+    fleet: Any = None,
 ) -> Any:
     """Recovery of each instrument if its borrower is liquidated now, (I, n) (docs/model.md 7).
 
@@ -144,13 +178,14 @@ def recovery_waterfall(
     paid first from their own collateral (by rank, pro rata within a rank); what is left of
     every pool joins the unencumbered assets, which pay all remaining claims by rank. The
     borrower's data centres sell for `data_centres` (D, n) (data_centre_proceeds; None without any).
+    `fleet` (B, G, n) are the GPUs owned on each path (none: the fleets at t_0).
     """
     claims = [exposure[i] for i in range(layout.n_instruments)]
     recovered = [xp.zeros_like(exposure[0]) for _ in range(layout.n_instruments)]
-    fleet_count = c.fleet_count
+    fleet_count = c.fleet_count[:, :, None] if fleet is None else fleet
     for b in range(layout.n_borrowers):
         members = layout.instruments_of(b)
-        fire_sale = fire_sale_price(marks, liquidation_dump(dumped, b, m, c), tight, m, xp)
+        fire_sale = fire_sale_price(marks, liquidation_dump(dumped, fleet_count[b], m), tight, m, xp)
         fleets = [(g, fleet_count[b, g] * fire_sale[g]) for g in range(layout.n_generations)]
         gross = cash[b]
         for _, value in fleets:

@@ -51,6 +51,24 @@ class Layout:
     data_centre_owner: tuple[int, ...] = ()  # borrower index of each data centre (grouped by borrower)
     collateral_data_centres: tuple[tuple[int, ...], ...] = ()  # data centres pledged to each instrument
     distributions: tuple[int, ...] = ()  # borrowers that pay distributions to equity
+    # dated capex and market access (docs/model.md 5.9, 7.10); O orders in borrower order
+    order_owner: tuple[int, ...] = ()  # borrower index of each capex order
+    order_generation: tuple[int, ...] = ()  # generation each order buys
+    order_funding: tuple[tuple[int, ...], ...] = ()  # funding sources of each order in order: FUNDING_CASH, _FACILITY, _EQUITY
+    order_facility: tuple[int, ...] = ()  # instrument drawn by each order's facility source, -1 for none
+    order_miners: tuple[int, ...] = ()  # 1 for an order of miners (hashrate), 0 for GPUs
+    market_access: bool = False  # some borrower has market access (the access draws exist)
+    later_tenants: bool = False  # some GPU-hour tenant starts after t_0 (its GPUs leave the spot pool at its start)
+
+    @property
+    def miner_orders(self) -> bool:
+        """Whether some capex order buys miners (then hashrate and miners' power are path state)."""
+        return any(self.order_miners)
+
+    @property
+    def fleet_changes(self) -> bool:
+        """Whether the GPUs at spot can change along a path (capex deliveries, tenants starting later)."""
+        return self.n_orders > 0 or self.later_tenants
 
     @property
     def dt(self) -> float:
@@ -92,6 +110,14 @@ class Layout:
 
     def data_centres_of(self, borrower: int) -> tuple[int, ...]:
         return tuple(d for d, b in enumerate(self.data_centre_owner) if b == borrower)
+
+    @property
+    def n_orders(self) -> int:
+        return len(self.order_owner)
+
+
+FUNDING_SOURCES = ("cash", "facility", "equity")
+"""Codes of a capex order's funding sources (Layout.order_funding), in the config's spelling."""
 
 
 class MarketParams(NamedTuple):
@@ -174,7 +200,7 @@ def build_layout(s: Scenario) -> Layout:
         generations=tuple(g.name for g in s.compute.generations),
         borrowers=tuple(b.name for b in s.borrowers),
         btc_index=assets.index("BTC"),
-        slots=slot_table(len(assets), len(s.borrowers), sum(len(b.tenants) for b in s.borrowers)),
+        slots=slot_table(len(assets), len(s.borrowers), sum(len(b.tenants) for b in s.borrowers), has_market_access(s)),
         max_launches_per_step=max_launches,
         instruments=tuple(i.name for b in s.borrowers for i in b.debt),
         instrument_owner=tuple(bi for bi, b in enumerate(s.borrowers) for _ in b.debt),
@@ -191,6 +217,7 @@ def build_layout(s: Scenario) -> Layout:
         tenant_generation=tuple(gens.index(t.generation) if t.generation else 0 for b in s.borrowers for t in b.tenants),
         covenant_remedies=tuple(k for k, i in enumerate(i for b in s.borrowers for i in b.debt) if has_remedy(i.covenants)),
         **data_centre_layout(s),
+        **capex_layout(s),
     )
 
 
@@ -209,6 +236,27 @@ def data_centre_layout(s: Scenario) -> dict[str, Any]:
         "data_centre_owner": tuple(owner),
         "collateral_data_centres": tuple(pledged),
         "distributions": tuple(bi for bi, b in enumerate(s.borrowers) if b.distributions is not None),
+    }
+
+
+def has_market_access(s: Scenario) -> bool:
+    """Whether some borrower has market access (then every borrower gets an access draw)."""
+    return any(b.market_access is not None for b in s.borrowers)
+
+
+def capex_layout(s: Scenario) -> dict[str, Any]:
+    """Layout fields of the capex orders: owner, generation, funding sources and facility drawn."""
+    gens = [g.name for g in s.compute.generations]
+    names = [i.name for b in s.borrowers for i in b.debt]
+    orders = [(bi, o) for bi, b in enumerate(s.borrowers) for o in b.capex]
+    return {
+        "order_owner": tuple(bi for bi, _ in orders),
+        "order_generation": tuple(gens.index(o.generation) if o.kind == "gpus" else 0 for _, o in orders),
+        "order_funding": tuple(tuple(FUNDING_SOURCES.index(f) for f in o.funding) for _, o in orders),
+        "order_facility": tuple(names.index(o.facility) if o.facility is not None else -1 for _, o in orders),
+        "order_miners": tuple(int(o.kind == "miners") for _, o in orders),
+        "market_access": has_market_access(s),
+        "later_tenants": any(t.kind == "gpu_hours" and starts_later(t, s.time) for b in s.borrowers for t in b.tenants),
     }
 
 
@@ -438,6 +486,23 @@ class CreditParams(NamedTuple):
     distribution_floor: Any  # (B,) USD of cash kept before a distribution
     lockup_dscr: Any  # (B,) distributions locked while trailing DSCR is below this; 0 = no DSCR test
     lockup_on_breach: Any  # (B,) 0/1: distributions locked while an instrument of the borrower is in breach
+    # dated capex and market access (docs/model.md 5.9, 7.10); O orders in borrower order
+    tenant_started: Any  # (K, T) 1 once t_k is at or after the tenant's start (all 1 without one)
+    order_step: Any  # (O,) step (t_k, t_k+1] holding the delivery date, -1 outside the horizon (never delivered)
+    order_count: Any  # (O,) GPUs delivered (miners: PH/s delivered)
+    order_price: Any  # (O,) USD per GPU (0 where priced at the mark; miners: USD per PH/s)
+    order_at_mark: Any  # (O,) 1: priced at the generation's mark at t_k+1
+    order_committed: Any  # (O,) 0/1
+    order_book_factor: Any  # (K+1, O) straight-line book value at t_k per USD paid (1 at delivery, 0 after the book life)
+    order_pledged: Any  # (I, O) 1 where the order's GPUs secure the instrument (its owner's, pledging the generation)
+    access_prob: Any  # (2, B) per-step probability that the borrower's market window is open, 0 without market access
+    access_max_ltv: Any  # (B,) LTV at marks above which the borrower cannot issue
+    equity_limit_step: Any  # (B,) gross at-the-market issuance per step, USD
+    equity_cost: Any  # (B,) share of gross proceeds lost to discount and fees
+    refi_via_access: Any  # (I,) 1: refinanced only while the borrower's market window is open
+    order_hashrate_delta: Any  # (O,) miners: PH/s added less PH/s retired (0 for GPUs)
+    order_kw_delta: Any  # (O,) miners: kW of the new miners less kW of the retired ones at the efficiency of t_0 (0 for GPUs)
+    tenant_leased_later: Any  # (K, B, G) GPUs leased to tenants starting after t_0, from their start (out of the spot pool)
 
 
 NO_COVENANT_LTV = 1e12
@@ -604,6 +669,10 @@ def build_credit_params(s: Scenario) -> CreditParams:
         has_sweep=per_instrument(lambda bi, i: i.covenants is not None and i.covenants.cash_sweep_floor is not None),
         **data_centre_params(s),
         **distribution_params(s),
+        tenant_started=tenant_started(s),
+        **capex_params(s, coll_fleet, instruments),
+        refi_via_access=per_instrument(lambda bi, i: i.refinancing is not None and i.refinancing.via_market_access),
+        tenant_leased_later=tenant_leased_later(s),
     )
 
 
@@ -648,6 +717,80 @@ def distribution_params(s: Scenario) -> dict[str, np.ndarray]:
     }
 
 
+def starts_later(tenant: Any, grid: Any) -> bool:
+    """Whether a tenant contract starts after t_0 (one dated at or before t_0 is running at t_0)."""
+    return tenant.start is not None and tenant.start > grid.start
+
+
+def tenant_leased_later(s: Scenario) -> np.ndarray:
+    """(K, B, G): GPUs of each fleet leased to tenants that start after t_0, from their start on
+    (before it they are in the spot pool, or not yet delivered)."""
+    grid = s.time
+    gens = [g.name for g in s.compute.generations]
+    leased = np.zeros((grid.n_steps, len(s.borrowers), len(gens)))
+    started = tenant_started(s)
+    j = 0
+    for bi, b in enumerate(s.borrowers):
+        for t in b.tenants:
+            if t.kind == "gpu_hours" and starts_later(t, grid):
+                leased[:, bi, gens.index(t.generation)] += t.gpus * started[:, j]
+            j += 1
+    return leased
+
+
+def tenant_started(s: Scenario) -> np.ndarray:
+    """(K, T): 1 from the step after the one holding each tenant's start, the first step a capex order
+    delivered on that date earns in (all 1 for a tenant running at t_0)."""
+    grid = s.time
+    tenants = [t for b in s.borrowers for t in b.tenants]
+    started = np.ones((grid.n_steps, len(tenants)))
+    for j, t in enumerate(tenants):
+        if starts_later(t, grid):
+            first = step_holding(year_fraction(grid.start, t.start), grid.steps_per_year) + 1  # as a delivery on that date
+            started[:, j] = np.arange(grid.n_steps) >= first
+    return started
+
+
+def capex_params(s: Scenario, coll_fleet: np.ndarray, instruments: list[tuple[int, Any]]) -> dict[str, np.ndarray]:
+    """CreditParams of the capex orders and of market access (docs/model.md 5.9, 7.10)."""
+    grid = s.time
+    dt = grid.dt
+    times = np.arange(grid.n_steps + 1) * dt
+    gens = [g.name for g in s.compute.generations]
+    orders = [(bi, o) for bi, b in enumerate(s.borrowers) for o in b.capex]
+    book = np.zeros((grid.n_steps + 1, len(orders)))
+    pledged = np.zeros((len(instruments), len(orders)))
+    steps = []
+    for j, (bi, o) in enumerate(orders):
+        k = event_step(grid, o.date)
+        steps.append(-1.0 if k is None else float(k))
+        age = times - year_fraction(grid.start, o.date)
+        book[:, j] = np.clip(1.0 - age / o.book_life_years, 0.0, 1.0)
+        for i, (owner, _) in enumerate(instruments):
+            pledged[i, j] = coll_fleet[i, gens.index(o.generation)] if owner == bi and o.kind == "gpus" else 0.0
+    access = [b.market_access for b in s.borrowers]
+    equity = [a.equity if a is not None else None for a in access]
+    return {
+        "order_step": np.array(steps),
+        "order_count": np.array([float(o.count) if o.kind == "gpus" else o.hashrate for _, o in orders]),
+        "order_price": np.array([(o.price_per_gpu or 0.0) if o.kind == "gpus" else o.price_per_ph for _, o in orders]),
+        "order_at_mark": np.array([float(o.kind == "gpus" and o.price_per_gpu is None) for _, o in orders]),
+        "order_committed": np.array([float(o.committed) for _, o in orders]),
+        "order_book_factor": book,
+        "order_pledged": pledged,
+        "access_prob": np.array([[0.0, 0.0] if a is None else [per_step_probability(p, dt) for p in a.probability.pair()] for a in access])
+        .reshape(-1, 2)
+        .T,
+        "access_max_ltv": np.array([NO_COVENANT_LTV if a is None or a.max_ltv is None else a.max_ltv for a in access]),
+        "equity_limit_step": np.array([0.0 if e is None else e.size_per_month * 12.0 * dt for e in equity]),
+        "equity_cost": np.array([0.0 if e is None else e.cost for e in equity]),
+        "order_hashrate_delta": np.array([o.hashrate - o.replaces if o.kind == "miners" else 0.0 for _, o in orders]),
+        "order_kw_delta": np.array(
+            [o.hashrate * o.efficiency - o.replaces * s.borrowers[bi].mining.efficiency if o.kind == "miners" else 0.0 for bi, o in orders]
+        ),
+    }
+
+
 def tenant_params(s: Scenario, fleet: np.ndarray) -> dict[str, np.ndarray]:
     """CreditParams of the tenant contracts, and the fleets less the GPUs leased to tenants."""
     grid = s.time
@@ -656,15 +799,16 @@ def tenant_params(s: Scenario, fleet: np.ndarray) -> dict[str, np.ndarray]:
     gens = [g.name for g in s.compute.generations]
     tenants = [(bi, t) for bi, b in enumerate(s.borrowers) for t in b.tenants]
     free = fleet.copy()
+    started = tenant_started(s)
     active = np.zeros((K, len(tenants)))
     revenue = np.zeros((K, len(tenants)))
     for j, (bi, t) in enumerate(tenants):
         first_idle = step_holding(year_fraction(grid.start, t.expiry), grid.steps_per_year) + 1
-        active[:, j] = np.arange(K) < first_idle
+        active[:, j] = (np.arange(K) < first_idle) * started[:, j]
         escalated = t.rate * (1.0 + t.escalator) ** np.floor(times + 1e-9)
         amount = t.gpus * HOURS_PER_YEAR * dt if t.kind == "gpu_hours" else t.capacity_kw * 12.0 * dt
         revenue[:, j] = escalated * amount * active[:, j]
-        if t.kind == "gpu_hours":
+        if t.kind == "gpu_hours" and not starts_later(t, grid):  # a later tenant's GPUs leave the spot pool at its start
             free[bi, gens.index(t.generation)] -= t.gpus
     kw = {g.name: g.kw_per_gpu for g in s.compute.generations}
     return {

@@ -21,7 +21,7 @@ Kind = Literal["uniform", "normal"]
 class SlotEntry:
     name: str
     kind: Kind
-    count_of: str  # which shape dimension sets the count: "one", "two", "assets", "borrowers", "tenants"
+    count_of: str  # which shape dimension sets the count: "one", "two", "assets", "borrowers", "tenants", "access"
     meaning: str
 
     @property
@@ -40,6 +40,7 @@ SLOT_ENTRIES: tuple[SlotEntry, ...] = (
     SlotEntry("revenue_shock", "normal", "borrowers", "eps^b: each borrower's log-OU revenue shock"),
     SlotEntry("hashrate_shock", "normal", "one", "Z_H: shock of the log network hashrate"),
     SlotEntry("tenant_default", "uniform", "tenants", "Bernoulli draw of each tenant's default in the step"),
+    SlotEntry("market_access", "uniform", "access", "whether each borrower's capital-market window is open (none without market access)"),
 )
 
 
@@ -62,9 +63,10 @@ class SlotTable:
         return range(start, start + self.counts[name])
 
 
-def slot_table(n_assets: int, n_borrowers: int, n_tenants: int = 0) -> SlotTable:
-    """Lay out `SLOT_ENTRIES` for a config with this many assets, borrowers and tenants."""
-    sizes = {"one": 1, "two": 2, "assets": n_assets, "borrowers": n_borrowers, "tenants": n_tenants}
+def slot_table(n_assets: int, n_borrowers: int, n_tenants: int = 0, market_access: bool = False) -> SlotTable:
+    """Lay out `SLOT_ENTRIES` for a config with this many assets, borrowers and tenants; the market
+    access draws (one per borrower) exist only where some borrower has market access."""
+    sizes = {"one": 1, "two": 2, "assets": n_assets, "borrowers": n_borrowers, "tenants": n_tenants, "access": n_borrowers * market_access}
     offsets: dict[str, int] = {}
     counts: dict[str, int] = {}
     kinds: dict[str, Kind] = {}

@@ -87,7 +87,18 @@ def model_step(carry: StepCarry, k: Any, inputs: ChunkInputs) -> tuple[StepCarry
     dumped = xp.zeros((layout.n_generations, state.tight.shape[0]), dtype=p.log_spot.dtype)  # no borrowers, no fire sales
     if credit is not None:
         credit, dumped, ratios = credit_step(
-            credit, view, state.tight, draws.revenue_shock, draws.tenant_default, k, p, inputs.c, layout, xp, recoveries=inputs.recoveries
+            credit,
+            view,
+            state.tight,
+            draws.revenue_shock,
+            draws.tenant_default,
+            k,
+            p,
+            inputs.c,
+            layout,
+            xp,
+            recoveries=inputs.recoveries,
+            u_access=draws.market_access,
         )
     closed = close_step(state, dumped, draws, k + 1, p, xp)
     return StepCarry(closed, credit), StepObservables(state, view, ratios, k + 1)

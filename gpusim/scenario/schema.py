@@ -8,6 +8,7 @@ YAML files and turning errors into messages is `gpusim.scenario.loading`.
 
 from __future__ import annotations
 
+import math
 from datetime import date as Date
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -326,6 +327,12 @@ class Refinancing(Strict):
         description="added to the coupon of a loan refinanced in the tight regime, per year; "
         "none = lenders refinance only in the easy regime",
     )
+    # market access (docs/model.md 7.5, 7.10)
+    via_market_access: bool = Field(
+        False,
+        description="the maturity is refinanced in the capital markets (e.g. converts rolled into new converts): only in a step "
+        "where the borrower's market_access window is open, besides the terms above",
+    )
 
 
 class Collateral(Strict):
@@ -386,7 +393,9 @@ class Backstop(Strict):
 
 class TenantCredit(Strict):
     hazard: ByRegime[Annotated[float, Field(ge=0.0, le=1e12)]] = Field(
-        0.0, description="h_R: the tenant's default intensity, per year (a very large value defaults it in the first step)"
+        0.0,
+        validate_default=True,
+        description="h_R: the tenant's default intensity, per year (a very large value defaults it in the first step)",
     )
     backstop: Backstop | None = Field(
         None, description="a guarantor: the contract then fails only when the guarantor defaults, at the guarantor's hazard"
@@ -409,6 +418,11 @@ class Tenant(Strict):
     rate: NonNegativeUnitPrice = Field(description="contract rate at t_0: USD per GPU-hour (gpu_hours) or USD per kW-month (colocation)")
     escalator: AnnualRate = Field(0.0, description="annual escalator of the rate, applied on each anniversary of t_0, per year")
     expiry: Date = Field(description="end of the contract term; the capacity then earns spot (colocation: spot_rate_per_kw_month)")
+    start: Date | None = Field(
+        None,
+        description="date the contract starts paying (e.g. on capacity a capex order delivers); before it the capacity earns and "
+        "draws nothing and the tenant cannot default; none = running at t_0",
+    )
     releasing_lag_months: Annotated[int, Field(ge=0)] = Field(
         6, description="months after a tenant default in which the capacity earns nothing (and draws no power) before it re-lets at spot"
     )
@@ -466,6 +480,79 @@ class Distributions(Strict):
     )
 
 
+# Dated capex and market access (docs/model.md 5.9, 7.10)
+
+
+class CapexOrder(Strict):
+    """A dated purchase of GPUs or miners: paid and delivered on `date`, funded from the sources in `funding` in order."""
+
+    date: Date = Field(description="delivery and payment date; the GPUs or miners earn, draw power and secure loans from the next step")
+    kind: Literal["gpus", "miners"] = Field(
+        "gpus", description="what is bought: GPUs of a generation, or miners (hashrate at an efficiency: an efficiency upgrade)"
+    )
+    generation: str | None = Field(None, description="gpus: generation bought (one of compute.generations)")
+    count: Annotated[int, Field(ge=1, le=10**12)] | None = Field(None, description="gpus: GPUs delivered")
+    price_per_gpu: UnitPrice | None = Field(
+        None,
+        description="price paid per GPU incl. its server share, USD; none = the generation's mark on the path at the delivery "
+        "step (the per-GPU value fleets are marked at)",
+    )
+    book_life_years: Years = Field(6.0, description="straight-line depreciation life of the delivered GPUs from the delivery date, years")
+    hashrate: Quantity = Field(0.0, description="miners: PH/s of new miners delivered")
+    efficiency: Annotated[float, Field(gt=0.0, le=10_000.0)] | None = Field(
+        None, description="miners: J/TH (= kW per PH/s) of the new miners"
+    )
+    price_per_ph: UnitPrice | None = Field(None, description="miners: price paid per PH/s of new miners, USD")
+    replaces: Quantity = Field(
+        0.0, description="miners: PH/s of the borrower's miners at t_0 retired on delivery (at its mining.efficiency), PH/s"
+    )
+    funding: list[Literal["cash", "facility", "equity"]] = Field(
+        default_factory=lambda: ["cash"],
+        min_length=1,
+        description="sources tried in this order: cash on hand; a draw on `facility` (its borrowing base counts the delivered "
+        "GPUs it is secured on); at-the-market equity when the market_access window is open",
+    )
+    facility: str | None = Field(None, description="name of the borrower's facility drawn when `funding` lists facility")
+    committed: bool = Field(
+        True,
+        description="a committed order that the sources cannot fund in full is a payment default; an uncommitted one is cancelled "
+        "on that path (nothing is paid, its capacity never arrives)",
+    )
+
+    @model_validator(mode="after")
+    def _kind_rules(self) -> CapexOrder:
+        if ("facility" in self.funding) != (self.facility is not None):
+            raise ValueError("name a facility exactly when funding lists 'facility'")
+        gpu_fields = self.generation is not None or self.count is not None or self.price_per_gpu is not None
+        miner_fields = self.hashrate > 0 or self.efficiency is not None or self.price_per_ph is not None or self.replaces > 0
+        if self.kind == "gpus" and (self.generation is None or self.count is None or miner_fields):
+            raise ValueError("a gpus order needs generation and count, and no hashrate, efficiency, price_per_ph or replaces")
+        if self.kind == "miners" and (self.hashrate == 0 or self.efficiency is None or self.price_per_ph is None or gpu_fields):
+            raise ValueError("a miners order needs hashrate > 0, efficiency and price_per_ph, and no generation, count or price_per_gpu")
+        return self
+
+
+class EquityAccess(Strict):
+    size_per_month: Amount = Field(description="at-the-market issuance limit, gross USD per month (scaled to the step)")
+    cost: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        description="discount and fees, fraction of gross proceeds: cash raised = gross x (1 - cost)"
+    )
+
+
+class MarketAccess(Strict):
+    """Whether the borrower can issue in a step: one uniform draw per borrower per step against the regime's probability."""
+
+    probability: ByRegime[Probability] = Field(
+        description="monthly probability that the capital markets are open to the borrower (scaled to dt as 1-(1-p)^(12 dt)); "
+        "a freeze sets the tight value to 0"
+    )
+    max_ltv: Ratio | None = Field(
+        None,
+        description="no issuance while the borrower's LTV at marks (debt / (fleets at mark + treasury)) is above this; none = no limit",
+    )
+    equity: EquityAccess | None = Field(None, description="at-the-market equity issuance; none = the borrower cannot issue shares")
+
+
 class Borrower(Strict):
     name: str = Field(description="unique borrower name")
     type: Literal["neocloud", "miner", "project_spv"] = Field(description="label used in reports; the model is common")
@@ -489,6 +576,12 @@ class Borrower(Strict):
     )
     distributions: Distributions | None = Field(
         None, description="cash paid out to equity each month; none = all cash stays in the borrower"
+    )
+    capex: list[CapexOrder] = Field(
+        default_factory=list, description="dated GPU purchases (growth capex); empty = a static fleet (docs/model.md 5.9)"
+    )
+    market_access: MarketAccess | None = Field(
+        None, description="access to new equity as a state by regime and leverage; none = the borrower never issues (docs/model.md 7.10)"
     )
 
 
@@ -682,6 +775,53 @@ def _tenant_problems(bi: int, b: Borrower) -> list[str]:
     return problems
 
 
+def _capex_problems(bi: int, b: Borrower, gens: list[str]) -> list[str]:
+    """Capex orders buy a simulated generation and draw one of the borrower's own facilities; a
+    tenant starting later may lease GPUs that committed orders deliver by its start."""
+    problems: list[str] = []
+    facilities = [i.name for i in b.debt if i.kind == "facility"]
+    retired = sum(o.replaces for o in b.capex)
+    if any(o.kind == "miners" for o in b.capex) and b.mining is None:
+        problems.append(f"borrowers[{bi}].capex: miners orders need a mining operation on {b.name}")
+    elif b.mining is not None and retired > b.mining.hashrate:
+        problems.append(f"borrowers[{bi}].capex: replaces {retired:g} PH/s in all, more than the {b.mining.hashrate:g} PH/s at t_0")
+    for oi, o in enumerate(b.capex):
+        if o.kind == "gpus" and o.generation not in gens:
+            problems.append(f"borrowers[{bi}].capex[{oi}].generation: {o.generation!r} is not one of {gens}")
+        if o.facility is not None and o.facility not in facilities:
+            problems.append(f"borrowers[{bi}].capex[{oi}].facility: {o.facility!r} is not a facility of {b.name} ({facilities})")
+        if "equity" in o.funding and (b.market_access is None or b.market_access.equity is None):
+            problems.append(f"borrowers[{bi}].capex[{oi}].funding: equity needs market_access.equity on {b.name}")
+    for ii, inst in enumerate(b.debt):
+        if inst.refinancing is not None and inst.refinancing.via_market_access and b.market_access is None:
+            problems.append(f"borrowers[{bi}].debt[{ii}].refinancing.via_market_access: {b.name} has no market_access")
+    for ti, t in enumerate(b.tenants):
+        if t.start is not None and t.start >= t.expiry:
+            problems.append(f"borrowers[{bi}].tenants[{ti}].start: {t.start} is not before expiry {t.expiry}")
+    return problems
+
+
+def _tenants_with_capex(b: Borrower) -> Borrower:
+    """The borrower as the tenant check sees it: a tenant starting later may also lease the GPUs
+    that committed capex orders deliver by its start, so each such generation counts as one fleet
+    without contracted share of its GPUs outside the contracted share plus those deliveries."""
+    ordered: dict[str, int] = {}
+    for t in b.tenants:
+        if t.kind == "gpu_hours" and t.start is not None:
+            for o in b.capex:
+                if o.kind == "gpus" and o.committed and o.generation == t.generation and o.date <= t.start:
+                    ordered[o.generation] = ordered.get(o.generation, 0) + o.count
+    if not ordered:
+        return b
+    fleets = {f.generation: f for f in b.fleets}
+    merged = [f for f in b.fleets if f.generation not in ordered]
+    for g, n in ordered.items():
+        own = fleets.get(g)
+        free = math.floor(own.count * (1.0 - own.contracted_share) + 1e-9) if own is not None else 0
+        merged.append(Fleet(generation=g, count=free + n, purchase_date=b.capex[0].date, purchase_price=1.0))
+    return b.model_copy(update={"fleets": merged})
+
+
 def check_references(s: Scenario) -> list[str]:
     """Problems that involve more than one field, each with its field path."""
     problems: list[str] = []
@@ -724,13 +864,13 @@ def check_references(s: Scenario) -> list[str]:
                 problems.append(f"borrowers[{bi}].fleets[{fi}].contract_expiry: required when contracted_share > 0")
         for d in sorted(_duplicates(own_gens)):
             problems.append(f"borrowers[{bi}].fleets: generation {d!r} appears more than once (merge the fleets)")
-        problems += _tenant_problems(bi, b)
+        problems += _tenant_problems(bi, _tenants_with_capex(b)) + _capex_problems(bi, b, gens)
         for hi, h in enumerate(b.treasury):
             if h.asset not in assets:
                 problems.append(f"borrowers[{bi}].treasury[{hi}].asset: {h.asset!r} is not one of {assets}")
         for ii, inst in enumerate(b.debt):
             for g in inst.collateral.fleets:
-                if g not in own_gens:
+                if g not in own_gens + [o.generation for o in b.capex if o.kind == "gpus"]:
                     problems.append(f"borrowers[{bi}].debt[{ii}].collateral.fleets: {g!r} is not a fleet of {b.name} ({own_gens})")
             secured = inst.collateral.fleets or inst.collateral.crypto or inst.collateral.data_centres
             if inst.covenants is not None and inst.covenants.ltv_max is not None and not secured:
