@@ -34,7 +34,7 @@ DIGESTS: dict[str, str] = {
     "perfect_storm": "fc6cd50aca7c31ad050b55228437b4f96e3f2d9f983f5fc679adbddea74aa5a4",
     "rubin_early": "99d2daef5ff280a25398c7145c3d8113734257b2c8e36b267430733f39c2f095",
     # dated shock paths (docs/model.md 4.13)
-    "replay_2022": "6eb07749c7f704ca9f38b9735ccdfad29b03206a69d8c7c5dc3ee78bad31d54a",
+    "replay_2022": "be337766bf37b8b1a0cf8c16db7a5fbb12bc6ca4158bf22aee4be16114a19a74",
     "severe_path": "8bbeb18c4f2bca82101d2fb1d724fd8f6dc5e0899c94ecc25daeae3df9a2f7c0",
 }
 

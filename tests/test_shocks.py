@@ -143,7 +143,7 @@ def test_replay_follows_the_dated_points_where_volatility_is_zero() -> None:
     historical monthly path, spot x (1 + level_change) at each dated month, held after December 2022."""
     data = load_raw(ROOT / "configs" / "replay_2022.yaml")
     for asset in data["crypto"]["assets"]:
-        asset["vol"], asset["jump_rate"] = 0.0, 0.0
+        asset["drift"], asset["vol"], asset["jump_rate"] = 0.0, 0.0, 0.0
     data["borrowers"], data["desk"], data["name"] = [], {}, "replay_2022"  # the desk block names the portfolio's instruments
     s = validate_mapping(data, "replay_2022")
     crypto = run(s, n_paths=3).saved["crypto"]  # (paths, steps+1, assets)
