@@ -26,16 +26,16 @@ N_PATHS = 48
 # every repin since is listed with its reason in docs/model.md section 11.
 PINNED_ON = ("2.4", ("AVX512_ICL", "X86_V3", "X86_V4"))
 DIGESTS: dict[str, str] = {
-    "baseline": "333b1878009d8843f4c010ea28cf648680ad32df33d259b1eadc632010b9fa78",
+    "baseline": "7660b3f929f9d80848a568fc143527944d11219c811ef95fb5742edc8e6617ff",
     "bench": "75230cd96932e101a7bc0967e764a5431c187cd4828b2a94154f0034e65f4177",
-    "crypto_winter": "f873b7cfeaf1e975fa80390fe5984289ab7f8ae087ebdfa65b45cd56d9f18566",
-    "deflation_shock": "e5f390632635255f5a95817fe74e5101d563295847d933580c55e5e70064da87",
-    "market_freeze": "051ffb04ac81b747dbce92eed84d864f9101236dd1ffe148bef98ef0db0a53f9",
-    "perfect_storm": "fc6cd50aca7c31ad050b55228437b4f96e3f2d9f983f5fc679adbddea74aa5a4",
-    "rubin_early": "99d2daef5ff280a25398c7145c3d8113734257b2c8e36b267430733f39c2f095",
+    "crypto_winter": "5e737ddb2a98a054be80f19682ed628a3c4e250e8e4114a0e18c64e1e58c3277",
+    "deflation_shock": "4af79678e144fdbcc0d2024d38f0e4627e082ca84bb525ecc72c7ba5b3737836",
+    "market_freeze": "244f9627938f0c2b0041c38015dae89aa289e960383ed7610ba063a4034d1d4f",
+    "perfect_storm": "109efa27b1a71c5a732abfb3393e68402b7438965aebc3f604019326c1c20eb1",
+    "rubin_early": "d3cdb02d393cd4ea52d6153b71c2195033dbf76098ba9b5b9a300ea5d42516e0",
     # dated shock paths (docs/model.md 4.13)
-    "replay_2022": "6eb07749c7f704ca9f38b9735ccdfad29b03206a69d8c7c5dc3ee78bad31d54a",
-    "severe_path": "8bbeb18c4f2bca82101d2fb1d724fd8f6dc5e0899c94ecc25daeae3df9a2f7c0",
+    "replay_2022": "0d9154c71fba11e0b27ab3bc120fc0229b3d78370ef07780c505dce5b9c0a28a",
+    "severe_path": "f2d5a4cae57b897df77747ad502e93ad09b5dc87b9b932234f9936b58d9dbc0c",
 }
 
 
