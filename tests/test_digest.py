@@ -26,16 +26,16 @@ N_PATHS = 48
 # every repin since is listed with its reason in docs/model.md section 11.
 PINNED_ON = ("2.4", ("AVX512_ICL", "X86_V3", "X86_V4"))
 DIGESTS: dict[str, str] = {
-    "baseline": "7660b3f929f9d80848a568fc143527944d11219c811ef95fb5742edc8e6617ff",
+    "baseline": "b2823f34724898dc66a95768d3a33b395b4745f61d482d74fdf13bc4a4a86e30",
     "bench": "75230cd96932e101a7bc0967e764a5431c187cd4828b2a94154f0034e65f4177",
-    "crypto_winter": "5e737ddb2a98a054be80f19682ed628a3c4e250e8e4114a0e18c64e1e58c3277",
-    "deflation_shock": "4af79678e144fdbcc0d2024d38f0e4627e082ca84bb525ecc72c7ba5b3737836",
-    "market_freeze": "244f9627938f0c2b0041c38015dae89aa289e960383ed7610ba063a4034d1d4f",
+    "crypto_winter": "201705a3343b7a46d19120938881b510ec432cbfa2985c939d0eda4c9f98044f",
+    "deflation_shock": "d45eabedcac89bb95704d381769e0d5d038c706dcd276566e25f09b5709ac767",
+    "market_freeze": "6b8a8a5ab5f6bf7260e8edf120492749a1cb04305a28ec659a9022b3882b62a1",
     "perfect_storm": "109efa27b1a71c5a732abfb3393e68402b7438965aebc3f604019326c1c20eb1",
-    "rubin_early": "d3cdb02d393cd4ea52d6153b71c2195033dbf76098ba9b5b9a300ea5d42516e0",
+    "rubin_early": "6016ed68deb9c6a720d67a11e801972ea129d45edcf9347673e6035cb466f0f6",
     # dated shock paths (docs/model.md 4.13)
-    "replay_2022": "0d9154c71fba11e0b27ab3bc120fc0229b3d78370ef07780c505dce5b9c0a28a",
-    "severe_path": "f2d5a4cae57b897df77747ad502e93ad09b5dc87b9b932234f9936b58d9dbc0c",
+    "replay_2022": "309666b5b66f282ada2214821a3d609da2278ab1bd867e4e1c078992e666b38b",
+    "severe_path": "9aa36030e2ed62712e7d6a06856e00514b641a16c1c053c4218c75094ca48dfe",
 }
 
 
