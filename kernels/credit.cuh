@@ -301,7 +301,15 @@ __host__ __device__ __forceinline__ bool market_access_open(real u, real ltv, bo
 // borrowing base counts the GPUs delivered; at-the-market equity while the window is open, within the
 // step's limit, raising gross x (1 - cost). Funded in full, the order is paid and delivered; otherwise
 // nothing is paid, and a committed order is a payment default while an uncommitted one is cancelled.
-__host__ __device__ __forceinline__ void fund_capex(const CreditState& c, const MarketView& v, bool tight, const real* u_access, int step,
+// Spread add-on of an instrument after new debt `issued` at `step_up` joins its `outstanding` principal
+// at `spread_add`: the principal-weighted mean (the interest equals the sum of the tranches'); unchanged
+// where nothing is issued.
+__host__ __device__ __forceinline__ real blended_spread(real outstanding, real spread_add, real issued, real step_up) {
+    const real total = outstanding + issued;
+    return issued > R(0.0) ? (outstanding * spread_add + issued * step_up) / total : spread_add;
+}
+
+__host__ __device__ __forceinline__ void fund_capex(CreditState& c, const MarketView& v, bool tight, const real* u_access, int step,
                                                     const real* prm, int b, CreditStepValues& w) {
     w.access_open[b] = false;
     if (HAS_MARKET_ACCESS) {
@@ -313,6 +321,9 @@ __host__ __device__ __forceinline__ void fund_capex(const CreditState& c, const 
     w.kw_added[b] = c.kw_added[b];
     const bool in_payment_default = w.payment_default[b];
     real equity_left = PRM(C_equity_limit_step)[b] + R(0.0);
+    real debt_left = PRM(C_debt_limit_step)[b] + R(0.0);
+    const int j_debt = ISSUANCE_INSTRUMENT[b];
+    const real step_up = by_regime(PRM(C_debt_step_up), tight, B)[b];
     for (int o = 0; o < N_ORDERS; ++o) {
         if (ORDER_OWNER[o] != b) continue;
         const int g = ORDER_GENERATION[o];
@@ -322,6 +333,7 @@ __host__ __device__ __forceinline__ void fund_capex(const CreditState& c, const 
         const real cost = count * (PRM(C_order_at_mark)[o] > R(0.0) ? mark : PRM(C_order_price)[o]);
         real need = due ? cost : R(0.0);
         real cash_left = w.cash[b], equity = equity_left, drawn = R(0.0);
+        real debt = debt_left, issued = R(0.0);
         const int f = ORDER_FACILITY[o];
         for (int j = 0; j < MAX_FUNDING; ++j) {
             const int source = ORDER_FUNDING[o * MAX_FUNDING + j];
@@ -335,9 +347,14 @@ __host__ __device__ __forceinline__ void fund_capex(const CreditState& c, const 
                     m_min(PRM(C_commitment)[f], PRM(C_advance_rate)[f] * (w.coll_mark[f] + PRM(C_order_pledged)[f * N_ORDERS + o] * count * mark));
                 use = m_min(need, PRM(C_is_facility)[f] * m_max(base - w.outstanding[f], R(0.0)));
                 drawn = use;
-            } else {
+            } else if (source == FUNDING_EQUITY) {
                 use = w.access_open[b] ? m_min(need, equity * (R(1.0) - PRM(C_equity_cost)[b])) : R(0.0);
                 equity = equity - use / (R(1.0) - PRM(C_equity_cost)[b]);
+            } else {  // new debt into the instrument of market_access.debt
+                const real room = m_min(debt, m_max(PRM(C_commitment)[j_debt] - w.outstanding[j_debt] - issued, R(0.0)));
+                use = w.access_open[b] ? m_min(need, room * (R(1.0) - PRM(C_debt_cost)[b])) : R(0.0);
+                debt = debt - use / (R(1.0) - PRM(C_debt_cost)[b]);
+                issued = issued + use / (R(1.0) - PRM(C_debt_cost)[b]);
             }
             need = need - use;
         }
@@ -349,6 +366,12 @@ __host__ __device__ __forceinline__ void fund_capex(const CreditState& c, const 
                 w.outstanding[f] = w.outstanding[f] + drawn;
                 w.headroom[f] = m_max(w.headroom[f] - drawn, R(0.0));
             }
+        }
+        if (j_debt >= 0) {  // the borrower can issue debt
+            issued = funded ? issued : R(0.0);
+            c.spread_add[j_debt] = blended_spread(w.outstanding[j_debt], c.spread_add[j_debt], issued, step_up);
+            w.outstanding[j_debt] = w.outstanding[j_debt] + issued;
+            if (funded) debt_left = debt;
         }
         if (ORDER_MINERS[o]) {  // miners add hashrate and power, not collateral
             w.hashrate_added[b] = w.hashrate_added[b] + (funded ? PRM(C_order_hashrate_delta)[o] : R(0.0));

@@ -267,19 +267,22 @@ def test_refinancing_via_market_access_needs_market_access() -> None:
 
 def capex_mapping() -> dict[str, Any]:
     """The stressed small scenario grown: the neocloud buys B200s at the mark from cash, a new ABL
-    on them and ATM equity (committed, and later once more from cash and equity), and H100s
-    (uncommitted, equity only), with a tenant starting on the B200s; the miner upgrades its miners
-    (and curtails), and its convert rolls only through market access, which closes in the tight
-    regime."""
+    on them and ATM equity (committed, and later once more from new notes through the
+    window, cash and equity), and H100s (uncommitted, equity only), with a tenant starting on the B200s;
+    the miner upgrades its miners (and curtails), and its convert rolls only through market access,
+    which closes in the tight regime."""
     neo, hash_miner = stressed_borrowers()
     neo = copy.deepcopy(neo)
     neo["market_access"] = access({"easy": 0.5, "tight": 0.0}, 1.0e8, 0.04, max_ltv=2.0)
     abl = instrument("Neo-ABL", "facility", 0.0, commitment=1.0e8, advance_rate=0.6, collateral={"fleets": ["B200"]})
     neo["debt"].append({**abl, "maturity_date": "2029-06-01"})
+    neo["debt"].append(instrument("Neo-Notes", "bond", 0.0, commitment=1.5e8, maturity_date="2030-06-01", seniority=2))
+    issuance = {"size_per_month": 6.0e7, "cost": 0.015, "spread_step_up": {"easy": 0.0075, "tight": 0.03}}
+    neo["market_access"]["debt"] = {"instrument": "Neo-Notes", **issuance}
     neo["capex"] = [
         {"date": "2026-09-01", "generation": "B200", "count": 9000, "funding": ["cash", "facility", "equity"], "facility": "Neo-ABL"},
         {"date": "2027-03-01", "generation": "H100", "count": 3000, "price_per_gpu": 22000.0, "funding": ["equity"], "committed": False},
-        {"date": "2027-06-01", "generation": "B200", "count": 6000, "funding": ["cash", "equity"]},
+        {"date": "2027-06-01", "generation": "B200", "count": 6000, "funding": ["debt", "cash", "equity"]},
     ]
     neo["tenants"] = [
         {"name": "Lab", "kind": "gpu_hours", "generation": "B200", "gpus": 1500, "rate": 3.2, "start": "2026-09-01", "expiry": "2028-01-01"}
@@ -309,3 +312,6 @@ def test_capex_case_moves_outcomes() -> None:
     assert ((delivered > 0.05) & (delivered < 0.95)).all(), delivered
     reasons = set(cs.reason[~cs.alive].tolist())
     assert {DefaultReason.PAYMENT.value, DefaultReason.MATURITY.value} <= reasons, reasons
+    notes = spec.layout.instruments.index("Neo-Notes")
+    issued = (cs.outstanding[notes] > 0.0).mean()
+    assert 0.05 < issued < 0.95, issued

@@ -26,16 +26,16 @@ N_PATHS = 48
 # every repin since is listed with its reason in docs/model.md section 11.
 PINNED_ON = ("2.4", ("AVX512_ICL", "X86_V3", "X86_V4"))
 DIGESTS: dict[str, str] = {
-    "baseline": "333b1878009d8843f4c010ea28cf648680ad32df33d259b1eadc632010b9fa78",
+    "baseline": "b2823f34724898dc66a95768d3a33b395b4745f61d482d74fdf13bc4a4a86e30",
     "bench": "75230cd96932e101a7bc0967e764a5431c187cd4828b2a94154f0034e65f4177",
-    "crypto_winter": "f873b7cfeaf1e975fa80390fe5984289ab7f8ae087ebdfa65b45cd56d9f18566",
-    "deflation_shock": "e5f390632635255f5a95817fe74e5101d563295847d933580c55e5e70064da87",
-    "market_freeze": "051ffb04ac81b747dbce92eed84d864f9101236dd1ffe148bef98ef0db0a53f9",
-    "perfect_storm": "fc6cd50aca7c31ad050b55228437b4f96e3f2d9f983f5fc679adbddea74aa5a4",
-    "rubin_early": "99d2daef5ff280a25398c7145c3d8113734257b2c8e36b267430733f39c2f095",
+    "crypto_winter": "201705a3343b7a46d19120938881b510ec432cbfa2985c939d0eda4c9f98044f",
+    "deflation_shock": "d45eabedcac89bb95704d381769e0d5d038c706dcd276566e25f09b5709ac767",
+    "market_freeze": "6b8a8a5ab5f6bf7260e8edf120492749a1cb04305a28ec659a9022b3882b62a1",
+    "perfect_storm": "109efa27b1a71c5a732abfb3393e68402b7438965aebc3f604019326c1c20eb1",
+    "rubin_early": "6016ed68deb9c6a720d67a11e801972ea129d45edcf9347673e6035cb466f0f6",
     # dated shock paths (docs/model.md 4.13)
-    "replay_2022": "be337766bf37b8b1a0cf8c16db7a5fbb12bc6ca4158bf22aee4be16114a19a74",
-    "severe_path": "8bbeb18c4f2bca82101d2fb1d724fd8f6dc5e0899c94ecc25daeae3df9a2f7c0",
+    "replay_2022": "e41d8a2a833577001f82e853bf945b87eb7a3c8869f254bf3f2b83e56cfced52",
+    "severe_path": "9aa36030e2ed62712e7d6a06856e00514b641a16c1c053c4218c75094ca48dfe",
 }
 
 

@@ -244,6 +244,7 @@ def capex_constants(layout: Layout) -> list[str]:
         _int_array("ORDER_FACILITY", list(layout.order_facility)),
         _int_array("ORDER_MINERS", list(layout.order_miners)),
         _int_array("ORDER_FUNDING", funding),
+        _int_array("ISSUANCE_INSTRUMENT", list(layout.issuance_instrument) or [-1] * layout.n_borrowers),
     ]
 
 

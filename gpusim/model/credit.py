@@ -282,17 +282,27 @@ def market_access_open(u: Any, ltv: Any, tight: Any, c: CreditParams, xp: Any) -
     return (u < by_regime(c.access_prob, tight, xp)) & (ltv <= c.access_max_ltv[:, None])
 
 
+def blended_spread(outstanding: Any, spread_add: Any, issued: Any, step_up: Any, xp: Any) -> Any:
+    """Spread add-on of an instrument after new debt `issued` at `step_up` joins its `outstanding`
+    principal at `spread_add`: the principal-weighted mean, so the interest equals the sum of the
+    tranches' (docs/model.md 7.10); unchanged where nothing is issued."""
+    total = outstanding + issued
+    return xp.where(issued > 0.0, (outstanding * spread_add + issued * step_up) / xp.where(issued > 0.0, total, 1.0), spread_add)
+
+
 def fund_capex(
     cs: CreditState, view: MarketView, u_access: Any, tight: Any, step: int, c: CreditParams, layout: Layout, xp: Any, w: CreditStepValues
-) -> CreditStepValues:
+) -> tuple[CreditState, CreditStepValues]:
     """6b. Market access and the capex orders due this step (docs/model.md 5.9, 7.10), after debt
     service. Each order due of a living borrower not in payment default costs count x price (its
     fixed price, or the generation's mark at t_k+1), met from its sources in order: cash; a draw
     on its facility, whose borrowing base counts the GPUs delivered; at-the-market equity while
-    the window is open, within the step's limit, raising gross x (1 - cost). Funded in full, the
-    order is paid and delivered (GPUs, collateral at mark and book, USD paid; or miners' PH/s and
-    kW); otherwise nothing is paid, and a committed order is a payment default while an
-    uncommitted one is cancelled."""
+    the window is open, within the step's limit, raising gross x (1 - cost); new debt while the
+    window is open, within the step's limit and the instrument's commitment, raising gross x
+    (1 - cost) and adding gross to the instrument's principal at its blended spread. Funded in
+    full, the order is paid and delivered (GPUs, collateral at mark and book, USD paid; or miners'
+    PH/s and kW); otherwise nothing is paid, and a committed order is a payment default while an
+    uncommitted one is cancelled. Returns the state with the spreads after new debt, and the values."""
     fleet = owned_fleet(cs.added, layout, c)
     if layout.market_access:  # static: without market access no borrower issues
         ltv = borrower_ltv(view, w.units, w.outstanding, step + 1, c, layout, xp, fleet)
@@ -303,7 +313,7 @@ def fund_capex(
         access_open=access_open, added=cs.added, order_paid=cs.order_paid, hashrate_added=cs.hashrate_added, kw_added=cs.kw_added
     )
     if not layout.n_orders:
-        return w
+        return cs, w
     B, I = layout.n_borrowers, layout.n_instruments  # noqa: E741
     cash, default = [w.cash[b] for b in range(B)], [w.payment_default[b] for b in range(B)]
     equity_left = [c.equity_limit_step[b] + xp.zeros_like(w.cash[b]) for b in range(B)]
@@ -312,6 +322,8 @@ def fund_capex(
     added = [[cs.added[b, g] for g in range(layout.n_generations)] for b in range(B)]
     paid = [cs.order_paid[o] for o in range(layout.n_orders)]
     hashrate_added, kw_added = [cs.hashrate_added[b] for b in range(B)], [cs.kw_added[b] for b in range(B)]
+    debt_left = [c.debt_limit_step[b] + xp.zeros_like(w.cash[b]) for b in range(B)]
+    spread, step_up = [cs.spread_add[i] for i in range(I)], by_regime(c.debt_step_up, tight, xp)
     for o in range(layout.n_orders):
         b, g, count = layout.order_owner[o], layout.order_generation[o], c.order_count[o]
         due = (c.order_step[o] == step) & cs.alive[b] & ~w.payment_default[b]
@@ -319,6 +331,7 @@ def fund_capex(
         cost = count * xp.where(c.order_at_mark[o] > 0.0, mark, c.order_price[o])
         need = xp.where(due, cost, 0.0)
         cash_left, equity, draws = cash[b], equity_left[b], []
+        debt, issued, j = debt_left[b], xp.zeros_like(need), layout.issuance_instrument[b]
         for source in layout.order_funding[o]:
             if source == 0:  # cash
                 use = xp.minimum(cash_left, need)
@@ -328,15 +341,23 @@ def fund_capex(
                 base = xp.minimum(c.commitment[f], c.advance_rate[f] * (coll_mark[f] + c.order_pledged[f, o] * count * mark))
                 use = xp.minimum(need, c.is_facility[f] * xp.maximum(base - outstanding[f], 0.0))
                 draws.append((f, use))
-            else:  # at-the-market equity
+            elif source == 2:  # at-the-market equity
                 use = xp.where(access_open[b], xp.minimum(need, equity * (1.0 - c.equity_cost[b])), 0.0)
                 equity = equity - use / (1.0 - c.equity_cost[b])
+            else:  # new debt into the instrument of market_access.debt
+                room = xp.minimum(debt, xp.maximum(c.commitment[j] - outstanding[j] - issued, 0.0))
+                use = xp.where(access_open[b], xp.minimum(need, room * (1.0 - c.debt_cost[b])), 0.0)
+                debt, issued = debt - use / (1.0 - c.debt_cost[b]), issued + use / (1.0 - c.debt_cost[b])
             need = need - use
         funded = due & (need <= 0.0)
         cash[b], equity_left[b] = xp.where(funded, cash_left, cash[b]), xp.where(funded, equity, equity_left[b])
         for f, use in draws:
             outstanding[f] = xp.where(funded, outstanding[f] + use, outstanding[f])
             headroom[f] = xp.where(funded, xp.maximum(headroom[f] - use, 0.0), headroom[f])
+        if j >= 0:  # static: the borrower can issue debt
+            issued = xp.where(funded, issued, 0.0)
+            spread[j] = blended_spread(outstanding[j], spread[j], issued, step_up[b], xp)
+            outstanding[j], debt_left[b] = outstanding[j] + issued, xp.where(funded, debt, debt_left[b])
         if layout.order_miners[o]:  # static: miners add hashrate and power, not collateral
             hashrate_added[b] = hashrate_added[b] + xp.where(funded, c.order_hashrate_delta[o], 0.0)
             kw_added[b] = kw_added[b] + xp.where(funded, c.order_kw_delta[o], 0.0)
@@ -347,7 +368,7 @@ def fund_capex(
             added[b][g] = added[b][g] + xp.where(funded, count, 0.0)
         paid[o] = xp.where(funded, cost, paid[o])
         default[b] = default[b] | (due & ~funded & (c.order_committed[o] > 0.0))
-    return w._replace(
+    return cs._replace(spread_add=xp.stack(spread, axis=0)), w._replace(
         cash=xp.stack(cash, axis=0),
         outstanding=xp.stack(outstanding, axis=0),
         headroom=xp.stack(headroom, axis=0),
@@ -690,7 +711,7 @@ def credit_step(
     flow = cfads(view, tenants, eps, step, step + 1, m, c, layout, xp, cs.added, cs.hashrate_added, cs.kw_added)
     service, w = debt_service_due(cs, step, c, layout, xp, w)
     w = pay_debt_service(cs, view, flow, service, step, c, layout, xp, w)
-    w = fund_capex(cs, view, u_access, tight, step, c, layout, xp, w)
+    cs, w = fund_capex(cs, view, u_access, tight, step, c, layout, xp, w)
     cs = cs._replace(
         eps=eps,
         tenant_default_step=tenants,

@@ -57,6 +57,7 @@ class Layout:
     order_funding: tuple[tuple[int, ...], ...] = ()  # funding sources of each order in order: FUNDING_CASH, _FACILITY, _EQUITY
     order_facility: tuple[int, ...] = ()  # instrument drawn by each order's facility source, -1 for none
     order_miners: tuple[int, ...] = ()  # 1 for an order of miners (hashrate), 0 for GPUs
+    issuance_instrument: tuple[int, ...] = ()  # per borrower: instrument new debt is issued into (market_access.debt), -1 for none
     market_access: bool = False  # some borrower has market access (the access draws exist)
     later_tenants: bool = False  # some GPU-hour tenant starts after t_0 (its GPUs leave the spot pool at its start)
 
@@ -116,7 +117,7 @@ class Layout:
         return len(self.order_owner)
 
 
-FUNDING_SOURCES = ("cash", "facility", "equity")
+FUNDING_SOURCES = ("cash", "facility", "equity", "debt")
 """Codes of a capex order's funding sources (Layout.order_funding), in the config's spelling."""
 
 
@@ -239,9 +240,29 @@ def data_centre_layout(s: Scenario) -> dict[str, Any]:
     }
 
 
+def debt_issuance_params(s: Scenario, dt: float) -> dict[str, Any]:
+    """Per-borrower terms of new debt issued through the market window (docs/model.md 7.10): the
+    step's gross limit, the cost share and the spread step-up by regime; zeros without it."""
+    issuance = [b.market_access.debt if b.market_access is not None else None for b in s.borrowers]
+    return {
+        "debt_limit_step": np.array([0.0 if d is None else d.size_per_month * 12.0 * dt for d in issuance]),
+        "debt_cost": np.array([0.0 if d is None else d.cost for d in issuance]),
+        "debt_step_up": np.array([[0.0, 0.0] if d is None else list(d.spread_step_up.pair()) for d in issuance]).reshape(-1, 2).T,
+    }
+
+
 def has_market_access(s: Scenario) -> bool:
     """Whether some borrower has market access (then every borrower gets an access draw)."""
     return any(b.market_access is not None for b in s.borrowers)
+
+
+def issuance_instruments(s: Scenario) -> tuple[int, ...]:
+    """Per borrower, the index of the instrument its market_access.debt issues into, -1 for none."""
+    names = [i.name for b in s.borrowers for i in b.debt]
+    return tuple(
+        names.index(b.market_access.debt.instrument) if b.market_access is not None and b.market_access.debt is not None else -1
+        for b in s.borrowers
+    )
 
 
 def capex_layout(s: Scenario) -> dict[str, Any]:
@@ -255,6 +276,7 @@ def capex_layout(s: Scenario) -> dict[str, Any]:
         "order_funding": tuple(tuple(FUNDING_SOURCES.index(f) for f in o.funding) for _, o in orders),
         "order_facility": tuple(names.index(o.facility) if o.facility is not None else -1 for _, o in orders),
         "order_miners": tuple(int(o.kind == "miners") for _, o in orders),
+        "issuance_instrument": issuance_instruments(s),
         "market_access": has_market_access(s),
         "later_tenants": any(t.kind == "gpu_hours" and starts_later(t, s.time) for b in s.borrowers for t in b.tenants),
     }
@@ -499,6 +521,9 @@ class CreditParams(NamedTuple):
     access_max_ltv: Any  # (B,) LTV at marks above which the borrower cannot issue
     equity_limit_step: Any  # (B,) gross at-the-market issuance per step, USD
     equity_cost: Any  # (B,) share of gross proceeds lost to discount and fees
+    debt_limit_step: Any  # (B,) gross new debt issuable per step, USD (0 without market_access.debt)
+    debt_cost: Any  # (B,) share of gross new debt lost to issue discount and fees
+    debt_step_up: Any  # (2, B) spread added to the coupon of new debt by the regime of its issuance, per year
     refi_via_access: Any  # (I,) 1: refinanced only while the borrower's market window is open
     order_hashrate_delta: Any  # (O,) miners: PH/s added less PH/s retired (0 for GPUs)
     order_kw_delta: Any  # (O,) miners: kW of the new miners less kW of the retired ones at the efficiency of t_0 (0 for GPUs)
@@ -784,6 +809,7 @@ def capex_params(s: Scenario, coll_fleet: np.ndarray, instruments: list[tuple[in
         "access_max_ltv": np.array([NO_COVENANT_LTV if a is None or a.max_ltv is None else a.max_ltv for a in access]),
         "equity_limit_step": np.array([0.0 if e is None else e.size_per_month * 12.0 * dt for e in equity]),
         "equity_cost": np.array([0.0 if e is None else e.cost for e in equity]),
+        **debt_issuance_params(s, dt),
         "order_hashrate_delta": np.array([o.hashrate - o.replaces if o.kind == "miners" else 0.0 for _, o in orders]),
         "order_kw_delta": np.array(
             [o.hashrate * o.efficiency - o.replaces * s.borrowers[bi].mining.efficiency if o.kind == "miners" else 0.0 for bi, o in orders]

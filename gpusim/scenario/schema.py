@@ -351,7 +351,11 @@ class Instrument(Strict):
         description="amortizing term loan, delayed-draw/ABL facility, bullet bond, or convertible note (bullet, unsecured)"
     )
     principal: Amount = Field(description="outstanding (drawn) principal at t_0, USD")
-    commitment: Amount | None = Field(None, description="facility limit, USD (facilities only)")
+    commitment: Amount | None = Field(
+        None,
+        description="facility limit, USD; on a term loan or bond named by market_access.debt: the most principal outstanding "
+        "that new issuance may bring it to, USD",
+    )
     advance_rate: Probability | None = Field(None, description="borrowing base = advance_rate x collateral mark (facilities only)")
     amortization: Literal["level_principal", "annuity", "bullet"] = Field("bullet", description="repayment profile")
     rate_type: Literal["fixed", "floating"] = Field(description="fixed coupon, or base rate plus spread")
@@ -381,8 +385,8 @@ class Instrument(Strict):
                 raise ValueError("a facility needs commitment and advance_rate")
             if self.principal > self.commitment:
                 raise ValueError(f"drawn principal {self.principal} exceeds commitment {self.commitment}")
-        elif self.commitment is not None or self.advance_rate is not None:
-            raise ValueError("commitment and advance_rate apply to facilities only")
+        elif self.advance_rate is not None or (self.commitment is not None and self.kind not in ("term_loan", "bond")):
+            raise ValueError("advance_rate applies to facilities only; commitment to facilities, term loans and bonds")
         return self
 
 
@@ -506,11 +510,12 @@ class CapexOrder(Strict):
     replaces: Quantity = Field(
         0.0, description="miners: PH/s of the borrower's miners at t_0 retired on delivery (at its mining.efficiency), PH/s"
     )
-    funding: list[Literal["cash", "facility", "equity"]] = Field(
+    funding: list[Literal["cash", "facility", "equity", "debt"]] = Field(
         default_factory=lambda: ["cash"],
         min_length=1,
         description="sources tried in this order: cash on hand; a draw on `facility` (its borrowing base counts the delivered "
-        "GPUs it is secured on); at-the-market equity when the market_access window is open",
+        "GPUs it is secured on); at-the-market equity when the market_access window is open; new debt issued into the "
+        "instrument of market_access.debt when the window is open",
     )
     facility: str | None = Field(None, description="name of the borrower's facility drawn when `funding` lists facility")
     committed: bool = Field(
@@ -539,6 +544,25 @@ class EquityAccess(Strict):
     )
 
 
+class DebtIssuance(Strict):
+    """New debt issued through the market window into one of the borrower's term loans or bonds (docs/model.md 7.10)."""
+
+    instrument: str = Field(
+        description="name of the borrower's term loan or bond the new debt is issued into (a tap of the same notes); its "
+        "commitment caps its outstanding principal, its coupon, schedule, rank and collateral apply to the new principal"
+    )
+    size_per_month: Amount = Field(description="issuance limit, gross principal USD per month (scaled to the step)")
+    cost: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        description="original issue discount and fees, fraction of gross principal: cash raised = gross x (1 - cost)"
+    )
+    spread_step_up: ByRegime[NonNegativeRate] = Field(
+        0.0,
+        validate_default=True,
+        description="added to the instrument's coupon for the new principal, by the regime of the issuance step, per year "
+        "(blended with the spread on the principal already outstanding, weighted by principal)",
+    )
+
+
 class MarketAccess(Strict):
     """Whether the borrower can issue in a step: one uniform draw per borrower per step against the regime's probability."""
 
@@ -551,6 +575,7 @@ class MarketAccess(Strict):
         description="no issuance while the borrower's LTV at marks (debt / (fleets at mark + treasury)) is above this; none = no limit",
     )
     equity: EquityAccess | None = Field(None, description="at-the-market equity issuance; none = the borrower cannot issue shares")
+    debt: DebtIssuance | None = Field(None, description="new debt issued through the window; none = the borrower cannot issue debt")
 
 
 class Borrower(Strict):
@@ -792,12 +817,35 @@ def _capex_problems(bi: int, b: Borrower, gens: list[str]) -> list[str]:
             problems.append(f"borrowers[{bi}].capex[{oi}].facility: {o.facility!r} is not a facility of {b.name} ({facilities})")
         if "equity" in o.funding and (b.market_access is None or b.market_access.equity is None):
             problems.append(f"borrowers[{bi}].capex[{oi}].funding: equity needs market_access.equity on {b.name}")
+        if "debt" in o.funding and (b.market_access is None or b.market_access.debt is None):
+            problems.append(f"borrowers[{bi}].capex[{oi}].funding: debt needs market_access.debt on {b.name}")
+    problems.extend(_debt_issuance_problems(bi, b))
     for ii, inst in enumerate(b.debt):
         if inst.refinancing is not None and inst.refinancing.via_market_access and b.market_access is None:
             problems.append(f"borrowers[{bi}].debt[{ii}].refinancing.via_market_access: {b.name} has no market_access")
     for ti, t in enumerate(b.tenants):
         if t.start is not None and t.start >= t.expiry:
             problems.append(f"borrowers[{bi}].tenants[{ti}].start: {t.start} is not before expiry {t.expiry}")
+    return problems
+
+
+def _debt_issuance_problems(bi: int, b: Borrower) -> list[str]:
+    """New debt goes into one of the borrower's own term loans or bonds, whose commitment caps it;
+    a commitment on a term loan or bond means nothing elsewhere."""
+    problems: list[str] = []
+    issuance = b.market_access.debt if b.market_access is not None else None
+    target = issuance.instrument if issuance is not None else None
+    if issuance is not None:
+        names = [i.name for i in b.debt if i.kind in ("term_loan", "bond")]
+        if target not in names:
+            problems.append(f"borrowers[{bi}].market_access.debt.instrument: {target!r} is not a term loan or bond of {b.name} ({names})")
+    for ii, inst in enumerate(b.debt):
+        if inst.kind in ("term_loan", "bond") and inst.name == target and inst.commitment is None:
+            problems.append(f"borrowers[{bi}].debt[{ii}].commitment: required on {inst.name!r}, the instrument of market_access.debt")
+        elif inst.kind in ("term_loan", "bond") and inst.commitment is not None and inst.name != target:
+            problems.append(f"borrowers[{bi}].debt[{ii}].commitment: only the instrument of market_access.debt has one on a {inst.kind}")
+        elif inst.name == target and inst.commitment is not None and inst.principal > inst.commitment:
+            problems.append(f"borrowers[{bi}].debt[{ii}].principal: {inst.principal:g} exceeds its commitment {inst.commitment:g}")
     return problems
 
 
