@@ -26,16 +26,16 @@ N_PATHS = 48
 # every repin since is listed with its reason in docs/model.md section 11.
 PINNED_ON = ("2.4", ("AVX512_ICL", "X86_V3", "X86_V4"))
 DIGESTS: dict[str, str] = {
-    "baseline": "b2823f34724898dc66a95768d3a33b395b4745f61d482d74fdf13bc4a4a86e30",
+    "baseline": "3bd141e850344501e4bea60e24719ee7e89fc625a5c1be0ceaa2bae11042a922",
     "bench": "75230cd96932e101a7bc0967e764a5431c187cd4828b2a94154f0034e65f4177",
-    "crypto_winter": "201705a3343b7a46d19120938881b510ec432cbfa2985c939d0eda4c9f98044f",
-    "deflation_shock": "d45eabedcac89bb95704d381769e0d5d038c706dcd276566e25f09b5709ac767",
-    "market_freeze": "6b8a8a5ab5f6bf7260e8edf120492749a1cb04305a28ec659a9022b3882b62a1",
-    "perfect_storm": "109efa27b1a71c5a732abfb3393e68402b7438965aebc3f604019326c1c20eb1",
-    "rubin_early": "6016ed68deb9c6a720d67a11e801972ea129d45edcf9347673e6035cb466f0f6",
+    "crypto_winter": "1d1817fd6f72c0bf8e7794a01196783e4a5844deabe6804f320a47f941318066",
+    "deflation_shock": "7a6b9c569d8d46617a875b613fbdf3453c5ea84278d2208856ccee81e46478fd",
+    "market_freeze": "10d3409d917f7d393dd83e6fb1378d7b85e2d4eafd18da6ecf2433c7497a30d5",
+    "perfect_storm": "72e7e60e824f74eabb1af76e9f2d01956a4f71b905d0cd584e2db3e8d4f4d3c9",
+    "rubin_early": "b13fd0cac316c24038c2f35bae06303796f04d9eb9dac85b219d95f0e5b2ce2a",
     # dated shock paths (docs/model.md 4.13)
-    "replay_2022": "e41d8a2a833577001f82e853bf945b87eb7a3c8869f254bf3f2b83e56cfced52",
-    "severe_path": "9aa36030e2ed62712e7d6a06856e00514b641a16c1c053c4218c75094ca48dfe",
+    "replay_2022": "017df3010b6646dfae5b10925d38167d18f0c1042a7ea4ed6e1b48da81a7a8d6",
+    "severe_path": "8ab983b1a224e7d6f1896544da8793607174adf3a266e7c2b67c32549fbee973",
 }
 
 
