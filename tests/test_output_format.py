@@ -28,11 +28,14 @@ from gpusim.model.constants import DefaultReason
 from gpusim.model.factor_table import FACTORS_BY_NAME
 from gpusim.output.read import Results
 from gpusim.output.write import FORMAT_VERSION
-from gpusim.scenario import scenario_from
+from gpusim.scenario import load_scenario, scenario_from
 from gpusim.spec import build_spec
 from gpusim.statistics import FAN_QUANTILES, Binning, quantiles_from_counts
 
 N_PATHS = 20_000
+BASELINE = load_scenario("baseline")
+N_BORROWERS = len(BASELINE.borrowers)
+N_INSTRUMENTS = sum(len(b.debt) for b in BASELINE.borrowers)
 V1_FIXTURE = Path(__file__).parent / "data" / "results_format_v1.h5.gz"
 """`gpusim run baseline --paths 64 --seed 3 --save-paths 4 --set time.n_steps=24`, written by format version 1."""
 
@@ -71,14 +74,14 @@ def test_every_group_becomes_a_dataframe_in_seconds_with_its_own_dimensions_only
         assert list(frame.columns) == [name for name in ds.variables if name not in ds.dims]
     assert elapsed < 20.0, f"{group}: to_dataframe took {elapsed:.1f} s"
     if group == "outcomes":
-        assert len(frame) == N_PATHS * 7 * 20  # paths x borrowers x instruments of the baseline
+        assert len(frame) == N_PATHS * N_BORROWERS * N_INSTRUMENTS  # paths x borrowers x instruments of the baseline
 
 
 def test_results_and_its_tidy_tables_match_the_file(baseline_file):
     r = open_results(baseline_file)
     assert isinstance(r, Results)
     instruments, borrowers, portfolio = r.instruments(), r.borrowers(), r.portfolio()
-    assert len(instruments) == 20 and len(borrowers) == 7 and len(portfolio) == 1
+    assert len(instruments) == N_INSTRUMENTS and len(borrowers) == N_BORROWERS and len(portfolio) == 1
     assert all(c.endswith(("_usd", "_bps", "_share", "_share_of_principal", "_of_el")) for c in instruments.columns.drop("borrower"))
     np.testing.assert_allclose(instruments["el_usd"].sum(), portfolio["el_usd"].iloc[0], rtol=1e-9)
     np.testing.assert_allclose(borrowers["principal_usd"].sum(), portfolio["principal_usd"].iloc[0])
@@ -220,7 +223,7 @@ def test_a_format_1_file_still_opens_with_its_own_dimensions_only(tmp_path):
     assert isinstance(r, Results) and r.attrs["format_version"] == 1
     assert set(r.outcomes.dims) == {"path", "borrower", "instrument"}  # a format-1 group carried every dimension
     assert set(r.summary.sizes) == GROUP_DIMS["summary"] and len(r.summary.to_dataframe()) == math.prod(r.summary.sizes.values())
-    assert r.outcomes.sizes["path"] == 64 and len(r.instruments()) == 20
+    assert r.outcomes.sizes["path"] == 64 and len(r.instruments()) == 20  # the fixture was written on the baseline of its day
     assert r.pd_table([1, 2]).shape == (7, 2)
     np.testing.assert_allclose(r.portfolio()["el_usd"].iloc[0], r.outcomes["portfolio_loss"].mean(), rtol=1e-9)
     assert r.fan["ltv"].sizes == {"borrower": 7, "quantile": 7, "step": 25}
