@@ -122,7 +122,8 @@ class Results:
 
     def instruments(self) -> pd.DataFrame:
         """One row per instrument: its borrower, principal, expected loss (and as a share of the
-        principal), LGD, break-even against charged spread, and contribution to ES 99 %."""
+        principal: NaN for an instrument with no principal at t_0, issued later on the path), LGD,
+        break-even against charged spread, and contribution to ES 99 %."""
         import pandas as pd
 
         s = self._credit_summary()
@@ -135,7 +136,7 @@ class Results:
                 "principal_usd": principal,
                 "el_usd": el,
                 "el_se_usd": s["el_se"].values,
-                "el_share_of_principal": el / principal,
+                "el_share_of_principal": np.divide(el, principal, out=np.full_like(el, np.nan), where=principal > 0),
                 "lgd_share": np.where(defined, s["lgd"].values, np.nan),
                 "lgd_se_share": np.where(defined, s["lgd_se"].values, np.nan),
                 "breakeven_spread_bps": s["breakeven_spread_bps"].values,
