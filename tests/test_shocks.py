@@ -22,7 +22,7 @@ from gpusim.model.debt import fire_sale_price
 from gpusim.model.market import close_step, draw_step, initial_state, shocked_depth
 from gpusim.model.params import shock_params
 from gpusim.scenario import ConfigError, load_scenario, validate_mapping
-from gpusim.scenario.loading import load_raw
+from gpusim.scenario.loading import load_raw, market_only
 from gpusim.scenario.schema import Scenario
 from gpusim.spec import ChunkResult, build_spec
 
@@ -139,13 +139,12 @@ def test_overlay_multiplies_the_levels_of_the_same_paths() -> None:
 
 
 def test_replay_follows_the_dated_points_where_volatility_is_zero() -> None:
-    """configs/replay_2022.yaml with BTC and ETH volatility and jumps at 0: every path is the
+    """configs/replay_2022.yaml with BTC and ETH drift, volatility and jumps at 0: every path is the
     historical monthly path, spot x (1 + level_change) at each dated month, held after December 2022."""
     data = load_raw(ROOT / "configs" / "replay_2022.yaml")
     for asset in data["crypto"]["assets"]:
         asset["drift"], asset["vol"], asset["jump_rate"] = 0.0, 0.0, 0.0
-    data["borrowers"], data["desk"], data["name"] = [], {}, "replay_2022"  # the desk block names the portfolio's instruments
-    s = validate_mapping(data, "replay_2022")
+    s = validate_mapping(market_only(data) | {"name": "replay_2022"}, "replay_2022")
     crypto = run(s, n_paths=3).saved["crypto"]  # (paths, steps+1, assets)
     for a, asset in enumerate(s.crypto.assets):
         shock = next(x for x in s.shocks if x.factor == asset.name)

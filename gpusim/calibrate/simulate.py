@@ -15,7 +15,7 @@ import numpy as np
 
 from gpusim.backends.numpy_backend import NumpyBackend
 from gpusim.scenario import scenario_from
-from gpusim.scenario.loading import deep_merge, load_raw, resolve_path
+from gpusim.scenario.loading import deep_merge, load_raw, market_only, resolve_path
 from gpusim.spec import build_spec
 
 
@@ -29,6 +29,6 @@ def merged_scenario(base: str, *fragments: dict[str, Any]) -> dict[str, Any]:
 
 def market_paths(mapping: dict[str, Any], n_paths: int, seed: int = 1) -> dict[str, np.ndarray]:
     """Each market factor's paths, factor -> (path, step[, asset | generation]); "regime" is 1 in tight."""
-    scenario = scenario_from({k: v for k, v in mapping.items() if k != "desk"} | {"borrowers": []}, ())  # desk names instruments
+    scenario = scenario_from(market_only(mapping), ())
     spec = build_spec(scenario, "float64", contagion=False)
     return NumpyBackend().run_chunk(spec, seed, 0, n_paths, n_paths).saved

@@ -27,7 +27,7 @@ from gpusim.model.debt import (
     sum_by_owner,
 )
 from gpusim.model.market import MarketView, by_regime, shocked_depth
-from gpusim.model.params import CreditParams, Layout, MarketParams
+from gpusim.model.params import FUNDING_SOURCES, CreditParams, Layout, MarketParams
 
 
 class CreditState(NamedTuple):
@@ -303,9 +303,8 @@ def fund_capex(
     full, the order is paid and delivered (GPUs, collateral at mark and book, USD paid; or miners'
     PH/s and kW); otherwise nothing is paid, and a committed order is a payment default while an
     uncommitted one is cancelled. Returns the state with the spreads after new debt, and the values."""
-    fleet = owned_fleet(cs.added, layout, c)
     if layout.market_access:  # static: without market access no borrower issues
-        ltv = borrower_ltv(view, w.units, w.outstanding, step + 1, c, layout, xp, fleet)
+        ltv = borrower_ltv(view, w.units, w.outstanding, step + 1, c, layout, xp, owned_fleet(cs.added, layout, c))
         access_open = market_access_open(u_access, ltv, tight, c, xp)
     else:
         access_open = xp.zeros(w.cash.shape, dtype=xp.bool)
@@ -332,19 +331,19 @@ def fund_capex(
         need = xp.where(due, cost, 0.0)
         cash_left, equity, draws = cash[b], equity_left[b], []
         debt, issued, j = debt_left[b], xp.zeros_like(need), layout.issuance_instrument[b]
-        for source in layout.order_funding[o]:
-            if source == 0:  # cash
+        for source in (FUNDING_SOURCES[code] for code in layout.order_funding[o]):
+            if source == "cash":
                 use = xp.minimum(cash_left, need)
                 cash_left = cash_left - use
-            elif source == 1:  # the order's facility
+            elif source == "facility":
                 f = layout.order_facility[o]
                 base = xp.minimum(c.commitment[f], c.advance_rate[f] * (coll_mark[f] + c.order_pledged[f, o] * count * mark))
                 use = xp.minimum(need, c.is_facility[f] * xp.maximum(base - outstanding[f], 0.0))
                 draws.append((f, use))
-            elif source == 2:  # at-the-market equity
+            elif source == "equity":  # at the market
                 use = xp.where(access_open[b], xp.minimum(need, equity * (1.0 - c.equity_cost[b])), 0.0)
                 equity = equity - use / (1.0 - c.equity_cost[b])
-            else:  # new debt into the instrument of market_access.debt
+            else:  # "debt": new debt into the instrument of market_access.debt
                 room = xp.minimum(debt, xp.maximum(c.commitment[j] - outstanding[j] - issued, 0.0))
                 use = xp.where(access_open[b], xp.minimum(need, room * (1.0 - c.debt_cost[b])), 0.0)
                 debt, issued = debt - use / (1.0 - c.debt_cost[b]), issued + use / (1.0 - c.debt_cost[b])

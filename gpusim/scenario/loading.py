@@ -158,6 +158,16 @@ def load_raw(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     return deep_merge(base, data)
 
 
+PORTFOLIO_FIELDS = ("borrowers", "desk")
+"""Top-level fields that describe the portfolio, not the market: the desk block names the
+portfolio's instruments, so a scenario without the borrowers is without it too."""
+
+
+def market_only(data: dict[str, Any]) -> dict[str, Any]:
+    """A scenario mapping's market: every top-level field but the portfolio's, with no borrowers."""
+    return {k: v for k, v in data.items() if k not in PORTFOLIO_FIELDS} | {"borrowers": []}
+
+
 def _replaced_fields(path: Path, replace: Any) -> list[str]:
     """`replace: [borrowers]`: top-level fields this file states whole instead of merging into its parent's
     (a portfolio imported onto a market scenario keeps none of the market file's borrowers)."""

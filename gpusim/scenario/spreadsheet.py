@@ -763,8 +763,9 @@ def portfolio_yaml(borrowers: list[Borrower], source: str, market: str | None, o
     if market is not None:
         body["extends"] = _extends(market, out)
         body["replace"] = ["borrowers"]
-        kept = _portfolio_desk(_market_mapping(market), borrowers).get("desk")
-        if kept != _market_mapping(market).get("desk"):
+        market_desk = _market_mapping(market).get("desk")
+        kept = _portfolio_desk({"desk": market_desk}, borrowers).get("desk")
+        if kept != market_desk:
             body["replace"].append("desk")
             if kept:
                 body["desk"] = kept
