@@ -13,7 +13,7 @@ from datetime import date
 import numpy as np
 import pytest
 
-from gpusim.calibrate.simulate import merged_scenario, market_paths
+from gpusim.calibrate.simulate import market_paths, merged_scenario
 from gpusim.model.params import build_market_params
 from gpusim.scenario import scenario_from
 from gpusim.scenario.loading import market_only
