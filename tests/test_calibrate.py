@@ -177,7 +177,7 @@ def test_the_hardware_fit_values_as_the_simulator_does_on_whole_steps():
     rate, util, power, steps = np.array([[2.0]]), 0.8, 0.08, 30.0
     expected = model_value(rate, util, power, np.array([[steps]]), np.array([0]), p, 1 / 12, np)
     kw = float(p.kw_per_gpu[g]) * float(p.valuation_pue)
-    life, scrap, y = steps / 12 + 1.0, float(p.scrap_value[g]), 0.12
+    life, scrap, y = steps / 12 + 1.0, float(p.scrap_value[g]), scenario.compute.valuation.discount_yield.easy
     ours = income_value(np.array([life, scrap, y]), np.array([1.0]), np.array([2.0]), np.array([util]), np.array([kw * power]), 0.0, 1 / 12)
     assert ours[0] == pytest.approx(float(expected[g, 0]), rel=1e-12)
 
