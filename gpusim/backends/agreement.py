@@ -58,7 +58,7 @@ TOLERANCES: dict[DType, Tolerance] = {
         regime_share=1.0,
         default_path_share=0.999,
         money_rtol=1e-4,
-        money_floor=1e8,
+        money_floor=1e9,
         fan_moved_share=2e-3,
         fan_bin_difference=5,
         el_se=0.5,
@@ -81,7 +81,10 @@ fused kernels compiled as host C++) meets; measured on those: 1e-14 on float64 f
 - money on those paths (loss, exposure, risky annuity, nominal portfolio loss): 1e-9 relative
   in float64 with differences below 1e6 USD measured against 1e6 (JAX and Pallas held 1e-9 and
   1e-3 USD on losses, the host 1e-9 of the field's largest value), 1e-4 in float32 against at
-  least 1e8 USD (the host held 1e-4 of the field's largest value, 1.5e8 or more in its cases);
+  least 1e9 USD (the host held 1e-4 of the field's largest value, 1.5e8 or more in its cases; the
+  baseline's CoreWeave-sized instruments, $5-14B, carry float32 rounding of a few hundred USD a
+  step, and after ten years of amortization a residual of $60M differs by $18k between numpy and
+  the other CPU backends, 1.8e-4 of it but 4e-6 of the principal);
 - fan counts: identical in float64 (the host held that without borrowers, JAX two counts a bin),
   in float32 at most 0.2 % moved to another bin (host, fused kernels) and five counts a bin
   (JAX); paths counted tight at each step: equal (host, fused kernels, JAX in float64);
