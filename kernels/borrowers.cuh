@@ -13,7 +13,7 @@ namespace gpusim {
 constexpr int TN = N_TENANTS > 0 ? N_TENANTS : 1;  // extent of per-tenant arrays (one unused slot without tenants)
 
 // Exact log-OU step of borrower b's idiosyncratic revenue shock eps^b.
-__host__ __device__ __forceinline__ real revenue_shock_step(real eps, real z, const real* prm, int b) {
+__host__ __device__ GPUSIM_STAGE real revenue_shock_step(real eps, real z, const real* prm, int b) {
     return eps * PRM(C_shock_decay)[b] + PRM(C_shock_vol_step)[b] * z;
 }
 
@@ -95,7 +95,7 @@ __host__ __device__ __forceinline__ real operating_cost(real utilization, real p
 
 // Default step of tenant t after step k: a performing tenant whose contract is in force defaults
 // when its uniform is below 1 - exp(-h_R dt); NO_DEFAULT while it performs.
-__host__ __device__ __forceinline__ real tenant_defaults(real default_step, real u, bool tight, int step, const real* prm, int t) {
+__host__ __device__ GPUSIM_STAGE real tenant_defaults(real default_step, real u, bool tight, int step, const real* prm, int t) {
     const bool in_force = default_step < R(0.0) && PRM(C_tenant_active)[step * N_TENANTS + t] > R(0.0);
     const bool defaults = in_force && u < by_regime(PRM(C_tenant_default_prob), tight, N_TENANTS)[t];
     return defaults ? R(step) : default_step;
@@ -181,7 +181,7 @@ __host__ __device__ __forceinline__ real delivered_power_cost(real utilization, 
 // the market levels observed at t_{levels_step} (k + 1; 0 for the run rates), the tenants'
 // default steps, the GPUs capex has delivered by t_k (`added`, B x G) and the miners' PH/s and kW it
 // has added (`hashrate_added`, `kw_added`, B each); nullptr at t_0: revenue - opex.
-__host__ __device__ __forceinline__ real cfads(const MarketView& v, const real* tenant_default_step, real eps, int step, int levels_step,
+__host__ __device__ GPUSIM_STAGE real cfads(const MarketView& v, const real* tenant_default_step, real eps, int step, int levels_step,
                                                const real* prm, int b, const real* added, const real* hashrate_added, const real* kw_added) {
     const real price = hashprice(v.crypto[BTC], v.network_hashrate, step, levels_step, prm);
     real hashrate, mining_kw, breakeven;

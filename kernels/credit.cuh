@@ -79,7 +79,7 @@ __host__ __device__ __forceinline__ real ratio(real numerator, real denominator)
 
 // Units of borrower b's asset a under a lien: the pledged share nu_b,a while some instrument secured
 // on it is `live`; a pledge whose loans have all matured is released (docs/model.md 6.5).
-__host__ __device__ __forceinline__ real pledged_units(const bool* live, const real* prm, int b, int a) {
+__host__ __device__ GPUSIM_STAGE real pledged_units(const bool* live, const real* prm, int b, int a) {
     bool held = false;
     for (int i = first_of(b); i < end_of(b); ++i) held = held || (COLLATERAL_ASSET[i * A + a] != 0 && live[i]);
     const real nu = PRM(C_treasury0)[b * A + a] * PRM(C_pledged_share)[b * A + a];
@@ -109,7 +109,7 @@ __host__ __device__ __forceinline__ real draw_facilities(real need, const real* 
 
 // CFADS over debt service due in the trailing window of borrower b, summed oldest first;
 // DSCR_WITHOUT_DEBT_SERVICE with no debt service.
-__host__ __device__ __forceinline__ real trailing_dscr(const CreditState& c, int b) {
+__host__ __device__ GPUSIM_STAGE real trailing_dscr(const CreditState& c, int b) {
     real flow = c.cfads_window[b][c.head], service = c.service_window[b][c.head];
     for (int j = 1, slot = c.head; j < W; ++j) {
         slot = slot + 1 == W ? 0 : slot + 1;  // (head + j) mod W without an integer division
@@ -250,7 +250,7 @@ __host__ __device__ __forceinline__ void covenant_remedies(CreditState& c, bool 
 // 5. Debt service due in (t_k, t_k+1]: coupons on payment dates (with the margin step-up of an
 // instrument in breach), scheduled principal before maturity. The annuity's pow is only evaluated on payment dates (due_now * principal is 0
 // off them, the principal being finite).
-__host__ __device__ __forceinline__ real debt_service_due(const CreditState& c, int step, const real* prm, int b, CreditStepValues& w) {
+__host__ __device__ GPUSIM_STAGE real debt_service_due(const CreditState& c, int step, const real* prm, int b, CreditStepValues& w) {
     real service = R(0.0);
     for (int i = first_of(b); i < end_of(b); ++i) {
         const real spread = c.spread_add[i] + PRM(C_breach_step_up)[i] * in_breach(c.dscr_breaches[i], c.ltv_breaches[i]);
@@ -270,7 +270,7 @@ __host__ __device__ __forceinline__ real debt_service_due(const CreditState& c, 
 
 // 6. Pay `service`: cash (with this step's `flow`) first, then unpledged crypto at the slipped
 // price, then facility headroom; a shortfall is a payment default.
-__host__ __device__ __forceinline__ void pay_debt_service(const CreditState& c, const MarketView& v, real flow, real service, int step,
+__host__ __device__ GPUSIM_STAGE void pay_debt_service(const CreditState& c, const MarketView& v, real flow, real service, int step,
                                                           const real* prm, int b, CreditStepValues& w) {
     w.available[b] = c.cash[b] + flow;
     w.cash[b] = m_max(w.available[b] - service, R(0.0));
@@ -309,7 +309,7 @@ __host__ __device__ __forceinline__ real blended_spread(real outstanding, real s
     return issued > R(0.0) ? (outstanding * spread_add + issued * step_up) / total : spread_add;
 }
 
-__host__ __device__ __forceinline__ void fund_capex(CreditState& c, const MarketView& v, bool tight, const real* u_access, int step,
+__host__ __device__ GPUSIM_STAGE void fund_capex(CreditState& c, const MarketView& v, bool tight, const real* u_access, int step,
                                                     const real* prm, int b, CreditStepValues& w) {
     w.access_open[b] = false;
     if (HAS_MARKET_ACCESS) {
@@ -400,7 +400,7 @@ __host__ __device__ __forceinline__ real ltv_excess(real outstanding, real coll_
 // prepaying from cash and unpledged crypto, all of the borrower's breaches at once or none; the
 // configured remedies follow (covenant_remedies); a breach counter beyond its cure periods is a
 // covenant default (an acceleration after the remedies failed).
-__host__ __device__ __forceinline__ void covenant_tests(CreditState& c, bool tight, int step, const real* prm, int b, CreditStepValues& w) {
+__host__ __device__ GPUSIM_STAGE void covenant_tests(CreditState& c, bool tight, int step, const real* prm, int b, CreditStepValues& w) {
     const bool liquidity_short = w.cash[b] < PRM(C_min_liquidity)[b];
     real excess[I];
     bool test[I];
@@ -440,7 +440,7 @@ __host__ __device__ __forceinline__ void covenant_tests(CreditState& c, bool tig
 // crypto (the units pledged to it included: their lien ends with the repayment) and the headroom
 // of facilities not maturing now. A borrower that cannot repay in full repays nothing (a maturity
 // default): it enters the workout with the cash and crypto it had, owing what it owed.
-__host__ __device__ __forceinline__ void refinance_or_repay(CreditState& c, const MarketView& v, bool tight, int step, const real* prm,
+__host__ __device__ GPUSIM_STAGE void refinance_or_repay(CreditState& c, const MarketView& v, bool tight, int step, const real* prm,
                                                             int b, CreditStepValues& w) {
     const real ltv = borrower_ltv(v, w.units[b], w.outstanding, step + 1, prm, b, &w.added[0][0]);
     real owed = R(0.0);
@@ -479,7 +479,7 @@ __host__ __device__ __forceinline__ void refinance_or_repay(CreditState& c, cons
 // 8b. Distributions of borrower b to equity: the share of cash above the floor leaves the borrower,
 // unless locked up (trailing DSCR below the lock-up level, or an instrument in breach) or the
 // borrower defaults this step (docs/model.md 7.5a).
-__host__ __device__ __forceinline__ void distribute(const CreditState& c, const real* prm, int b, CreditStepValues& w) {
+__host__ __device__ GPUSIM_STAGE void distribute(const CreditState& c, const real* prm, int b, CreditStepValues& w) {
     real breaches = R(0.0);
     for (int i = first_of(b); i < end_of(b); ++i) {
         const real part = in_breach(c.dscr_breaches[i], c.ltv_breaches[i]);
@@ -519,7 +519,7 @@ __host__ __device__ __forceinline__ void gpus_dumped(const bool* newly, const re
 // defaulting borrower at its fire-sale prices, losses and exposures; `dumped` receives the dump the
 // distress memory sees (remembered_dump). A borrower whose debt is all repaid has no lender left to
 // default on.
-__host__ __device__ __forceinline__ void settle_defaults(CreditState& c, const MarketView& v, bool tight, int step, const real* prm,
+__host__ __device__ GPUSIM_STAGE void settle_defaults(CreditState& c, const MarketView& v, bool tight, int step, const real* prm,
                                                          CreditStepValues& w, real* dumped) {
     bool any_default = false;
     for (int b = 0; b < N_BORROWERS; ++b) {
@@ -560,7 +560,7 @@ __host__ __device__ __forceinline__ void settle_defaults(CreditState& c, const M
 
 // The state at t_{k+1}: survivors keep this step's cash, crypto and debt, defaulted borrowers
 // hold nothing; the risky annuity accrues DF x outstanding x dt while alive.
-__host__ __device__ __forceinline__ void next_credit_state(int step, const real* prm, const CreditStepValues& w, CreditState& c) {
+__host__ __device__ GPUSIM_STAGE void next_credit_state(int step, const real* prm, const CreditStepValues& w, CreditState& c) {
     for (int b = 0; b < N_BORROWERS; ++b) {
         const bool was_alive = c.alive[b];
         const bool still_alive = was_alive && !w.newly[b];
@@ -582,7 +582,7 @@ __host__ __device__ __forceinline__ void next_credit_state(int step, const real*
 // with the borrowers' revenue-shock draws `z_eps`, the tenants' default draws `u_tenant` and the
 // market-access draws `u_access` (read only with market access); writes the GPUs
 // dumped by this step's defaults per generation that the distress memory sees (remembered_dump) into `dumped`.
-__host__ __device__ __forceinline__ void credit_step(CreditState& c, const MarketView& v, bool tight, const real* z_eps,
+__host__ __device__ GPUSIM_STAGE void credit_step(CreditState& c, const MarketView& v, bool tight, const real* z_eps,
                                                      const real* u_tenant, int step, const real* prm, real* dumped, const real* u_access) {
     CreditStepValues w;
     for (int o = 0; o < NO; ++o) w.order_paid[o] = c.order_paid[o];

@@ -30,7 +30,7 @@ __host__ __device__ __forceinline__ void entry_normals(const real* u, int start,
     }
 }
 
-__host__ __device__ __forceinline__ void draw_step(unsigned long long seed, unsigned long long path, int step, Draws& d) {
+__host__ __device__ GPUSIM_STAGE void draw_step(unsigned long long seed, unsigned long long path, int step, Draws& d) {
     GPUSIM_UNROLL
     for (int b = 0; b < N_BLOCKS; ++b) {
         const uint4 w = philox_step_block(seed, path, static_cast<unsigned int>(step), static_cast<unsigned int>(b));

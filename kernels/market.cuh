@@ -194,7 +194,7 @@ __host__ __device__ __forceinline__ void initial_state(const real* prm, MarketSt
 // holds R_k and L_k, which set utilization, values and marks at t_{k+1}. The dated shocks of t_step
 // (row `step` of the shock tables, 4.13) are added to the log levels here, so everything read from
 // the view (values, marks, collateral, hashprice) sees them.
-__host__ __device__ __forceinline__ void observe(const MarketState& s, int step, const real* prm, MarketView& v) {
+__host__ __device__ GPUSIM_STAGE void observe(const MarketState& s, int step, const real* prm, MarketView& v) {
     const real deviation = s.hashrate_deviation + PRM(M_hashrate_btc_elasticity)[0] * PRM(M_shock_crypto)[step * A + BTC];
     for (int a = 0; a < A; ++a) v.crypto[a] = m_exp(s.log_crypto[a] + PRM(M_shock_crypto)[step * A + a]);
     v.utilization = utilization(s.compute_shock, s.tight, PRM(M_shock_utilization)[step], prm);
@@ -228,7 +228,7 @@ __host__ __device__ __forceinline__ void fan_coordinates(const MarketState& s, c
 
 // Steps 2-3 of docs/model.md 7 for k -> k+1: launches, then crypto, X, rates, power under R_k. The
 // regime and the distress memory stay at R_k and L_k until close_step.
-__host__ __device__ __forceinline__ void advance_market(MarketState& s, const Draws& d, int step, const real* prm) {
+__host__ __device__ GPUSIM_STAGE void advance_market(MarketState& s, const Draws& d, int step, const real* prm) {
     const bool tight = s.tight;
     const real n_launch = PRM(M_scheduled_launches)[step] + (d.u[SLOT_RANDOM_LAUNCH] < PRM(M_random_launch_prob)[0] ? R(1.0) : R(0.0));
     for (int g = 0; g < G; ++g) {
@@ -249,7 +249,7 @@ __host__ __device__ __forceinline__ void advance_market(MarketState& s, const Dr
 }
 
 // Step 10 of docs/model.md 7: update L with this step's fire sales Q^g (`dumped`), then draw R_{k+1}.
-__host__ __device__ __forceinline__ void close_step(MarketState& s, const real* dumped, const Draws& d, int step, const real* prm) {
+__host__ __device__ GPUSIM_STAGE void close_step(MarketState& s, const real* dumped, const Draws& d, int step, const real* prm) {
     for (int g = 0; g < G; ++g) s.distress_memory[g] = distress_memory_step(s.distress_memory[g], dumped[g], s.tight, step, prm, g);
     s.tight = next_regime(s.tight, d.u[SLOT_REGIME], PRM(M_regime_switch_prob));
 }

@@ -48,7 +48,7 @@ __host__ __device__ __forceinline__ void count_fan(const real* prm, unsigned int
 // per-borrower block counters in shared memory) is given, it is counted there once instead of
 // twice in the global histogram, whose not-applicable bins are the hottest addresses late in a
 // run (most borrowers of most paths have defaulted).
-__host__ __device__ __forceinline__ void count_fans(const real* prm, const MarketState& s, const MarketView& v, int step, const void* credit,
+__host__ __device__ GPUSIM_STAGE void count_fans(const real* prm, const MarketState& s, const MarketView& v, int step, const void* credit,
                                                     unsigned int* step_counts, unsigned int* defaulted) {
     FanCoordinates f;
     fan_coordinates(s, v, step, prm, f);
