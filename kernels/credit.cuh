@@ -563,12 +563,13 @@ __host__ __device__ GPUSIM_STAGE void settle_defaults(CreditState& c, const Mark
 __host__ __device__ GPUSIM_STAGE void next_credit_state(int step, const real* prm, const CreditStepValues& w, CreditState& c) {
     for (int b = 0; b < N_BORROWERS; ++b) {
         const bool was_alive = c.alive[b];
-        const bool still_alive = was_alive && !w.newly[b];
+        if (!was_alive) continue;  // holds nothing, owes nothing, accrues no annuity (keep_defaulted)
+        const bool still_alive = !w.newly[b];
         c.alive[b] = still_alive;
         c.cash[b] = still_alive ? w.cash[b] : R(0.0);
         for (int a = 0; a < A; ++a) c.units[b][a] = still_alive ? w.units[b][a] : R(0.0);
         for (int i = first_of(b); i < end_of(b); ++i) {
-            c.annuity[i] = c.annuity[i] + PRM(C_discount)[step] * c.outstanding[i] * R(DT) * (was_alive ? R(1.0) : R(0.0));
+            c.annuity[i] = c.annuity[i] + PRM(C_discount)[step] * c.outstanding[i] * R(DT);
             c.outstanding[i] = still_alive ? w.outstanding[i] : R(0.0);
         }
         for (int g = 0; g < G; ++g) c.added[b][g] = w.added[b][g];
@@ -576,6 +577,20 @@ __host__ __device__ GPUSIM_STAGE void next_credit_state(int step, const real* pr
         c.kw_added[b] = w.kw_added[b];
     }
     for (int o = 0; o < NO; ++o) c.order_paid[o] = w.order_paid[o];
+}
+
+// A borrower that has defaulted holds nothing and owes nothing (next_credit_state), and no phase of a
+// later step changes what the outputs read of it: its default step, reason, losses, exposures and
+// annuity stay as they are, its DSCR and LTV are NaN in the fans (credit.credit_step computes its
+// phases anyway and masks them). Its phases are skipped: the step's working values of it are only
+// what settle_defaults and next_credit_state read, unchanged; its revenue shock and DSCR window,
+// which nothing reads any more, are left as they were.
+__host__ __device__ __forceinline__ void keep_defaulted(const CreditState& c, int b, CreditStepValues& w) {
+    w.payment_default[b] = w.covenant_dscr[b] = w.covenant_ltv[b] = w.maturity_default[b] = false;
+    w.access_open[b] = false;
+    for (int g = 0; g < G; ++g) w.added[b][g] = c.added[b][g];
+    w.hashrate_added[b] = c.hashrate_added[b];
+    w.kw_added[b] = c.kw_added[b];
 }
 
 // One step k -> k+1 of every borrower (steps 5-9 of docs/model.md 7) under the regime R_k (`tight`),
@@ -590,10 +605,14 @@ __host__ __device__ GPUSIM_STAGE void credit_step(CreditState& c, const MarketVi
     bool live[I];
     for (int i = 0; i < N_INSTRUMENTS; ++i) live[i] = c.maturity_step[i] >= R(step);
     for (int b = 0; b < N_BORROWERS; ++b)
-        for (int a = 0; a < A; ++a) w.pledged[b][a] = pledged_units(live, prm, b, a);
+        for (int a = 0; a < A && c.alive[b]; ++a) w.pledged[b][a] = pledged_units(live, prm, b, a);
 
     for (int t = 0; t < N_TENANTS; ++t) c.tenant_default_step[t] = tenant_defaults(c.tenant_default_step[t], u_tenant[t], tight, step, prm, t);
     for (int b = 0; b < N_BORROWERS; ++b) {
+        if (!c.alive[b]) {
+            keep_defaulted(c, b, w);
+            continue;
+        }
         c.eps[b] = revenue_shock_step(c.eps[b], z_eps[b], prm, b);
         const real flow = cfads(v, c.tenant_default_step, c.eps[b], step, step + 1, prm, b, &c.added[0][0], c.hashrate_added, c.kw_added);
         const real service = debt_service_due(c, step, prm, b, w);
@@ -604,6 +623,7 @@ __host__ __device__ GPUSIM_STAGE void credit_step(CreditState& c, const MarketVi
     c.head = c.head + 1 == W ? 0 : c.head + 1;
 
     for (int b = 0; b < N_BORROWERS; ++b) {
+        if (!c.alive[b]) continue;
         c.dscr[b] = trailing_dscr(c, b);
         fund_capex(c, v, tight, u_access, step, prm, b, w);
         covenant_tests(c, tight, step, prm, b, w);
