@@ -187,10 +187,16 @@ def split_rows(counts: dict[str, int], split_total: int, inlined_total: int, pat
     ]
 
 
-def measure(config: str, dtype: str, paths: int, saved: int = 16) -> Budget:
+def measure(config: str, dtype: str, paths: int) -> Budget:
+    """The budget of a shipped config (configs/NAME.yaml) in `dtype`."""
+    return measure_spec(build_spec(load_scenario(ROOT / "configs" / f"{config}.yaml"), dtype), config, paths)  # type: ignore[arg-type]
+
+
+def measure_spec(spec: RunSpec, config: str, paths: int, saved: int = 16) -> Budget:
+    """The budget of `spec` on `paths` paths (the first `saved` of them saved, as a run saves some)."""
     valgrind = require("valgrind")
     cxx = compiler()
-    spec = build_spec(load_scenario(ROOT / "configs" / f"{config}.yaml"), dtype)  # type: ignore[arg-type]
+    dtype = spec.dtype
     with tempfile.TemporaryDirectory(prefix="gpusim-budget-") as tmp:
         folder = Path(tmp)
         params = [str(p) for p in write_params(spec, folder)]

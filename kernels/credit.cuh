@@ -80,15 +80,17 @@ __host__ __device__ __forceinline__ real ratio(real numerator, real denominator)
 // Units of borrower b's asset a under a lien: the pledged share nu_b,a while some instrument secured
 // on it is `live`; a pledge whose loans have all matured is released (docs/model.md 6.5).
 __host__ __device__ GPUSIM_STAGE real pledged_units(const bool* live, const real* prm, int b, int a) {
-    bool held = false;
-    for (int i = first_of(b); i < end_of(b); ++i) held = held || (COLLATERAL_ASSET[i * A + a] != 0 && live[i]);
     const real nu = PRM(C_treasury0)[b * A + a] * PRM(C_pledged_share)[b * A + a];
-    return nu * (held ? R(1.0) : R(0.0));
+    if (nu == R(0.0)) return nu;  // nothing pledged (most borrowers hold no crypto): no lien to look up
+    bool held = false;
+    for (int i = first_of(b); i < end_of(b) && !held; ++i) held = COLLATERAL_ASSET[i * A + a] != 0 && live[i];
+    return held ? nu : R(0.0);
 }
 
 // Sell borrower's unpledged treasury crypto, asset by asset in listed order, until `need` is met;
 // `units` is updated in place, the need left is returned.
 __host__ __device__ __forceinline__ real sell_crypto(real need, real* units, const real* pledged, const real* net_price) {
+    if (need == R(0.0)) return R(0.0);  // nothing to sell (the common case): every sale is min(0, value) = 0
     for (int a = 0; a < A; ++a) {
         const real price = net_price[a];
         const real sold = m_min(need, m_max(units[a] - pledged[a], R(0.0)) * price);
@@ -111,8 +113,11 @@ __host__ __device__ __forceinline__ real draw_facilities(real need, const real* 
 // DSCR_WITHOUT_DEBT_SERVICE with no debt service.
 __host__ __device__ GPUSIM_STAGE real trailing_dscr(const CreditState& c, int b) {
     real flow = c.cfads_window[b][c.head], service = c.service_window[b][c.head];
-    for (int j = 1, slot = c.head; j < W; ++j) {
-        slot = slot + 1 == W ? 0 : slot + 1;  // (head + j) mod W without an integer division
+    for (int slot = c.head + 1; slot < W; ++slot) {  // oldest first: head + 1 .. W - 1, then 0 .. head - 1
+        flow = flow + c.cfads_window[b][slot];
+        service = service + c.service_window[b][slot];
+    }
+    for (int slot = 0; slot < c.head; ++slot) {
         flow = flow + c.cfads_window[b][slot];
         service = service + c.service_window[b][slot];
     }
@@ -206,12 +211,12 @@ __host__ __device__ __forceinline__ real in_breach(real dscr_breaches, real ltv_
 // Debt service due in the trailing window of borrower b, summed oldest first.
 __host__ __device__ __forceinline__ real trailing_service(const CreditState& c, int b) {
     real service = c.service_window[b][c.head];
-    for (int j = 1, slot = c.head; j < W; ++j) {
-        slot = slot + 1 == W ? 0 : slot + 1;
-        service = service + c.service_window[b][slot];
-    }
+    for (int slot = c.head + 1; slot < W; ++slot) service = service + c.service_window[b][slot];  // oldest first (trailing_dscr)
+    for (int slot = 0; slot < c.head; ++slot) service = service + c.service_window[b][slot];
     return service;
 }
+
+__host__ __device__ __forceinline__ void sweep_breached(const CreditState& c, const real* prm, int b, CreditStepValues& w);
 
 // Remedies of borrower b's failed tests, instrument by instrument (each may spend or bring cash):
 // in the easy regime a waiver for a fee of the outstanding when cash covers it, else a sponsor
@@ -235,7 +240,13 @@ __host__ __device__ __forceinline__ void covenant_remedies(CreditState& c, bool 
         }
         c.cures_used[i] = c.cures_used[i] + (cured ? R(1.0) : R(0.0));
     }
+    sweep_breached(c, prm, b, w);
+}
+
+// Cash above the floor sweeps into each of borrower b's instruments still in breach.
+__host__ __device__ __forceinline__ void sweep_breached(const CreditState& c, const real* prm, int b, CreditStepValues& w) {
     for (int i = first_of(b); i < end_of(b); ++i) {
+        if (PRM(C_has_sweep)[i] == R(0.0)) continue;  // the sweep is a multiple of has_sweep
         const real breached = in_breach(c.dscr_breaches[i], c.ltv_breaches[i]);
         const real sweep = PRM(C_has_sweep)[i] * breached * m_min(m_max(w.cash[b] - PRM(C_sweep_floor)[i], R(0.0)), w.outstanding[i]);
         w.cash[b] = w.cash[b] - sweep;
@@ -253,14 +264,21 @@ __host__ __device__ __forceinline__ void covenant_remedies(CreditState& c, bool 
 __host__ __device__ GPUSIM_STAGE real debt_service_due(const CreditState& c, int step, const real* prm, int b, CreditStepValues& w) {
     real service = R(0.0);
     for (int i = first_of(b); i < end_of(b); ++i) {
-        const real spread = c.spread_add[i] + PRM(C_breach_step_up)[i] * in_breach(c.dscr_breaches[i], c.ltv_breaches[i]);
-        const real rate = coupon_rate(step, spread, prm, i);
         const real due_now = PRM(C_payment_due)[step * N_INSTRUMENTS + i];
         w.matures[i] = c.maturity_step[i] == R(step);
+        if (due_now == R(0.0)) {  // not a payment date: coupon and principal are multiples of due_now
+            w.interest[i] = w.principal[i] = R(0.0);
+            if (i == first_of(b)) service = R(0.0);
+            continue;
+        }
+        const real spread = c.spread_add[i] + PRM(C_breach_step_up)[i] * in_breach(c.dscr_breaches[i], c.ltv_breaches[i]);
+        const real rate = coupon_rate(step, spread, prm, i);
         w.interest[i] = c.outstanding[i] * rate / PRM(C_payments_per_year)[i] * due_now;
         const bool pays_now = !w.matures[i] && due_now != R(0.0);
-        const real remaining = pays_now ? remaining_payments(c.maturity_step[i], step, prm, i) : R(1.0);
-        const real scheduled = pays_now ? due_now * scheduled_principal(c.outstanding[i], rate, remaining, prm, i) : R(0.0);
+        // a bullet (neither level nor annuity) owes no scheduled principal
+        const bool amortizes = PRM(C_amortizes_level)[i] != R(0.0) || PRM(C_amortizes_annuity)[i] != R(0.0);
+        const real remaining = pays_now && amortizes ? remaining_payments(c.maturity_step[i], step, prm, i) : R(1.0);
+        const real scheduled = pays_now && amortizes ? due_now * scheduled_principal(c.outstanding[i], rate, remaining, prm, i) : R(0.0);
         w.principal[i] = m_min(scheduled, c.outstanding[i]);
         const real part = w.interest[i] + w.principal[i];
         service = i == first_of(b) ? part : service + part;
@@ -277,14 +295,22 @@ __host__ __device__ GPUSIM_STAGE void pay_debt_service(const CreditState& c, con
     for (int a = 0; a < A; ++a) w.units[b][a] = c.units[b][a];
     real need = sell_crypto(m_max(service - w.available[b], R(0.0)), w.units[b], w.pledged[b], w.net_price);
     for (int i = first_of(b); i < end_of(b); ++i) {
-        collateral_value(v.gpu_mark, step + 1, w.pledged[b], v.crypto, prm, i, b, w.coll_mark[i], w.coll_book[i], &c.added[0][0],
-                         c.order_paid);
-        w.headroom[i] = facility_headroom(c.outstanding[i], w.coll_mark[i], prm, i);
+        // nothing pledged (secured = 0, no capex orders): every term of the collateral is a zero weight
+        if (PRM(C_secured)[i] > R(0.0) || N_ORDERS > 0)
+            collateral_value(v.gpu_mark, step + 1, w.pledged[b], v.crypto, prm, i, b, w.coll_mark[i], w.coll_book[i], &c.added[0][0],
+                             c.order_paid);
+        else
+            w.coll_mark[i] = w.coll_book[i] = R(0.0);
+        w.headroom[i] = PRM(C_is_facility)[i] > R(0.0) ? facility_headroom(c.outstanding[i], w.coll_mark[i], prm, i) : R(0.0);
     }
-    need = draw_facilities(need, w.headroom, w.drawn, b);
-    for (int i = first_of(b); i < end_of(b); ++i) {
-        w.outstanding[i] = c.outstanding[i] - w.principal[i] + w.drawn[i];
-        w.headroom[i] = w.headroom[i] - w.drawn[i];
+    if (need > R(0.0)) {  // paid without the facilities (the common case), nothing is drawn
+        need = draw_facilities(need, w.headroom, w.drawn, b);
+        for (int i = first_of(b); i < end_of(b); ++i) {
+            w.outstanding[i] = c.outstanding[i] - w.principal[i] + w.drawn[i];
+            w.headroom[i] = w.headroom[i] - w.drawn[i];
+        }
+    } else {
+        for (int i = first_of(b); i < end_of(b); ++i) w.outstanding[i] = c.outstanding[i] - w.principal[i];
     }
     w.payment_default[b] = c.alive[b] && need > R(0.0);
 }
@@ -396,17 +422,35 @@ __host__ __device__ __forceinline__ real ltv_excess(real outstanding, real coll_
     return test ? m_max(outstanding - PRM(C_ltv_max)[i] * basis, R(0.0)) : R(0.0);
 }
 
+__host__ __device__ __forceinline__ void covenant_breaches(CreditState& c, bool tight, const bool* test, const real* prm, int b,
+                                                           CreditStepValues& w);
+
 // 7. Covenant tests of borrower b (while a loan is outstanding). LTV breaches are cured by
 // prepaying from cash and unpledged crypto, all of the borrower's breaches at once or none; the
 // configured remedies follow (covenant_remedies); a breach counter beyond its cure periods is a
 // covenant default (an acceleration after the remedies failed).
 __host__ __device__ GPUSIM_STAGE void covenant_tests(CreditState& c, bool tight, int step, const real* prm, int b, CreditStepValues& w) {
-    const bool liquidity_short = w.cash[b] < PRM(C_min_liquidity)[b];
-    real excess[I];
-    bool test[I];
-    real excess_by_borrower = R(0.0);
+    bool test[I], any_test = false;
     for (int i = first_of(b); i < end_of(b); ++i) {
         test[i] = PRM(C_covenant_test)[step * N_INSTRUMENTS + i] > R(0.0) && c.outstanding[i] > R(0.0);
+        any_test = any_test || test[i];
+    }
+    if (any_test) covenant_breaches(c, tight, test, prm, b, w);
+    else sweep_breached(c, prm, b, w);  // untested: nothing breaches, is waived or cured, open breaches still sweep
+    w.covenant_dscr[b] = w.covenant_ltv[b] = false;
+    for (int i = first_of(b); i < end_of(b); ++i) {
+        w.covenant_dscr[b] |= c.dscr_breaches[i] > PRM(C_cure_periods)[i];
+        w.covenant_ltv[b] |= c.ltv_breaches[i] > PRM(C_cure_periods)[i];
+    }
+}
+
+// The tests of a step where some instrument of borrower b is tested (`test`): LTV prepayment, breaches, remedies.
+__host__ __device__ __forceinline__ void covenant_breaches(CreditState& c, bool tight, const bool* test, const real* prm, int b,
+                                                           CreditStepValues& w) {
+    const bool liquidity_short = w.cash[b] < PRM(C_min_liquidity)[b];
+    real excess[I];
+    real excess_by_borrower = R(0.0);
+    for (int i = first_of(b); i < end_of(b); ++i) {
         excess[i] = ltv_excess(w.outstanding[i], w.coll_mark[i], w.coll_book[i], test[i], prm, i);
         excess_by_borrower = i == first_of(b) ? excess[i] : excess_by_borrower + excess[i];
     }
@@ -427,11 +471,6 @@ __host__ __device__ GPUSIM_STAGE void covenant_tests(CreditState& c, bool tight,
         ltv_breach[i] = excess[i] > R(0.0) && !cured_by_borrower;
     }
     covenant_remedies(c, tight, test, dscr_breach, ltv_breach, prm, b, w);
-    w.covenant_dscr[b] = w.covenant_ltv[b] = false;
-    for (int i = first_of(b); i < end_of(b); ++i) {
-        w.covenant_dscr[b] |= c.dscr_breaches[i] > PRM(C_cure_periods)[i];
-        w.covenant_ltv[b] |= c.ltv_breaches[i] > PRM(C_cure_periods)[i];
-    }
 }
 
 // 8. Maturities of borrower b: within the refinancing window before its maturity, a loan is
@@ -442,6 +481,11 @@ __host__ __device__ GPUSIM_STAGE void covenant_tests(CreditState& c, bool tight,
 // default): it enters the workout with the cash and crypto it had, owing what it owed.
 __host__ __device__ GPUSIM_STAGE void refinance_or_repay(CreditState& c, const MarketView& v, bool tight, int step, const real* prm,
                                                             int b, CreditStepValues& w) {
+    bool event = false;  // some instrument in its refinancing window or maturing
+    for (int i = first_of(b); i < end_of(b); ++i)
+        event = event || w.matures[i] || (c.maturity_step[i] - R(step) <= PRM(C_refi_window_steps)[i] && c.maturity_step[i] >= R(step));
+    w.maturity_default[b] = false;
+    if (!event) return;  // nothing refinances or is repaid: nothing is owed, sold or drawn
     const real ltv = borrower_ltv(v, w.units[b], w.outstanding, step + 1, prm, b, &w.added[0][0]);
     real owed = R(0.0);
     bool repay[I], live[I];
@@ -523,16 +567,19 @@ __host__ __device__ GPUSIM_STAGE void settle_defaults(CreditState& c, const Mark
                                                          CreditStepValues& w, real* dumped) {
     bool any_default = false;
     for (int b = 0; b < N_BORROWERS; ++b) {
-        const bool owes = sum_by_owner(c.outstanding, b) > R(0.0);
-        w.newly[b] = c.alive[b] && owes && (w.payment_default[b] || w.covenant_dscr[b] || w.covenant_ltv[b] || w.maturity_default[b]);
+        w.newly[b] = c.alive[b] && (w.payment_default[b] || w.covenant_dscr[b] || w.covenant_ltv[b] || w.maturity_default[b]) &&
+                     sum_by_owner(c.outstanding, b) > R(0.0);  // it owes something
         any_default |= w.newly[b];
     }
     // a payment default undoes this step's deliveries with the rest of its payments
+    if (!any_default) {  // no dump (each GPU count times 0), and the waterfall only runs on paths where some borrower defaults
+        for (int g = 0; g < G; ++g) dumped[g] = R(0.0);  // (credit.recoveries_where)
+        return;
+    }
     real workout_added[B][G];
     for (int b = 0; b < B; ++b)
         for (int g = 0; g < G; ++g) workout_added[b][g] = w.payment_default[b] ? c.added[b][g] : w.added[b][g];
     gpus_dumped(w.newly, &workout_added[0][0], prm, dumped);
-    if (!any_default) return;  // the waterfall only runs on paths where some borrower defaults (credit.recoveries_where)
     real exposure[I], recovered[I];
     constexpr int DN = N_DATA_CENTRES > 0 ? N_DATA_CENTRES : 1;  // (one unused slot without data centres)
     real sites[DN];

@@ -131,8 +131,8 @@ __host__ __device__ __forceinline__ real income_value(real rate, real util, real
     const real n_star = pays ? m_min(remaining_steps, cutoff) : R(0.0);
     const real log_a = by_regime(PRM(M_log_income_discount), tight)[0];
     const real log_d = by_regime(PRM(M_log_cost_discount), tight)[0];
-    const real a = m_exp(log_a);
-    const real d = m_exp(log_d);
+    const real a = by_regime(PRM(D_income_discount), tight)[0];  // exp(log_a), exp(log_d): host tables (kernel_config.derived_tables)
+    const real d = by_regime(PRM(D_cost_discount), tight)[0];
     const real income = gross * a * (R(1.0) - m_exp(n_star * log_a)) / (R(1.0) - a);
     const real power = cost * d * (R(1.0) - m_exp(n_star * log_d)) / (R(1.0) - d);
     return m_max(PRM(M_scrap_value)[g], PRM(M_hours_per_step)[0] * (income - power));
@@ -150,7 +150,7 @@ __host__ __device__ __forceinline__ real gpu_mark(real value, real memory, const
 
 // D^g_R exp(s^D,g_k): regime R's market depth of generation g with the dated shock of t_step (4.13).
 __host__ __device__ __forceinline__ real shocked_depth(const real* prm, bool tight, int step, int g) {
-    return by_regime(PRM(M_market_depth), tight, G)[g] * m_exp(PRM(M_shock_market_depth)[step * G + g]);
+    return PRM(D_market_depth)[(2 * step + (tight ? 1 : 0)) * G + g];  // host table (kernel_config.derived_tables)
 }
 
 // L_{k+1} = L_k exp(-dt/tau) + (Q_k + 12 dt q_exo,R) / D_R for generation g, D_R the depth of t_step = t_{k+1}.
@@ -167,7 +167,7 @@ __host__ __device__ __forceinline__ real log_hashrate_step(real deviation, real 
 
 // H_0 exp(g_d t_k): the network hashrate without its random part.
 __host__ __device__ __forceinline__ real network_hashrate_trend(int step, const real* prm) {
-    return m_exp(PRM(M_log_hashrate0)[0] + PRM(M_hashrate_trend_step)[0] * R(step));
+    return PRM(D_hashrate_trend)[step];  // host table (kernel_config.derived_tables)
 }
 
 // H_k = trend_k exp(y_k), EH/s; exactly the trend where y = 0, so that trend / H = 1 keeps hashprice unchanged.

@@ -86,6 +86,22 @@ def _fan_arrays(spec: RunSpec) -> tuple[np.ndarray, np.ndarray]:
     return offsets, inverse_widths
 
 
+def derived_tables(spec: RunSpec, market: MarketParams) -> list[tuple[str, np.ndarray]]:
+    """Numbers that depend only on the regime or the step, which the kernels read instead of
+    evaluating an exp per path and step: the income and cost discount factors a_R, d_R
+    (market.income_value), the network hashrate trend H_0 exp(g_d t_k) (market.network_hashrate_trend)
+    and the shocked market depth D^g_R exp(s^D,g_k) (market.shocked_depth), (steps+1, 2, G). The
+    same float64 operations as the array-API model's, so the float64 kernel reads its numbers bit for bit."""
+    steps = np.arange(spec.layout.n_steps + 1, dtype=np.float64)
+    depth, depth_shock = np.asarray(market.market_depth, dtype=np.float64), np.asarray(market.shock_market_depth, dtype=np.float64)
+    return [
+        ("D_income_discount", np.exp(np.asarray(market.log_income_discount, dtype=np.float64))),
+        ("D_cost_discount", np.exp(np.asarray(market.log_cost_discount, dtype=np.float64))),
+        ("D_hashrate_trend", np.exp(np.float64(market.log_hashrate0) + np.float64(market.hashrate_trend_step) * steps)),
+        ("D_market_depth", depth[None, :, :] * np.exp(depth_shock)[:, None, :]),
+    ]
+
+
 def _param_fields(spec: RunSpec, market: MarketParams) -> list[tuple[str, np.ndarray]]:
     fields = [(f"M_{name}", np.asarray(value, dtype=np.float64)) for name, value in zip(MarketParams._fields, market, strict=True)]
     if spec.has_credit:
@@ -93,7 +109,7 @@ def _param_fields(spec: RunSpec, market: MarketParams) -> list[tuple[str, np.nda
         credit: CreditParams = spec.credit
         fields += [(f"C_{name}", np.asarray(value, dtype=np.float64)) for name, value in zip(CreditParams._fields, credit, strict=True)]
     offsets, inverse_widths = _fan_arrays(spec)
-    return [*fields, ("F_offset", offsets), ("F_inverse_width", inverse_widths)]
+    return [*fields, *derived_tables(spec, market), ("F_offset", offsets), ("F_inverse_width", inverse_widths)]
 
 
 def param_offsets(spec: RunSpec) -> dict[str, int]:
