@@ -154,9 +154,7 @@ def callgrind(program: Path, args: list[str], folder: Path, valgrind: str) -> Pa
 
 def inclusive_counts(out: Path) -> tuple[int, dict[str, int]]:
     """Total Ir and the inclusive Ir of each function (by unqualified name, summed over overloads)."""
-    done = subprocess.run(
-        [require("callgrind_annotate"), "--inclusive=yes", "--threshold=100", str(out)], capture_output=True, text=True
-    )
+    done = subprocess.run([require("callgrind_annotate"), "--inclusive=yes", "--threshold=100", str(out)], capture_output=True, text=True)
     if done.returncode != 0:
         raise BudgetError(f"callgrind_annotate {out} failed:\n{done.stderr}")
     total = None

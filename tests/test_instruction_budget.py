@@ -10,8 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-from tests.helpers import small_spec_for
+from helpers import small_spec_for
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "instruction_budget.py"
 
