@@ -52,7 +52,8 @@ FLAGS = ["-O3", "-march=x86-64-v3", "-ffp-contract=off", "-std=c++17"]
 # the Poisson draws, which are taken out of the market row that calls them).
 STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("draws: Philox words", ("philox_step_block",)),
-    ("draws: uniforms, Box-Muller", ("draw_step",)),
+    ("draws: uniforms, Box-Muller", ("draw_market_step",)),
+    ("draws: revenue-shock normals of the borrowers alive", ("revenue_normals",)),
     ("draws: Poisson jump counts", ("poisson_inverse_cdf",)),
     ("market factors", ("advance_market", "close_step")),
     ("values and marks", ("observe",)),
@@ -69,6 +70,7 @@ NESTED = {
     "draws: uniforms, Box-Muller": ("draws: Philox words",),
     "market factors": ("draws: Poisson jump counts",),
     "credit state, rest of the credit step": (
+        "draws: revenue-shock normals of the borrowers alive",
         "borrower cash flows",
         "debt service",
         "covenants",
@@ -167,7 +169,7 @@ def inclusive_counts(out: Path) -> tuple[int, dict[str, int]]:
         if "PROGRAM TOTALS" in rest:
             total = value
             continue
-        name = re.search(r"(?:^|[:\s])([A-Za-z_]\w*)(?:<[^()]*>)?\(", rest)
+        name = re.search(r"([A-Za-z_]\w*)[<(]", rest)  # the first identifier before a template or argument list
         if name is not None:
             counts[name.group(1)] = counts.get(name.group(1), 0) + value
     if total is None:

@@ -183,10 +183,12 @@ __host__ __device__ __forceinline__ real delivered_power_cost(real utilization, 
 // has added (`hashrate_added`, `kw_added`, B each); nullptr at t_0: revenue - opex.
 __host__ __device__ GPUSIM_STAGE real cfads(const MarketView& v, const real* tenant_default_step, real eps, int step, int levels_step,
                                                const real* prm, int b, const real* added, const real* hashrate_added, const real* kw_added) {
-    const real price = hashprice(v.crypto[BTC], v.network_hashrate, step, levels_step, prm);
     real hashrate, mining_kw, breakeven;
     mining_capacity(hashrate_added, kw_added, prm, b, hashrate, mining_kw, breakeven);
-    const real running = miners_running(price, v.power_price, prm, b, breakeven);
+    // without miners (no hashrate, no kW) the mining terms are multiples of 0 whatever the hashprice
+    const bool mines = hashrate != R(0.0) || mining_kw != R(0.0);
+    const real price = mines ? hashprice(v.crypto[BTC], v.network_hashrate, step, levels_step, prm) : R(0.0);
+    const real running = mines ? miners_running(price, v.power_price, prm, b, breakeven) : R(1.0);
     real revenue = fleet_revenue(v.rental_rate, v.utilization, eps, step, prm, b) + mining_revenue(price, running, hashrate);
     real cost = operating_cost(v.utilization, v.power_price, running, step, prm, b, mining_kw);
     if (N_TENANTS > 0) {  // a portfolio without tenants skips the tenant terms (as the Python model)

@@ -122,7 +122,7 @@ __host__ __device__ __forceinline__ real utilization(real x, bool tight, real sh
 // V = max(scrap, h [u r a (1 - a^n*) / (1 - a) - c d (1 - d^n*) / (1 - d)]), c = kW PUE power,
 // n* = min(n, floor(ln(u r / c) / (dbar dt))), 0 when rent does not pay for power.
 __host__ __device__ __forceinline__ real income_value(real rate, real util, real power_price, real remaining_steps, bool tight,
-                                                      const real* prm, int g) {
+                                                      int step, const real* prm, int g) {
     const real cost = PRM(M_kw_per_gpu)[g] * PRM(M_valuation_pue)[0] * power_price;
     const real gross = util * rate;
     const bool pays = gross > cost;
@@ -133,8 +133,13 @@ __host__ __device__ __forceinline__ real income_value(real rate, real util, real
     const real log_d = by_regime(PRM(M_log_cost_discount), tight)[0];
     const real a = by_regime(PRM(D_income_discount), tight)[0];  // exp(log_a), exp(log_d): host tables (kernel_config.derived_tables)
     const real d = by_regime(PRM(D_cost_discount), tight)[0];
-    const real income = gross * a * (R(1.0) - m_exp(n_star * log_a)) / (R(1.0) - a);
-    const real power = cost * d * (R(1.0) - m_exp(n_star * log_d)) / (R(1.0) - d);
+    // rent that pays to the end of life (n* = the life left, the common case): a^n*, d^n* from host tables
+    const bool whole_life = pays && cutoff >= remaining_steps;
+    const int at = (2 * step + (tight ? 1 : 0)) * G + g;
+    const real a_n = whole_life ? PRM(D_income_discount_life)[at] : m_exp(n_star * log_a);
+    const real d_n = whole_life ? PRM(D_cost_discount_life)[at] : m_exp(n_star * log_d);
+    const real income = gross * a * (R(1.0) - a_n) / (R(1.0) - a);
+    const real power = cost * d * (R(1.0) - d_n) / (R(1.0) - d);
     return m_max(PRM(M_scrap_value)[g], PRM(M_hours_per_step)[0] * (income - power));
 }
 
@@ -202,7 +207,7 @@ __host__ __device__ GPUSIM_STAGE void observe(const MarketState& s, int step, co
     for (int g = 0; g < G; ++g) {
         const real log_rate = log_rental_rate(s.cum_deflation, s.compute_shock, s.obsolescence[g], prm, g);
         v.rental_rate[g] = m_exp(log_rate + PRM(M_shock_rental_rate)[step * G + g]);
-        v.gpu_value[g] = income_value(v.rental_rate[g], v.utilization, v.power_price, remaining_life_steps(step, prm, g), s.tight, prm, g);
+        v.gpu_value[g] = income_value(v.rental_rate[g], v.utilization, v.power_price, remaining_life_steps(step, prm, g), s.tight, step, prm, g);
         v.gpu_mark[g] = gpu_mark(v.gpu_value[g], s.distress_memory[g], prm);
     }
     v.network_hashrate = network_hashrate(deviation, step, prm);

@@ -163,11 +163,9 @@ __host__ __device__ __forceinline__ void box_muller(T u0, T u1, T& z0, T& z1) {
 // ---------------------------------------------------------------------------------------------
 template <typename T, typename Table>
 __host__ __device__ GPUSIM_STAGE int poisson_inverse_cdf(T u, const Table* cdf) {
+    // the CDF never decreases, so the entries below u come first: counting stops at the first other
     int count = 0;
-    GPUSIM_UNROLL
-    for (int n = 0; n < cfg::POISSON_CAP; ++n) {
-        count += cdf[n] < u ? 1 : 0;
-    }
+    while (count < cfg::POISSON_CAP && cdf[count] < u) ++count;
     return count;
 }
 

@@ -88,15 +88,29 @@ def _fan_arrays(spec: RunSpec) -> tuple[np.ndarray, np.ndarray]:
 
 def derived_tables(spec: RunSpec, market: MarketParams) -> list[tuple[str, np.ndarray]]:
     """Numbers that depend only on the regime or the step, which the kernels read instead of
-    evaluating an exp per path and step: the income and cost discount factors a_R, d_R
-    (market.income_value), the network hashrate trend H_0 exp(g_d t_k) (market.network_hashrate_trend)
+    evaluating an exp per path and step: the income and cost discount factors a_R, d_R and their
+    powers a_R^n, d_R^n over the life n left at t_k, (steps+1, 2, G) (market.income_value, where
+    rent pays to the end of life), the network hashrate trend H_0 exp(g_d t_k) (market.network_hashrate_trend)
     and the shocked market depth D^g_R exp(s^D,g_k) (market.shocked_depth), (steps+1, 2, G). The
-    same float64 operations as the array-API model's, so the float64 kernel reads its numbers bit for bit."""
+    same float64 operations as the array-API model's, so the float64 kernel reads its numbers bit for bit.
+    With borrowers, which of them have an instrument with a covenant test at some step (B,): the
+    others' covenant phase has nothing to do."""
     steps = np.arange(spec.layout.n_steps + 1, dtype=np.float64)
     depth, depth_shock = np.asarray(market.market_depth, dtype=np.float64), np.asarray(market.shock_market_depth, dtype=np.float64)
+    log_a, log_d = np.asarray(market.log_income_discount, dtype=np.float64), np.asarray(market.log_cost_discount, dtype=np.float64)
+    life_left = np.maximum(np.floor(np.asarray(market.life_end_step, dtype=np.float64)[None, :] - steps[:, None]), 0.0)  # (steps+1, G)
+    covenanted = []
+    if spec.has_credit:
+        assert spec.credit is not None
+        tested = np.asarray(spec.credit.covenant_test, dtype=np.float64).max(axis=0, initial=0.0)  # (I,)
+        layout = spec.layout
+        covenanted = [("D_covenanted", np.array([tested[list(layout.instruments_of(b))].max(initial=0.0) for b in range(layout.n_borrowers)]))]
     return [
-        ("D_income_discount", np.exp(np.asarray(market.log_income_discount, dtype=np.float64))),
-        ("D_cost_discount", np.exp(np.asarray(market.log_cost_discount, dtype=np.float64))),
+        *covenanted,
+        ("D_income_discount", np.exp(log_a)),
+        ("D_cost_discount", np.exp(log_d)),
+        ("D_income_discount_life", np.exp(life_left[:, None, :] * log_a[None, :, None])),
+        ("D_cost_discount_life", np.exp(life_left[:, None, :] * log_d[None, :, None])),
         ("D_hashrate_trend", np.exp(np.float64(market.log_hashrate0) + np.float64(market.hashrate_trend_step) * steps)),
         ("D_market_depth", depth[None, :, :] * np.exp(depth_shock)[:, None, :]),
     ]
