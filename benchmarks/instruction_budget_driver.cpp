@@ -52,16 +52,15 @@ struct Buffers {
           tight_count(record ? gpusim::N_STEPS + 1 : 1) {}
 };
 
+// One block of one thread runs every path (the kernel's grid-stride loop): the block's set-up and
+// flush of its shared counters are paid once, as on a GPU where a block runs many paths, and not
+// once per path.
 void launch(unsigned long long seed, int n_paths, int n_saved, bool record, const real* prm, Buffers& out) {
-    gridDim.x = static_cast<unsigned int>(n_paths);
-    blockDim.x = 1;
-    threadIdx.x = 0;
-    for (int b = 0; b < n_paths; ++b) {
-        blockIdx.x = static_cast<unsigned int>(b);
-        simulate_paths(seed, 0, n_paths, n_saved, record ? 1 : 0, prm, out.default_step.data(), out.reason.data(), out.loss.data(),
-                       out.exposure.data(), out.annuity.data(), out.loss_nominal.data(), out.fan_counts.data(), out.tight_count.data(),
-                       out.saved.data(), out.saved_regime.data());
-    }
+    gridDim.x = blockDim.x = 1;
+    blockIdx.x = threadIdx.x = 0;
+    simulate_paths(seed, 0, n_paths, n_saved, record ? 1 : 0, prm, out.default_step.data(), out.reason.data(), out.loss.data(),
+                   out.exposure.data(), out.annuity.data(), out.loss_nominal.data(), out.fan_counts.data(), out.tight_count.data(),
+                   out.saved.data(), out.saved_regime.data());
 }
 
 }  // namespace

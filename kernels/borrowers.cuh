@@ -19,7 +19,7 @@ __host__ __device__ GPUSIM_STAGE real revenue_shock_step(real eps, real z, const
 
 // s_g e_g: share of borrower b's fleet of generation g earning its contract rate in this step.
 __host__ __device__ __forceinline__ real contracted_share(int step, const real* prm, int b, int g) {
-    return PRM(C_contracted_share)[b * G + g] * PRM(C_contract_active)[(step * B + b) * G + g];
+    return PRM(D_contracted_share)[(step * B + b) * G + g];  // a host table (kernel_config.derived_tables)
 }
 
 // sum_g n_g h [s_g e_g rc_g + (1 - s_g e_g) u r^g e^eps]: contract plus spot rent.

@@ -324,17 +324,27 @@ __host__ __device__ GPUSIM_STAGE void pay_debt_service(const CreditState& c, con
         else
             w.coll_mark[i] = w.coll_book[i] = R(0.0);
         w.headroom[i] = PRM(C_is_facility)[i] > R(0.0) ? facility_headroom(c.outstanding[i], w.coll_mark[i], prm, i) : R(0.0);
+        w.outstanding[i] = c.outstanding[i] - w.principal[i];  // paid without the facilities (the common case), nothing is drawn
     }
-    if (need > R(0.0)) {  // paid without the facilities (the common case), nothing is drawn
+    if (need > R(0.0)) {
         need = draw_facilities(need, w.headroom, w.drawn, b);
         for (int i = first_of(b); i < end_of(b); ++i) {
             w.outstanding[i] = c.outstanding[i] - w.principal[i] + w.drawn[i];
             w.headroom[i] = w.headroom[i] - w.drawn[i];
         }
-    } else {
-        for (int i = first_of(b); i < end_of(b); ++i) w.outstanding[i] = c.outstanding[i] - w.principal[i];
     }
     w.payment_default[b] = c.alive[b] && need > R(0.0);
+}
+
+// Copy what borrower b's capex has delivered (GPUs by generation, miners' PH/s and kW) from the state
+// to the step's values or back; without capex orders nothing is ever delivered (owned_fleet and
+// mining_capacity do not read it), and nothing is copied.
+__host__ __device__ __forceinline__ void carry_capex(const real* added, real hashrate_added, real kw_added, real* to_added, real& to_hashrate,
+                                                     real& to_kw) {
+    if (N_ORDERS == 0) return;
+    for (int g = 0; g < G; ++g) to_added[g] = added[g];
+    to_hashrate = hashrate_added;
+    to_kw = kw_added;
 }
 
 // Whether borrower b can issue this step: its access uniform below the regime's per-step probability
@@ -364,9 +374,7 @@ __host__ __device__ GPUSIM_STAGE void fund_capex(CreditState& c, const MarketVie
         const real ltv = borrower_ltv(v, w.units[b], w.outstanding, step + 1, prm, b, &c.added[0][0]);
         w.access_open[b] = market_access_open(u_access[b], ltv, tight, prm, b);
     }
-    for (int g = 0; g < G; ++g) w.added[b][g] = c.added[b][g];
-    w.hashrate_added[b] = c.hashrate_added[b];
-    w.kw_added[b] = c.kw_added[b];
+    carry_capex(c.added[b], c.hashrate_added[b], c.kw_added[b], w.added[b], w.hashrate_added[b], w.kw_added[b]);
     const bool in_payment_default = w.payment_default[b];
     real equity_left = PRM(C_equity_limit_step)[b] + R(0.0);
     real debt_left = PRM(C_debt_limit_step)[b] + R(0.0);
@@ -506,9 +514,9 @@ __host__ __device__ __forceinline__ void covenant_breaches(CreditState& c, bool 
 // default): it enters the workout with the cash and crypto it had, owing what it owed.
 __host__ __device__ GPUSIM_STAGE void refinance_or_repay(CreditState& c, const MarketView& v, bool tight, int step, const real* prm,
                                                             int b, CreditStepValues& w) {
-    bool event = false;  // some instrument in its refinancing window or maturing
+    bool event = false;  // some instrument in its refinancing window (a window of 0 steps or more holds the maturity)
     for (int i = first_of(b); i < end_of(b); ++i)
-        event = event || w.matures[i] || (c.maturity_step[i] - R(step) <= PRM(C_refi_window_steps)[i] && c.maturity_step[i] >= R(step));
+        event = event || (c.maturity_step[i] - R(step) <= PRM(C_refi_window_steps)[i] && c.maturity_step[i] >= R(step));
     w.maturity_default[b] = false;
     if (!event) return;  // nothing refinances or is repaid: nothing is owed, sold or drawn
     const real dscr = trailing_dscr(c, b);
@@ -605,7 +613,7 @@ __host__ __device__ GPUSIM_STAGE void settle_defaults(CreditState& c, const Mark
     }
     real workout_added[B][G];
     for (int b = 0; b < B; ++b)
-        for (int g = 0; g < G; ++g) workout_added[b][g] = w.payment_default[b] ? c.added[b][g] : w.added[b][g];
+        for (int g = 0; g < G; ++g) workout_added[b][g] = w.payment_default[b] || N_ORDERS == 0 ? c.added[b][g] : w.added[b][g];
     gpus_dumped(w.newly, &workout_added[0][0], prm, dumped);
     real exposure[I], recovered[I];
     constexpr int DN = N_DATA_CENTRES > 0 ? N_DATA_CENTRES : 1;  // (one unused slot without data centres)
@@ -646,9 +654,7 @@ __host__ __device__ GPUSIM_STAGE void next_credit_state(int step, const real* pr
             c.annuity[i] = c.annuity[i] + PRM(C_discount)[step] * c.outstanding[i] * R(DT);
             c.outstanding[i] = still_alive ? w.outstanding[i] : R(0.0);
         }
-        for (int g = 0; g < G; ++g) c.added[b][g] = w.added[b][g];
-        c.hashrate_added[b] = w.hashrate_added[b];
-        c.kw_added[b] = w.kw_added[b];
+        carry_capex(w.added[b], w.hashrate_added[b], w.kw_added[b], c.added[b], c.hashrate_added[b], c.kw_added[b]);
     }
     for (int o = 0; o < NO; ++o) c.order_paid[o] = w.order_paid[o];
 }
@@ -662,9 +668,7 @@ __host__ __device__ GPUSIM_STAGE void next_credit_state(int step, const real* pr
 __host__ __device__ __forceinline__ void keep_defaulted(const CreditState& c, int b, CreditStepValues& w) {
     w.payment_default[b] = w.covenant_dscr[b] = w.covenant_ltv[b] = w.maturity_default[b] = w.newly[b] = false;
     w.access_open[b] = false;
-    for (int g = 0; g < G; ++g) w.added[b][g] = c.added[b][g];
-    w.hashrate_added[b] = c.hashrate_added[b];
-    w.kw_added[b] = c.kw_added[b];
+    carry_capex(c.added[b], c.hashrate_added[b], c.kw_added[b], w.added[b], w.hashrate_added[b], w.kw_added[b]);
 }
 
 // The revenue-shock normals of the step (market.Draws.revenue_shock) from their uniforms `u` (the

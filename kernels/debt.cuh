@@ -87,7 +87,9 @@ __host__ __device__ __forceinline__ void collateral_value(const real* marks, int
     const real crypto = pledged_crypto_value(pledged, prices, prm, i);
     real fleets_at_mark = R(0.0);
     for (int g = 0; g < G; ++g) {
-        const real mark = pledged_fleet_weights(owned_fleet(added, prm, b, g), prm, i, g) * marks[g];
+        // without capex orders the GPUs pledged are those of t_0: a host table (kernel_config.derived_tables)
+        const real pledged_gpus = N_ORDERS > 0 ? pledged_fleet_weights(owned_fleet(added, prm, b, g), prm, i, g) : PRM(D_pledged_gpus)[i * G + g];
+        const real mark = pledged_gpus * marks[g];
         fleets_at_mark = g == 0 ? mark : fleets_at_mark + mark;
     }
     const real fleets_at_book = PRM(C_pledged_fleet_book)[step_next * N_INSTRUMENTS + i];  // a host table (params.pledged_fleet_book)
