@@ -62,10 +62,8 @@ def pledged_crypto_value(pledged: Any, prices: Any, layout: Layout, c: CreditPar
 
 
 def pledged_fleet_weights(fleet: Any, layout: Layout, c: CreditParams, xp: Any) -> Any:
-    """GPUs of each generation pledged to each instrument, (I, G, n), from the owners' fleets `fleet`
-    (B, G, n) (or (B, G) for the fleets at t_0, giving (I, G))."""
-    pledged = c.collateral_fleet if fleet.ndim == 2 else c.collateral_fleet[:, :, None]
-    return pledged * by_owner(fleet, layout, xp)
+    """GPUs of each generation pledged to each instrument, (I, G, n), from the owners' fleets `fleet` (B, G, n)."""
+    return c.collateral_fleet[:, :, None] * by_owner(fleet, layout, xp)
 
 
 def owned_fleet(added: Any, layout: Layout, c: CreditParams) -> Any:
