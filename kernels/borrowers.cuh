@@ -13,13 +13,13 @@ namespace gpusim {
 constexpr int TN = N_TENANTS > 0 ? N_TENANTS : 1;  // extent of per-tenant arrays (one unused slot without tenants)
 
 // Exact log-OU step of borrower b's idiosyncratic revenue shock eps^b.
-__host__ __device__ __forceinline__ real revenue_shock_step(real eps, real z, const real* prm, int b) {
+__host__ __device__ GPUSIM_STAGE real revenue_shock_step(real eps, real z, const real* prm, int b) {
     return eps * PRM(C_shock_decay)[b] + PRM(C_shock_vol_step)[b] * z;
 }
 
 // s_g e_g: share of borrower b's fleet of generation g earning its contract rate in this step.
 __host__ __device__ __forceinline__ real contracted_share(int step, const real* prm, int b, int g) {
-    return PRM(C_contracted_share)[b * G + g] * PRM(C_contract_active)[(step * B + b) * G + g];
+    return PRM(D_contracted_share)[(step * B + b) * G + g];  // a host table (kernel_config.derived_tables)
 }
 
 // sum_g n_g h [s_g e_g rc_g + (1 - s_g e_g) u r^g e^eps]: contract plus spot rent.
@@ -95,7 +95,7 @@ __host__ __device__ __forceinline__ real operating_cost(real utilization, real p
 
 // Default step of tenant t after step k: a performing tenant whose contract is in force defaults
 // when its uniform is below 1 - exp(-h_R dt); NO_DEFAULT while it performs.
-__host__ __device__ __forceinline__ real tenant_defaults(real default_step, real u, bool tight, int step, const real* prm, int t) {
+__host__ __device__ GPUSIM_STAGE real tenant_defaults(real default_step, real u, bool tight, int step, const real* prm, int t) {
     const bool in_force = default_step < R(0.0) && PRM(C_tenant_active)[step * N_TENANTS + t] > R(0.0);
     const bool defaults = in_force && u < by_regime(PRM(C_tenant_default_prob), tight, N_TENANTS)[t];
     return defaults ? R(step) : default_step;
@@ -181,12 +181,14 @@ __host__ __device__ __forceinline__ real delivered_power_cost(real utilization, 
 // the market levels observed at t_{levels_step} (k + 1; 0 for the run rates), the tenants'
 // default steps, the GPUs capex has delivered by t_k (`added`, B x G) and the miners' PH/s and kW it
 // has added (`hashrate_added`, `kw_added`, B each); nullptr at t_0: revenue - opex.
-__host__ __device__ __forceinline__ real cfads(const MarketView& v, const real* tenant_default_step, real eps, int step, int levels_step,
+__host__ __device__ GPUSIM_STAGE real cfads(const MarketView& v, const real* tenant_default_step, real eps, int step, int levels_step,
                                                const real* prm, int b, const real* added, const real* hashrate_added, const real* kw_added) {
-    const real price = hashprice(v.crypto[BTC], v.network_hashrate, step, levels_step, prm);
     real hashrate, mining_kw, breakeven;
     mining_capacity(hashrate_added, kw_added, prm, b, hashrate, mining_kw, breakeven);
-    const real running = miners_running(price, v.power_price, prm, b, breakeven);
+    // without miners (no hashrate, no kW) the mining terms are multiples of 0 whatever the hashprice
+    const bool mines = hashrate != R(0.0) || mining_kw != R(0.0);
+    const real price = mines ? hashprice(v.crypto[BTC], v.network_hashrate, step, levels_step, prm) : R(0.0);
+    const real running = mines ? miners_running(price, v.power_price, prm, b, breakeven) : R(1.0);
     real revenue = fleet_revenue(v.rental_rate, v.utilization, eps, step, prm, b) + mining_revenue(price, running, hashrate);
     real cost = operating_cost(v.utilization, v.power_price, running, step, prm, b, mining_kw);
     if (N_TENANTS > 0) {  // a portfolio without tenants skips the tenant terms (as the Python model)

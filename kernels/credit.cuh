@@ -31,7 +31,6 @@ struct CreditState {
     real cfads_window[B][W];  // ring buffers: slot (head + j) % W is the j-th oldest
     real service_window[B][W];
     int head;
-    real dscr[B];             // trailing DSCR of the current windows (kept for the fan charts)
     real loss[I];
     real loss_nominal[I];
     real exposure[I];
@@ -72,23 +71,48 @@ struct CreditStepValues {
     real kw_added[B];
 };
 
+// The borrowers alive at t_k as a bit set: the phases of a step visit them in index order and skip
+// the defaulted ones (keep_defaulted) without testing every borrower in every phase.
+constexpr int ALIVE_WORDS = (B + 31) / 32;
+struct AliveSet {
+    unsigned int bits[ALIVE_WORDS];
+};
+
+__host__ __device__ __forceinline__ int lowest_bit(unsigned int m) {
+#ifdef __CUDA_ARCH__
+    return __ffs(m) - 1;
+#else
+    return __builtin_ctz(m);
+#endif
+}
+
+// for (each borrower b in `alive`, in index order): a loop header (a statement follows); a macro rather
+// than a function taking a lambda, which compilers need not inline
+#define GPUSIM_FOR_ALIVE(alive, b)                                                                             \
+    for (int alive_word = 0; alive_word < ALIVE_WORDS; ++alive_word)                                          \
+        for (unsigned int alive_bits = (alive).bits[alive_word]; alive_bits != 0u; alive_bits &= alive_bits - 1u) \
+            if (const int b = 32 * alive_word + lowest_bit(alive_bits); true)
+
 // numerator / denominator, and UNBOUNDED_RATIO where there is nothing to divide by (e.g. LTV without collateral).
 __host__ __device__ __forceinline__ real ratio(real numerator, real denominator) {
     return denominator > R(0.0) ? numerator / denominator : R(UNBOUNDED_RATIO);
 }
 
-// Units of borrower b's asset a under a lien: the pledged share nu_b,a while some instrument secured
-// on it is `live`; a pledge whose loans have all matured is released (docs/model.md 6.5).
-__host__ __device__ __forceinline__ real pledged_units(const bool* live, const real* prm, int b, int a) {
-    bool held = false;
-    for (int i = first_of(b); i < end_of(b); ++i) held = held || (COLLATERAL_ASSET[i * A + a] != 0 && live[i]);
+// Units of borrower b's asset a under a lien: the pledged share nu_b,a while some instrument i secured
+// on it is live (`live(i)`); a pledge whose loans have all matured is released (docs/model.md 6.5).
+template <typename Live>
+__host__ __device__ __forceinline__ real pledged_units(Live live, const real* prm, int b, int a) {
     const real nu = PRM(C_treasury0)[b * A + a] * PRM(C_pledged_share)[b * A + a];
-    return nu * (held ? R(1.0) : R(0.0));
+    if (nu == R(0.0)) return nu;  // nothing pledged (most borrowers hold no crypto): no lien to look up
+    bool held = false;
+    for (int i = first_of(b); i < end_of(b) && !held; ++i) held = COLLATERAL_ASSET[i * A + a] != 0 && live(i);
+    return held ? nu : R(0.0);
 }
 
 // Sell borrower's unpledged treasury crypto, asset by asset in listed order, until `need` is met;
 // `units` is updated in place, the need left is returned.
 __host__ __device__ __forceinline__ real sell_crypto(real need, real* units, const real* pledged, const real* net_price) {
+    if (need == R(0.0)) return R(0.0);  // nothing to sell (the common case): every sale is min(0, value) = 0
     for (int a = 0; a < A; ++a) {
         const real price = net_price[a];
         const real sold = m_min(need, m_max(units[a] - pledged[a], R(0.0)) * price);
@@ -111,8 +135,11 @@ __host__ __device__ __forceinline__ real draw_facilities(real need, const real* 
 // DSCR_WITHOUT_DEBT_SERVICE with no debt service.
 __host__ __device__ __forceinline__ real trailing_dscr(const CreditState& c, int b) {
     real flow = c.cfads_window[b][c.head], service = c.service_window[b][c.head];
-    for (int j = 1, slot = c.head; j < W; ++j) {
-        slot = slot + 1 == W ? 0 : slot + 1;  // (head + j) mod W without an integer division
+    for (int slot = c.head + 1; slot < W; ++slot) {  // oldest first: head + 1 .. W - 1, then 0 .. head - 1
+        flow = flow + c.cfads_window[b][slot];
+        service = service + c.service_window[b][slot];
+    }
+    for (int slot = 0; slot < c.head; ++slot) {
         flow = flow + c.cfads_window[b][slot];
         service = service + c.service_window[b][slot];
     }
@@ -124,6 +151,8 @@ __host__ __device__ __forceinline__ real trailing_dscr(const CreditState& c, int
 // `added` (B x G) are the GPUs capex delivered (owned_fleet).
 __host__ __device__ __forceinline__ real borrower_ltv(const MarketView& v, const real* units, const real* outstanding, int step_next,
                                                       const real* prm, int b, const real* added) {
+    const real debt = sum_by_owner(outstanding, b);
+    if (!(debt > R(0.0))) return R(0.0);  // without debt (the assets are not needed)
     real fleets = R(0.0), treasury = R(0.0);
     for (int g = 0; g < G; ++g) {
         const real part = owned_fleet(added, prm, b, g) * v.gpu_mark[g];
@@ -134,8 +163,7 @@ __host__ __device__ __forceinline__ real borrower_ltv(const MarketView& v, const
         treasury = a == 0 ? part : treasury + part;
     }
     const real assets = fleets + treasury + PRM(C_data_centre_value_by_borrower)[step_next * N_BORROWERS + b];
-    const real debt = sum_by_owner(outstanding, b);
-    return debt > R(0.0) ? ratio(debt, assets) : R(0.0);
+    return ratio(debt, assets);
 }
 
 // CFADS and debt service per step of borrower b at t_0 run rates: they fill the DSCR windows at
@@ -171,7 +199,6 @@ __host__ __device__ __forceinline__ void initial_credit_state(const MarketView& 
             c.cfads_window[b][j] = flow;
             c.service_window[b][j] = service;
         }
-        c.dscr[b] = trailing_dscr(c, b);
     }
     for (int i = 0; i < N_INSTRUMENTS; ++i) {
         c.outstanding[i] = PRM(C_principal0)[i] + R(0.0);
@@ -194,7 +221,7 @@ __host__ __device__ __forceinline__ void credit_ratios(const CreditState& c, con
         dscr = ltv = m_nan(R(0.0));
         return;
     }
-    dscr = c.dscr[b];
+    dscr = trailing_dscr(c, b);
     ltv = borrower_ltv(v, c.units[b], c.outstanding, step_next, prm, b, &c.added[0][0]);
 }
 
@@ -206,12 +233,12 @@ __host__ __device__ __forceinline__ real in_breach(real dscr_breaches, real ltv_
 // Debt service due in the trailing window of borrower b, summed oldest first.
 __host__ __device__ __forceinline__ real trailing_service(const CreditState& c, int b) {
     real service = c.service_window[b][c.head];
-    for (int j = 1, slot = c.head; j < W; ++j) {
-        slot = slot + 1 == W ? 0 : slot + 1;
-        service = service + c.service_window[b][slot];
-    }
+    for (int slot = c.head + 1; slot < W; ++slot) service = service + c.service_window[b][slot];  // oldest first (trailing_dscr)
+    for (int slot = 0; slot < c.head; ++slot) service = service + c.service_window[b][slot];
     return service;
 }
+
+__host__ __device__ __forceinline__ void sweep_breached(const CreditState& c, const real* prm, int b, CreditStepValues& w);
 
 // Remedies of borrower b's failed tests, instrument by instrument (each may spend or bring cash):
 // in the easy regime a waiver for a fee of the outstanding when cash covers it, else a sponsor
@@ -219,13 +246,13 @@ __host__ __device__ __forceinline__ real trailing_service(const CreditState& c, 
 // remedied test counts as passed); then cash above the floor sweeps into each instrument still in
 // breach.
 __host__ __device__ __forceinline__ void covenant_remedies(CreditState& c, bool tight, const bool* tested, const bool* dscr_breach,
-                                                           const bool* ltv_breach, const real* prm, int b, CreditStepValues& w) {
+                                                           const bool* ltv_breach, real dscr, const real* prm, int b, CreditStepValues& w) {
     const real service = trailing_service(c, b);
     for (int i = first_of(b); i < end_of(b); ++i) {
         const real fee = PRM(C_waiver_fee)[i] * w.outstanding[i];
         const bool waived = (dscr_breach[i] || ltv_breach[i]) && !tight && PRM(C_has_waiver)[i] > R(0.0) && w.cash[b] >= fee;
         w.cash[b] = w.cash[b] - (waived ? fee : R(0.0));
-        real shortfall = PRM(C_dscr_min)[i] > R(0.0) ? m_max((PRM(C_dscr_min)[i] - c.dscr[b]) * service, R(0.0)) : R(0.0);
+        real shortfall = PRM(C_dscr_min)[i] > R(0.0) ? m_max((PRM(C_dscr_min)[i] - dscr) * service, R(0.0)) : R(0.0);
         shortfall = shortfall + m_max(PRM(C_min_liquidity)[b] - w.cash[b], R(0.0));
         const bool cured = dscr_breach[i] && !waived && !tight && c.cures_used[i] < PRM(C_equity_cures)[i];
         w.cash[b] = w.cash[b] + (cured ? shortfall : R(0.0));
@@ -235,7 +262,13 @@ __host__ __device__ __forceinline__ void covenant_remedies(CreditState& c, bool 
         }
         c.cures_used[i] = c.cures_used[i] + (cured ? R(1.0) : R(0.0));
     }
+    sweep_breached(c, prm, b, w);
+}
+
+// Cash above the floor sweeps into each of borrower b's instruments still in breach.
+__host__ __device__ __forceinline__ void sweep_breached(const CreditState& c, const real* prm, int b, CreditStepValues& w) {
     for (int i = first_of(b); i < end_of(b); ++i) {
+        if (PRM(C_has_sweep)[i] == R(0.0)) continue;  // the sweep is a multiple of has_sweep
         const real breached = in_breach(c.dscr_breaches[i], c.ltv_breaches[i]);
         const real sweep = PRM(C_has_sweep)[i] * breached * m_min(m_max(w.cash[b] - PRM(C_sweep_floor)[i], R(0.0)), w.outstanding[i]);
         w.cash[b] = w.cash[b] - sweep;
@@ -250,17 +283,24 @@ __host__ __device__ __forceinline__ void covenant_remedies(CreditState& c, bool 
 // 5. Debt service due in (t_k, t_k+1]: coupons on payment dates (with the margin step-up of an
 // instrument in breach), scheduled principal before maturity. The annuity's pow is only evaluated on payment dates (due_now * principal is 0
 // off them, the principal being finite).
-__host__ __device__ __forceinline__ real debt_service_due(const CreditState& c, int step, const real* prm, int b, CreditStepValues& w) {
+__host__ __device__ GPUSIM_STAGE real debt_service_due(const CreditState& c, int step, const real* prm, int b, CreditStepValues& w) {
     real service = R(0.0);
     for (int i = first_of(b); i < end_of(b); ++i) {
-        const real spread = c.spread_add[i] + PRM(C_breach_step_up)[i] * in_breach(c.dscr_breaches[i], c.ltv_breaches[i]);
-        const real rate = coupon_rate(step, spread, prm, i);
         const real due_now = PRM(C_payment_due)[step * N_INSTRUMENTS + i];
         w.matures[i] = c.maturity_step[i] == R(step);
+        if (due_now == R(0.0)) {  // not a payment date: coupon and principal are multiples of due_now
+            w.interest[i] = w.principal[i] = R(0.0);
+            if (i == first_of(b)) service = R(0.0);
+            continue;
+        }
+        const real spread = c.spread_add[i] + PRM(C_breach_step_up)[i] * in_breach(c.dscr_breaches[i], c.ltv_breaches[i]);
+        const real rate = coupon_rate(step, spread, prm, i);
         w.interest[i] = c.outstanding[i] * rate / PRM(C_payments_per_year)[i] * due_now;
         const bool pays_now = !w.matures[i] && due_now != R(0.0);
-        const real remaining = pays_now ? remaining_payments(c.maturity_step[i], step, prm, i) : R(1.0);
-        const real scheduled = pays_now ? due_now * scheduled_principal(c.outstanding[i], rate, remaining, prm, i) : R(0.0);
+        // a bullet (neither level nor annuity) owes no scheduled principal
+        const bool amortizes = PRM(C_amortizes_level)[i] != R(0.0) || PRM(C_amortizes_annuity)[i] != R(0.0);
+        const real remaining = pays_now && amortizes ? remaining_payments(c.maturity_step[i], step, prm, i) : R(1.0);
+        const real scheduled = pays_now && amortizes ? due_now * scheduled_principal(c.outstanding[i], rate, remaining, prm, i) : R(0.0);
         w.principal[i] = m_min(scheduled, c.outstanding[i]);
         const real part = w.interest[i] + w.principal[i];
         service = i == first_of(b) ? part : service + part;
@@ -270,23 +310,41 @@ __host__ __device__ __forceinline__ real debt_service_due(const CreditState& c, 
 
 // 6. Pay `service`: cash (with this step's `flow`) first, then unpledged crypto at the slipped
 // price, then facility headroom; a shortfall is a payment default.
-__host__ __device__ __forceinline__ void pay_debt_service(const CreditState& c, const MarketView& v, real flow, real service, int step,
+__host__ __device__ GPUSIM_STAGE void pay_debt_service(const CreditState& c, const MarketView& v, real flow, real service, int step,
                                                           const real* prm, int b, CreditStepValues& w) {
     w.available[b] = c.cash[b] + flow;
     w.cash[b] = m_max(w.available[b] - service, R(0.0));
     for (int a = 0; a < A; ++a) w.units[b][a] = c.units[b][a];
     real need = sell_crypto(m_max(service - w.available[b], R(0.0)), w.units[b], w.pledged[b], w.net_price);
     for (int i = first_of(b); i < end_of(b); ++i) {
-        collateral_value(v.gpu_mark, step + 1, w.pledged[b], v.crypto, prm, i, b, w.coll_mark[i], w.coll_book[i], &c.added[0][0],
-                         c.order_paid);
-        w.headroom[i] = facility_headroom(c.outstanding[i], w.coll_mark[i], prm, i);
+        // nothing pledged (secured = 0, no capex orders): every term of the collateral is a zero weight
+        if (PRM(C_secured)[i] > R(0.0) || N_ORDERS > 0)
+            collateral_value(v.gpu_mark, step + 1, w.pledged[b], v.crypto, prm, i, b, w.coll_mark[i], w.coll_book[i], &c.added[0][0],
+                             c.order_paid);
+        else
+            w.coll_mark[i] = w.coll_book[i] = R(0.0);
+        w.headroom[i] = PRM(C_is_facility)[i] > R(0.0) ? facility_headroom(c.outstanding[i], w.coll_mark[i], prm, i) : R(0.0);
+        w.outstanding[i] = c.outstanding[i] - w.principal[i];  // paid without the facilities (the common case), nothing is drawn
     }
-    need = draw_facilities(need, w.headroom, w.drawn, b);
-    for (int i = first_of(b); i < end_of(b); ++i) {
-        w.outstanding[i] = c.outstanding[i] - w.principal[i] + w.drawn[i];
-        w.headroom[i] = w.headroom[i] - w.drawn[i];
+    if (need > R(0.0)) {
+        need = draw_facilities(need, w.headroom, w.drawn, b);
+        for (int i = first_of(b); i < end_of(b); ++i) {
+            w.outstanding[i] = c.outstanding[i] - w.principal[i] + w.drawn[i];
+            w.headroom[i] = w.headroom[i] - w.drawn[i];
+        }
     }
     w.payment_default[b] = c.alive[b] && need > R(0.0);
+}
+
+// Copy what borrower b's capex has delivered (GPUs by generation, miners' PH/s and kW) from the state
+// to the step's values or back; without capex orders nothing is ever delivered (owned_fleet and
+// mining_capacity do not read it), and nothing is copied.
+__host__ __device__ __forceinline__ void carry_capex(const real* added, real hashrate_added, real kw_added, real* to_added, real& to_hashrate,
+                                                     real& to_kw) {
+    if (N_ORDERS == 0) return;
+    for (int g = 0; g < G; ++g) to_added[g] = added[g];
+    to_hashrate = hashrate_added;
+    to_kw = kw_added;
 }
 
 // Whether borrower b can issue this step: its access uniform below the regime's per-step probability
@@ -309,16 +367,14 @@ __host__ __device__ __forceinline__ real blended_spread(real outstanding, real s
     return issued > R(0.0) ? (outstanding * spread_add + issued * step_up) / total : spread_add;
 }
 
-__host__ __device__ __forceinline__ void fund_capex(CreditState& c, const MarketView& v, bool tight, const real* u_access, int step,
+__host__ __device__ GPUSIM_STAGE void fund_capex(CreditState& c, const MarketView& v, bool tight, const real* u_access, int step,
                                                     const real* prm, int b, CreditStepValues& w) {
     w.access_open[b] = false;
     if (HAS_MARKET_ACCESS) {
         const real ltv = borrower_ltv(v, w.units[b], w.outstanding, step + 1, prm, b, &c.added[0][0]);
         w.access_open[b] = market_access_open(u_access[b], ltv, tight, prm, b);
     }
-    for (int g = 0; g < G; ++g) w.added[b][g] = c.added[b][g];
-    w.hashrate_added[b] = c.hashrate_added[b];
-    w.kw_added[b] = c.kw_added[b];
+    carry_capex(c.added[b], c.hashrate_added[b], c.kw_added[b], w.added[b], w.hashrate_added[b], w.kw_added[b]);
     const bool in_payment_default = w.payment_default[b];
     real equity_left = PRM(C_equity_limit_step)[b] + R(0.0);
     real debt_left = PRM(C_debt_limit_step)[b] + R(0.0);
@@ -396,17 +452,37 @@ __host__ __device__ __forceinline__ real ltv_excess(real outstanding, real coll_
     return test ? m_max(outstanding - PRM(C_ltv_max)[i] * basis, R(0.0)) : R(0.0);
 }
 
+__host__ __device__ __forceinline__ void covenant_breaches(CreditState& c, bool tight, const bool* test, const real* prm, int b,
+                                                           CreditStepValues& w);
+
 // 7. Covenant tests of borrower b (while a loan is outstanding). LTV breaches are cured by
 // prepaying from cash and unpledged crypto, all of the borrower's breaches at once or none; the
 // configured remedies follow (covenant_remedies); a breach counter beyond its cure periods is a
 // covenant default (an acceleration after the remedies failed).
-__host__ __device__ __forceinline__ void covenant_tests(CreditState& c, bool tight, int step, const real* prm, int b, CreditStepValues& w) {
-    const bool liquidity_short = w.cash[b] < PRM(C_min_liquidity)[b];
-    real excess[I];
-    bool test[I];
-    real excess_by_borrower = R(0.0);
+__host__ __device__ GPUSIM_STAGE void covenant_tests(CreditState& c, bool tight, int step, const real* prm, int b, CreditStepValues& w) {
+    w.covenant_dscr[b] = w.covenant_ltv[b] = false;
+    // never tested (no covenants): no breach opens, none is counted or remedied, nothing sweeps
+    if (PRM(D_covenanted)[b] == R(0.0)) return;
+    bool test[I], any_test = false;
     for (int i = first_of(b); i < end_of(b); ++i) {
         test[i] = PRM(C_covenant_test)[step * N_INSTRUMENTS + i] > R(0.0) && c.outstanding[i] > R(0.0);
+        any_test = any_test || test[i];
+    }
+    if (any_test) covenant_breaches(c, tight, test, prm, b, w);
+    else sweep_breached(c, prm, b, w);  // untested: nothing breaches, is waived or cured, open breaches still sweep
+    for (int i = first_of(b); i < end_of(b); ++i) {
+        w.covenant_dscr[b] |= c.dscr_breaches[i] > PRM(C_cure_periods)[i];
+        w.covenant_ltv[b] |= c.ltv_breaches[i] > PRM(C_cure_periods)[i];
+    }
+}
+
+// The tests of a step where some instrument of borrower b is tested (`test`): LTV prepayment, breaches, remedies.
+__host__ __device__ __forceinline__ void covenant_breaches(CreditState& c, bool tight, const bool* test, const real* prm, int b,
+                                                           CreditStepValues& w) {
+    const bool liquidity_short = w.cash[b] < PRM(C_min_liquidity)[b];
+    real excess[I];
+    real excess_by_borrower = R(0.0);
+    for (int i = first_of(b); i < end_of(b); ++i) {
         excess[i] = ltv_excess(w.outstanding[i], w.coll_mark[i], w.coll_book[i], test[i], prm, i);
         excess_by_borrower = i == first_of(b) ? excess[i] : excess_by_borrower + excess[i];
     }
@@ -421,17 +497,13 @@ __host__ __device__ __forceinline__ void covenant_tests(CreditState& c, bool tig
     w.cash[b] = w.cash[b] - from_cash;
     sell_crypto(prepayment_by_borrower - from_cash, w.units[b], w.pledged[b], w.net_price);
     bool dscr_breach[I], ltv_breach[I];
+    const real dscr = trailing_dscr(c, b);
     for (int i = first_of(b); i < end_of(b); ++i) {
         if (cured_by_borrower) w.outstanding[i] = w.outstanding[i] - excess[i];
-        dscr_breach[i] = test[i] && ((PRM(C_dscr_min)[i] > R(0.0) && c.dscr[b] < PRM(C_dscr_min)[i]) || liquidity_short);
+        dscr_breach[i] = test[i] && ((PRM(C_dscr_min)[i] > R(0.0) && dscr < PRM(C_dscr_min)[i]) || liquidity_short);
         ltv_breach[i] = excess[i] > R(0.0) && !cured_by_borrower;
     }
-    covenant_remedies(c, tight, test, dscr_breach, ltv_breach, prm, b, w);
-    w.covenant_dscr[b] = w.covenant_ltv[b] = false;
-    for (int i = first_of(b); i < end_of(b); ++i) {
-        w.covenant_dscr[b] |= c.dscr_breaches[i] > PRM(C_cure_periods)[i];
-        w.covenant_ltv[b] |= c.ltv_breaches[i] > PRM(C_cure_periods)[i];
-    }
+    covenant_remedies(c, tight, test, dscr_breach, ltv_breach, dscr, prm, b, w);
 }
 
 // 8. Maturities of borrower b: within the refinancing window before its maturity, a loan is
@@ -440,8 +512,14 @@ __host__ __device__ __forceinline__ void covenant_tests(CreditState& c, bool tig
 // crypto (the units pledged to it included: their lien ends with the repayment) and the headroom
 // of facilities not maturing now. A borrower that cannot repay in full repays nothing (a maturity
 // default): it enters the workout with the cash and crypto it had, owing what it owed.
-__host__ __device__ __forceinline__ void refinance_or_repay(CreditState& c, const MarketView& v, bool tight, int step, const real* prm,
+__host__ __device__ GPUSIM_STAGE void refinance_or_repay(CreditState& c, const MarketView& v, bool tight, int step, const real* prm,
                                                             int b, CreditStepValues& w) {
+    bool event = false;  // some instrument in its refinancing window (a window of 0 steps or more holds the maturity)
+    for (int i = first_of(b); i < end_of(b); ++i)
+        event = event || (c.maturity_step[i] - R(step) <= PRM(C_refi_window_steps)[i] && c.maturity_step[i] >= R(step));
+    w.maturity_default[b] = false;
+    if (!event) return;  // nothing refinances or is repaid: nothing is owed, sold or drawn
+    const real dscr = trailing_dscr(c, b);
     const real ltv = borrower_ltv(v, w.units[b], w.outstanding, step + 1, prm, b, &w.added[0][0]);
     real owed = R(0.0);
     bool repay[I], live[I];
@@ -449,7 +527,7 @@ __host__ __device__ __forceinline__ void refinance_or_repay(CreditState& c, cons
         const real ltv_refi = PRM(C_secured)[i] > R(0.0) ? ratio(w.outstanding[i], w.coll_mark[i]) : ltv;
         const bool in_window = c.maturity_step[i] - R(step) <= PRM(C_refi_window_steps)[i] && c.maturity_step[i] >= R(step);
         const bool refinance = in_window && c.alive[b] && PRM(C_refinanceable)[i] > R(0.0) && (!tight || PRM(C_refi_in_tight)[i] > R(0.0)) &&
-                               ltv_refi <= PRM(C_refi_max_ltv)[i] && c.dscr[b] >= PRM(C_refi_min_dscr)[i] &&
+                               ltv_refi <= PRM(C_refi_max_ltv)[i] && dscr >= PRM(C_refi_min_dscr)[i] &&
                                (!HAS_MARKET_ACCESS || PRM(C_refi_via_access)[i] == R(0.0) || w.access_open[b]);
         if (refinance) {
             c.maturity_step[i] = R(step) + PRM(C_refi_tenor_steps)[i];
@@ -465,7 +543,7 @@ __host__ __device__ __forceinline__ void refinance_or_repay(CreditState& c, cons
     real units_after[A], liens_left[A];
     for (int a = 0; a < A; ++a) {
         units_after[a] = w.units[b][a];
-        liens_left[a] = pledged_units(live, prm, b, a);
+        liens_left[a] = pledged_units([&](int i) { return live[i]; }, prm, b, a);
     }
     real short_by_borrower = sell_crypto(owed - from_cash, units_after, liens_left, w.net_price);
     short_by_borrower = draw_facilities(short_by_borrower, w.headroom, w.drawn, b);
@@ -479,14 +557,15 @@ __host__ __device__ __forceinline__ void refinance_or_repay(CreditState& c, cons
 // 8b. Distributions of borrower b to equity: the share of cash above the floor leaves the borrower,
 // unless locked up (trailing DSCR below the lock-up level, or an instrument in breach) or the
 // borrower defaults this step (docs/model.md 7.5a).
-__host__ __device__ __forceinline__ void distribute(const CreditState& c, const real* prm, int b, CreditStepValues& w) {
+__host__ __device__ GPUSIM_STAGE void distribute(const CreditState& c, const real* prm, int b, CreditStepValues& w) {
+    if (PRM(C_distribution_share)[b] == R(0.0)) return;  // pays out nothing: the payout is a multiple of the share
     real breaches = R(0.0);
     for (int i = first_of(b); i < end_of(b); ++i) {
         const real part = in_breach(c.dscr_breaches[i], c.ltv_breaches[i]);
         breaches = i == first_of(b) ? part : breaches + part;
     }
     const real lockup = PRM(C_lockup_dscr)[b];
-    const bool locked = (lockup > R(0.0) && c.dscr[b] < lockup) || (PRM(C_lockup_on_breach)[b] > R(0.0) && breaches > R(0.0));
+    const bool locked = (lockup > R(0.0) && trailing_dscr(c, b) < lockup) || (PRM(C_lockup_on_breach)[b] > R(0.0) && breaches > R(0.0));
     const bool defaulting = w.payment_default[b] || w.covenant_dscr[b] || w.covenant_ltv[b] || w.maturity_default[b];
     const real paid = PRM(C_distribution_share)[b] * m_max(w.cash[b] - PRM(C_distribution_floor)[b], R(0.0));
     w.cash[b] = w.cash[b] - (locked || defaulting ? R(0.0) : paid);
@@ -519,20 +598,23 @@ __host__ __device__ __forceinline__ void gpus_dumped(const bool* newly, const re
 // defaulting borrower at its fire-sale prices, losses and exposures; `dumped` receives the dump the
 // distress memory sees (remembered_dump). A borrower whose debt is all repaid has no lender left to
 // default on.
-__host__ __device__ __forceinline__ void settle_defaults(CreditState& c, const MarketView& v, bool tight, int step, const real* prm,
-                                                         CreditStepValues& w, real* dumped) {
+__host__ __device__ GPUSIM_STAGE void settle_defaults(CreditState& c, const MarketView& v, bool tight, int step, const real* prm,
+                                                         CreditStepValues& w, real* dumped, const AliveSet& alive) {
     bool any_default = false;
-    for (int b = 0; b < N_BORROWERS; ++b) {
-        const bool owes = sum_by_owner(c.outstanding, b) > R(0.0);
-        w.newly[b] = c.alive[b] && owes && (w.payment_default[b] || w.covenant_dscr[b] || w.covenant_ltv[b] || w.maturity_default[b]);
+    GPUSIM_FOR_ALIVE(alive, b) {
+        w.newly[b] = (w.payment_default[b] || w.covenant_dscr[b] || w.covenant_ltv[b] || w.maturity_default[b]) &&
+                     sum_by_owner(c.outstanding, b) > R(0.0);  // it owes something
         any_default |= w.newly[b];
     }
     // a payment default undoes this step's deliveries with the rest of its payments
+    if (!any_default) {  // no dump (each GPU count times 0), and the waterfall only runs on paths where some borrower defaults
+        for (int g = 0; g < G; ++g) dumped[g] = R(0.0);  // (credit.recoveries_where)
+        return;
+    }
     real workout_added[B][G];
     for (int b = 0; b < B; ++b)
-        for (int g = 0; g < G; ++g) workout_added[b][g] = w.payment_default[b] ? c.added[b][g] : w.added[b][g];
+        for (int g = 0; g < G; ++g) workout_added[b][g] = w.payment_default[b] || N_ORDERS == 0 ? c.added[b][g] : w.added[b][g];
     gpus_dumped(w.newly, &workout_added[0][0], prm, dumped);
-    if (!any_default) return;  // the waterfall only runs on paths where some borrower defaults (credit.recoveries_where)
     real exposure[I], recovered[I];
     constexpr int DN = N_DATA_CENTRES > 0 ? N_DATA_CENTRES : 1;  // (one unused slot without data centres)
     real sites[DN];
@@ -560,40 +642,73 @@ __host__ __device__ __forceinline__ void settle_defaults(CreditState& c, const M
 
 // The state at t_{k+1}: survivors keep this step's cash, crypto and debt, defaulted borrowers
 // hold nothing; the risky annuity accrues DF x outstanding x dt while alive.
-__host__ __device__ __forceinline__ void next_credit_state(int step, const real* prm, const CreditStepValues& w, CreditState& c) {
-    for (int b = 0; b < N_BORROWERS; ++b) {
-        const bool was_alive = c.alive[b];
-        const bool still_alive = was_alive && !w.newly[b];
+// A borrower defaulted before t_k holds nothing, owes nothing and accrues no annuity (keep_defaulted).
+__host__ __device__ GPUSIM_STAGE void next_credit_state(int step, const real* prm, const CreditStepValues& w, CreditState& c,
+                                                           const AliveSet& alive) {
+    GPUSIM_FOR_ALIVE(alive, b) {
+        const bool still_alive = !w.newly[b];
         c.alive[b] = still_alive;
         c.cash[b] = still_alive ? w.cash[b] : R(0.0);
         for (int a = 0; a < A; ++a) c.units[b][a] = still_alive ? w.units[b][a] : R(0.0);
         for (int i = first_of(b); i < end_of(b); ++i) {
-            c.annuity[i] = c.annuity[i] + PRM(C_discount)[step] * c.outstanding[i] * R(DT) * (was_alive ? R(1.0) : R(0.0));
+            c.annuity[i] = c.annuity[i] + PRM(C_discount)[step] * c.outstanding[i] * R(DT);
             c.outstanding[i] = still_alive ? w.outstanding[i] : R(0.0);
         }
-        for (int g = 0; g < G; ++g) c.added[b][g] = w.added[b][g];
-        c.hashrate_added[b] = w.hashrate_added[b];
-        c.kw_added[b] = w.kw_added[b];
+        carry_capex(w.added[b], w.hashrate_added[b], w.kw_added[b], c.added[b], c.hashrate_added[b], c.kw_added[b]);
     }
     for (int o = 0; o < NO; ++o) c.order_paid[o] = w.order_paid[o];
 }
 
+// A borrower that has defaulted holds nothing and owes nothing (next_credit_state), and no phase of a
+// later step changes what the outputs read of it: its default step, reason, losses, exposures and
+// annuity stay as they are, its DSCR and LTV are NaN in the fans (credit.credit_step computes its
+// phases anyway and masks them). Its phases are skipped: the step's working values of it are only
+// what settle_defaults and next_credit_state read, unchanged; its revenue shock and DSCR window,
+// which nothing reads any more, are left as they were.
+__host__ __device__ __forceinline__ void keep_defaulted(const CreditState& c, int b, CreditStepValues& w) {
+    w.payment_default[b] = w.covenant_dscr[b] = w.covenant_ltv[b] = w.maturity_default[b] = w.newly[b] = false;
+    w.access_open[b] = false;
+    carry_capex(c.added[b], c.hashrate_added[b], c.kw_added[b], w.added[b], w.hashrate_added[b], w.kw_added[b]);
+}
+
+// The revenue-shock normals of the step (market.Draws.revenue_shock) from their uniforms `u` (the
+// slots from SLOT_REVENUE_SHOCK), Box-Muller pair by pair as draws.entry_normals, of the pairs with
+// a borrower still alive: a defaulted borrower's shock is never read.
+__host__ __device__ GPUSIM_STAGE void revenue_normals(const real* u, const bool* alive, real* z) {
+    for (int i = 0; 2 * i < N_BORROWERS; ++i) {
+        const bool second = 2 * i + 1 < N_BORROWERS;
+        if (!alive[2 * i] && !(second && alive[2 * i + 1])) continue;
+        real z0, z1;
+        box_muller(u[2 * i], u[2 * i + 1], z0, z1);
+        z[2 * i] = z0;
+        if (second) z[2 * i + 1] = z1;
+    }
+}
+
 // One step k -> k+1 of every borrower (steps 5-9 of docs/model.md 7) under the regime R_k (`tight`),
-// with the borrowers' revenue-shock draws `z_eps`, the tenants' default draws `u_tenant` and the
+// with the uniforms of the borrowers' revenue shocks `u_revenue` (their normals are drawn here, for the
+// borrowers alive: revenue_normals), the tenants' default draws `u_tenant` and the
 // market-access draws `u_access` (read only with market access); writes the GPUs
 // dumped by this step's defaults per generation that the distress memory sees (remembered_dump) into `dumped`.
-__host__ __device__ __forceinline__ void credit_step(CreditState& c, const MarketView& v, bool tight, const real* z_eps,
+__host__ __device__ GPUSIM_STAGE void credit_step(CreditState& c, const MarketView& v, bool tight, const real* u_revenue,
                                                      const real* u_tenant, int step, const real* prm, real* dumped, const real* u_access) {
     CreditStepValues w;
     for (int o = 0; o < NO; ++o) w.order_paid[o] = c.order_paid[o];
     for (int a = 0; a < A; ++a) w.net_price[a] = v.crypto[a] * (R(1.0) - by_regime(PRM(M_crypto_slippage), tight, A)[a]);
-    bool live[I];
-    for (int i = 0; i < N_INSTRUMENTS; ++i) live[i] = c.maturity_step[i] >= R(step);
-    for (int b = 0; b < N_BORROWERS; ++b)
+    AliveSet alive{};
+    for (int b = 0; b < N_BORROWERS; ++b) {
+        if (c.alive[b]) alive.bits[b / 32] |= 1u << (b % 32);
+        else keep_defaulted(c, b, w);
+    }
+    real z_eps[B];
+    revenue_normals(u_revenue, c.alive, z_eps);
+    const auto live = [&](int i) { return c.maturity_step[i] >= R(step); };
+    GPUSIM_FOR_ALIVE(alive, b) {
         for (int a = 0; a < A; ++a) w.pledged[b][a] = pledged_units(live, prm, b, a);
+    }
 
     for (int t = 0; t < N_TENANTS; ++t) c.tenant_default_step[t] = tenant_defaults(c.tenant_default_step[t], u_tenant[t], tight, step, prm, t);
-    for (int b = 0; b < N_BORROWERS; ++b) {
+    GPUSIM_FOR_ALIVE(alive, b) {
         c.eps[b] = revenue_shock_step(c.eps[b], z_eps[b], prm, b);
         const real flow = cfads(v, c.tenant_default_step, c.eps[b], step, step + 1, prm, b, &c.added[0][0], c.hashrate_added, c.kw_added);
         const real service = debt_service_due(c, step, prm, b, w);
@@ -603,15 +718,15 @@ __host__ __device__ __forceinline__ void credit_step(CreditState& c, const Marke
     }
     c.head = c.head + 1 == W ? 0 : c.head + 1;
 
-    for (int b = 0; b < N_BORROWERS; ++b) {
-        c.dscr[b] = trailing_dscr(c, b);
+    // the trailing DSCR is summed where a test, a refinancing, a lock-up or a fan reads it
+    GPUSIM_FOR_ALIVE(alive, b) {
         fund_capex(c, v, tight, u_access, step, prm, b, w);
         covenant_tests(c, tight, step, prm, b, w);
         refinance_or_repay(c, v, tight, step, prm, b, w);
         distribute(c, prm, b, w);
     }
-    settle_defaults(c, v, tight, step, prm, w, dumped);
-    next_credit_state(step, prm, w, c);
+    settle_defaults(c, v, tight, step, prm, w, dumped, alive);
+    next_credit_state(step, prm, w, c, alive);
 }
 
 }  // namespace gpusim

@@ -37,6 +37,8 @@ __host__ __device__ __forceinline__ real remaining_payments(real maturity_step, 
 // 1 - (1 + r)^-m = -expm1(-m log1p(r)), which stays positive for tiny r in float32.
 __host__ __device__ __forceinline__ real scheduled_principal(real outstanding, real rate, real remaining, const real* prm, int i) {
     const real level = outstanding / remaining;
+    // the annuity term is a multiple of amortizes_annuity: not evaluated (expm1, log1p) for other loans
+    if (PRM(C_amortizes_annuity)[i] == R(0.0)) return PRM(C_amortizes_level)[i] * level + R(0.0);
     const real r = rate / PRM(C_payments_per_year)[i];
     const bool positive = r > R(1e-12);
     const real safe_r = positive ? r : R(1.0);
@@ -83,13 +85,14 @@ __host__ __device__ __forceinline__ void collateral_value(const real* marks, int
                                                           const real* prm, int i, int b, real& at_mark, real& at_book, const real* added,
                                                           const real* order_paid) {
     const real crypto = pledged_crypto_value(pledged, prices, prm, i);
-    real fleets_at_mark = R(0.0), fleets_at_book = R(0.0);
+    real fleets_at_mark = R(0.0);
     for (int g = 0; g < G; ++g) {
-        const real mark = pledged_fleet_weights(owned_fleet(added, prm, b, g), prm, i, g) * marks[g];
-        const real book = pledged_fleet_weights(PRM(C_fleet_count)[b * G + g], prm, i, g) * PRM(C_book_value)[(step_next * B + b) * G + g];
+        // without capex orders the GPUs pledged are those of t_0: a host table (kernel_config.derived_tables)
+        const real pledged_gpus = N_ORDERS > 0 ? pledged_fleet_weights(owned_fleet(added, prm, b, g), prm, i, g) : PRM(D_pledged_gpus)[i * G + g];
+        const real mark = pledged_gpus * marks[g];
         fleets_at_mark = g == 0 ? mark : fleets_at_mark + mark;
-        fleets_at_book = g == 0 ? book : fleets_at_book + book;
     }
+    const real fleets_at_book = PRM(C_pledged_fleet_book)[step_next * N_INSTRUMENTS + i];  // a host table (params.pledged_fleet_book)
     const real sites = PRM(C_pledged_data_centre_value)[step_next * N_INSTRUMENTS + i];
     at_mark = fleets_at_mark + crypto;
     at_book = fleets_at_book + crypto;

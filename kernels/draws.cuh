@@ -30,7 +30,10 @@ __host__ __device__ __forceinline__ void entry_normals(const real* u, int start,
     }
 }
 
-__host__ __device__ __forceinline__ void draw_step(unsigned long long seed, unsigned long long path, int step, Draws& d) {
+// The draws of the market factors (every uniform, the normals but the revenue shocks'): what the
+// fused kernel draws before the credit step, which draws the revenue shocks of the borrowers
+// still alive itself (credit.revenue_normals).
+__host__ __device__ GPUSIM_STAGE void draw_market_step(unsigned long long seed, unsigned long long path, int step, Draws& d) {
     GPUSIM_UNROLL
     for (int b = 0; b < N_BLOCKS; ++b) {
         const uint4 w = philox_step_block(seed, path, static_cast<unsigned int>(step), static_cast<unsigned int>(b));
@@ -42,8 +45,13 @@ __host__ __device__ __forceinline__ void draw_step(unsigned long long seed, unsi
     entry_normals<A>(d.u, SLOT_CRYPTO_DIFFUSION, d.crypto_diffusion);
     entry_normals<A>(d.u, SLOT_JUMP_SIZE, d.jump_size);
     entry_normals<2>(d.u, SLOT_MARKET_SHOCKS, d.market_shocks);
-    entry_normals<N_BORROWERS>(d.u, SLOT_REVENUE_SHOCK, d.revenue_shock);
     entry_normals<1>(d.u, SLOT_HASHRATE_SHOCK, d.hashrate_shock);
+}
+
+// Every draw of the step (market.draw_step).
+__host__ __device__ __forceinline__ void draw_step(unsigned long long seed, unsigned long long path, int step, Draws& d) {
+    draw_market_step(seed, path, step, d);
+    entry_normals<N_BORROWERS>(d.u, SLOT_REVENUE_SHOCK, d.revenue_shock);
 }
 
 }  // namespace gpusim

@@ -122,7 +122,7 @@ __host__ __device__ __forceinline__ real utilization(real x, bool tight, real sh
 // V = max(scrap, h [u r a (1 - a^n*) / (1 - a) - c d (1 - d^n*) / (1 - d)]), c = kW PUE power,
 // n* = min(n, floor(ln(u r / c) / (dbar dt))), 0 when rent does not pay for power.
 __host__ __device__ __forceinline__ real income_value(real rate, real util, real power_price, real remaining_steps, bool tight,
-                                                      const real* prm, int g) {
+                                                      int step, const real* prm, int g) {
     const real cost = PRM(M_kw_per_gpu)[g] * PRM(M_valuation_pue)[0] * power_price;
     const real gross = util * rate;
     const bool pays = gross > cost;
@@ -131,10 +131,15 @@ __host__ __device__ __forceinline__ real income_value(real rate, real util, real
     const real n_star = pays ? m_min(remaining_steps, cutoff) : R(0.0);
     const real log_a = by_regime(PRM(M_log_income_discount), tight)[0];
     const real log_d = by_regime(PRM(M_log_cost_discount), tight)[0];
-    const real a = m_exp(log_a);
-    const real d = m_exp(log_d);
-    const real income = gross * a * (R(1.0) - m_exp(n_star * log_a)) / (R(1.0) - a);
-    const real power = cost * d * (R(1.0) - m_exp(n_star * log_d)) / (R(1.0) - d);
+    const real a = by_regime(PRM(D_income_discount), tight)[0];  // exp(log_a), exp(log_d): host tables (kernel_config.derived_tables)
+    const real d = by_regime(PRM(D_cost_discount), tight)[0];
+    // rent that pays to the end of life (n* = the life left, the common case): a^n*, d^n* from host tables
+    const bool whole_life = pays && cutoff >= remaining_steps;
+    const int at = (2 * step + (tight ? 1 : 0)) * G + g;
+    const real a_n = whole_life ? PRM(D_income_discount_life)[at] : m_exp(n_star * log_a);
+    const real d_n = whole_life ? PRM(D_cost_discount_life)[at] : m_exp(n_star * log_d);
+    const real income = gross * a * (R(1.0) - a_n) / (R(1.0) - a);
+    const real power = cost * d * (R(1.0) - d_n) / (R(1.0) - d);
     return m_max(PRM(M_scrap_value)[g], PRM(M_hours_per_step)[0] * (income - power));
 }
 
@@ -150,7 +155,7 @@ __host__ __device__ __forceinline__ real gpu_mark(real value, real memory, const
 
 // D^g_R exp(s^D,g_k): regime R's market depth of generation g with the dated shock of t_step (4.13).
 __host__ __device__ __forceinline__ real shocked_depth(const real* prm, bool tight, int step, int g) {
-    return by_regime(PRM(M_market_depth), tight, G)[g] * m_exp(PRM(M_shock_market_depth)[step * G + g]);
+    return PRM(D_market_depth)[(2 * step + (tight ? 1 : 0)) * G + g];  // host table (kernel_config.derived_tables)
 }
 
 // L_{k+1} = L_k exp(-dt/tau) + (Q_k + 12 dt q_exo,R) / D_R for generation g, D_R the depth of t_step = t_{k+1}.
@@ -167,7 +172,7 @@ __host__ __device__ __forceinline__ real log_hashrate_step(real deviation, real 
 
 // H_0 exp(g_d t_k): the network hashrate without its random part.
 __host__ __device__ __forceinline__ real network_hashrate_trend(int step, const real* prm) {
-    return m_exp(PRM(M_log_hashrate0)[0] + PRM(M_hashrate_trend_step)[0] * R(step));
+    return PRM(D_hashrate_trend)[step];  // host table (kernel_config.derived_tables)
 }
 
 // H_k = trend_k exp(y_k), EH/s; exactly the trend where y = 0, so that trend / H = 1 keeps hashprice unchanged.
@@ -194,7 +199,7 @@ __host__ __device__ __forceinline__ void initial_state(const real* prm, MarketSt
 // holds R_k and L_k, which set utilization, values and marks at t_{k+1}. The dated shocks of t_step
 // (row `step` of the shock tables, 4.13) are added to the log levels here, so everything read from
 // the view (values, marks, collateral, hashprice) sees them.
-__host__ __device__ __forceinline__ void observe(const MarketState& s, int step, const real* prm, MarketView& v) {
+__host__ __device__ GPUSIM_STAGE void observe(const MarketState& s, int step, const real* prm, MarketView& v) {
     const real deviation = s.hashrate_deviation + PRM(M_hashrate_btc_elasticity)[0] * PRM(M_shock_crypto)[step * A + BTC];
     for (int a = 0; a < A; ++a) v.crypto[a] = m_exp(s.log_crypto[a] + PRM(M_shock_crypto)[step * A + a]);
     v.utilization = utilization(s.compute_shock, s.tight, PRM(M_shock_utilization)[step], prm);
@@ -202,7 +207,7 @@ __host__ __device__ __forceinline__ void observe(const MarketState& s, int step,
     for (int g = 0; g < G; ++g) {
         const real log_rate = log_rental_rate(s.cum_deflation, s.compute_shock, s.obsolescence[g], prm, g);
         v.rental_rate[g] = m_exp(log_rate + PRM(M_shock_rental_rate)[step * G + g]);
-        v.gpu_value[g] = income_value(v.rental_rate[g], v.utilization, v.power_price, remaining_life_steps(step, prm, g), s.tight, prm, g);
+        v.gpu_value[g] = income_value(v.rental_rate[g], v.utilization, v.power_price, remaining_life_steps(step, prm, g), s.tight, step, prm, g);
         v.gpu_mark[g] = gpu_mark(v.gpu_value[g], s.distress_memory[g], prm);
     }
     v.network_hashrate = network_hashrate(deviation, step, prm);
@@ -228,7 +233,7 @@ __host__ __device__ __forceinline__ void fan_coordinates(const MarketState& s, c
 
 // Steps 2-3 of docs/model.md 7 for k -> k+1: launches, then crypto, X, rates, power under R_k. The
 // regime and the distress memory stay at R_k and L_k until close_step.
-__host__ __device__ __forceinline__ void advance_market(MarketState& s, const Draws& d, int step, const real* prm) {
+__host__ __device__ GPUSIM_STAGE void advance_market(MarketState& s, const Draws& d, int step, const real* prm) {
     const bool tight = s.tight;
     const real n_launch = PRM(M_scheduled_launches)[step] + (d.u[SLOT_RANDOM_LAUNCH] < PRM(M_random_launch_prob)[0] ? R(1.0) : R(0.0));
     for (int g = 0; g < G; ++g) {
@@ -249,7 +254,7 @@ __host__ __device__ __forceinline__ void advance_market(MarketState& s, const Dr
 }
 
 // Step 10 of docs/model.md 7: update L with this step's fire sales Q^g (`dumped`), then draw R_{k+1}.
-__host__ __device__ __forceinline__ void close_step(MarketState& s, const real* dumped, const Draws& d, int step, const real* prm) {
+__host__ __device__ GPUSIM_STAGE void close_step(MarketState& s, const real* dumped, const Draws& d, int step, const real* prm) {
     for (int g = 0; g < G; ++g) s.distress_memory[g] = distress_memory_step(s.distress_memory[g], dumped[g], s.tight, step, prm, g);
     s.tight = next_regime(s.tight, d.u[SLOT_REGIME], PRM(M_regime_switch_prob));
 }

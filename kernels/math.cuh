@@ -44,6 +44,7 @@ __host__ __device__ __forceinline__ double m_log1p(double x) { return log1p(x); 
 __host__ __device__ __forceinline__ real m_min(real a, real b) { return b < a ? b : a; }
 __host__ __device__ __forceinline__ real m_max(real a, real b) { return b > a ? b : a; }
 __host__ __device__ __forceinline__ real R(double x) { return static_cast<real>(x); }
+__host__ __device__ __forceinline__ real R(int x) { return static_cast<real>(x); }  // (step numbers: exact either way, one conversion)
 // quiet NaN of the working dtype (a defaulted borrower's ratios)
 #ifdef __CUDA_ARCH__
 __device__ __forceinline__ float m_nan(float) { return __int_as_float(0x7fc00000); }

@@ -26,6 +26,15 @@
 #define GPUSIM_UNROLL
 #endif
 
+// A stage of the path-step (docs/model.md 7): inlined like every device function, except in the
+// host build that benchmarks/instruction_budget.py profiles, which keeps each stage a real call so
+// that callgrind can count it (GPUSIM_PROFILE_SPLIT).
+#ifdef GPUSIM_PROFILE_SPLIT
+#define GPUSIM_STAGE inline __attribute__((noinline))
+#else
+#define GPUSIM_STAGE __forceinline__
+#endif
+
 namespace gpusim {
 
 // ---------------------------------------------------------------------------------------------
@@ -81,7 +90,7 @@ __host__ __device__ __forceinline__ uint2 philox_key(unsigned long long seed) {
 }
 
 // The four words (slots 4b .. 4b+3) of block b of step k for path p.
-__host__ __device__ __forceinline__ uint4 philox_step_block(unsigned long long seed, unsigned long long path,
+__host__ __device__ GPUSIM_STAGE uint4 philox_step_block(unsigned long long seed, unsigned long long path,
                                                             unsigned int step, unsigned int block) {
     const uint4 ctr = make_uint4(static_cast<unsigned int>(path), step, block, static_cast<unsigned int>(path >> 32));
     return philox4x32_10(ctr, philox_key(seed));
@@ -153,12 +162,10 @@ __host__ __device__ __forceinline__ void box_muller(T u0, T u1, T& z0, T& z1) {
 // float32 table may differ from the reference when u falls between F(n) and its rounding.
 // ---------------------------------------------------------------------------------------------
 template <typename T, typename Table>
-__host__ __device__ __forceinline__ int poisson_inverse_cdf(T u, const Table* cdf) {
+__host__ __device__ GPUSIM_STAGE int poisson_inverse_cdf(T u, const Table* cdf) {
+    // the CDF never decreases, so the entries below u come first: counting stops at the first other
     int count = 0;
-    GPUSIM_UNROLL
-    for (int n = 0; n < cfg::POISSON_CAP; ++n) {
-        count += cdf[n] < u ? 1 : 0;
-    }
+    while (count < cfg::POISSON_CAP && cdf[count] < u) ++count;
     return count;
 }
 

@@ -48,7 +48,7 @@ __host__ __device__ __forceinline__ void count_fan(const real* prm, unsigned int
 // per-borrower block counters in shared memory) is given, it is counted there once instead of
 // twice in the global histogram, whose not-applicable bins are the hottest addresses late in a
 // run (most borrowers of most paths have defaulted).
-__host__ __device__ __forceinline__ void count_fans(const real* prm, const MarketState& s, const MarketView& v, int step, const void* credit,
+__host__ __device__ GPUSIM_STAGE void count_fans(const real* prm, const MarketState& s, const MarketView& v, int step, const void* credit,
                                                     unsigned int* step_counts, unsigned int* defaulted) {
     FanCoordinates f;
     fan_coordinates(s, v, step, prm, f);
@@ -178,12 +178,12 @@ extern "C" __global__ void simulate_paths(unsigned long long seed, unsigned long
         for (int k = 0; k < STEPS; ++k) {
             // docs/model.md 7: 1. draws, 2-3. market under R_k, 4. values and marks, 5-9. borrowers,
             // 10. distress memory with this step's fire sales, then R_{k+1}
-            draw_step(seed, path, k, d);
+            draw_market_step(seed, path, k, d);
             advance_market(s, d, k, prm);
             observe(s, k + 1, prm, v);
             for (int g = 0; g < G; ++g) dumped[g] = R(0.0);
 #if GPUSIM_HAS_CREDIT
-            credit_step(c, v, s.tight, d.revenue_shock, d.u + SLOT_TENANT_DEFAULT, k, prm, dumped, d.u + SLOT_MARKET_ACCESS);
+            credit_step(c, v, s.tight, d.u + SLOT_REVENUE_SHOCK, d.u + SLOT_TENANT_DEFAULT, k, prm, dumped, d.u + SLOT_MARKET_ACCESS);
 #endif
             if (record) {
                 unsigned int* defaulted = DEFAULTED_IN_SHARED ? block_defaulted + (k + 1) * N_BORROWERS : nullptr;

@@ -86,6 +86,44 @@ def _fan_arrays(spec: RunSpec) -> tuple[np.ndarray, np.ndarray]:
     return offsets, inverse_widths
 
 
+def derived_tables(spec: RunSpec, market: MarketParams) -> list[tuple[str, np.ndarray]]:
+    """Numbers that depend only on the regime or the step, which the kernels read instead of
+    evaluating an exp per path and step: the income and cost discount factors a_R, d_R and their
+    powers a_R^n, d_R^n over the life n left at t_k, (steps+1, 2, G) (market.income_value, where
+    rent pays to the end of life), the network hashrate trend H_0 exp(g_d t_k) (market.network_hashrate_trend)
+    and the shocked market depth D^g_R exp(s^D,g_k) (market.shocked_depth), (steps+1, 2, G). The
+    same float64 operations as the array-API model's, so the float64 kernel reads its numbers bit for bit.
+    With borrowers: which of them have an instrument with a covenant test at some step (B,), the
+    others' covenant phase having nothing to do; the contracted share s_g e_g of each step (K, B, G)
+    (borrowers.contracted_share; e_g is 0 or 1, so the product is exact in any dtype); the GPUs of
+    t_0 pledged to each instrument (I, G) (debt.pledged_fleet_weights, what collateral_value marks
+    without capex orders)."""
+    steps = np.arange(spec.layout.n_steps + 1, dtype=np.float64)
+    depth, depth_shock = np.asarray(market.market_depth, dtype=np.float64), np.asarray(market.shock_market_depth, dtype=np.float64)
+    log_a, log_d = np.asarray(market.log_income_discount, dtype=np.float64), np.asarray(market.log_cost_discount, dtype=np.float64)
+    life_left = np.maximum(np.floor(np.asarray(market.life_end_step, dtype=np.float64)[None, :] - steps[:, None]), 0.0)  # (steps+1, G)
+    credit_tables = []
+    if spec.has_credit:
+        assert spec.credit is not None
+        c, layout = spec.credit, spec.layout
+        tested = np.asarray(c.covenant_test, dtype=np.float64).max(axis=0, initial=0.0)  # (I,)
+        owner = list(layout.instrument_owner)
+        credit_tables = [
+            ("D_covenanted", np.array([tested[list(layout.instruments_of(b))].max(initial=0.0) for b in range(layout.n_borrowers)])),
+            ("D_contracted_share", np.asarray(c.contracted_share, dtype=np.float64) * np.asarray(c.contract_active, dtype=np.float64)),
+            ("D_pledged_gpus", np.asarray(c.collateral_fleet, dtype=np.float64) * np.asarray(c.fleet_count, dtype=np.float64)[owner]),
+        ]
+    return [
+        *credit_tables,
+        ("D_income_discount", np.exp(log_a)),
+        ("D_cost_discount", np.exp(log_d)),
+        ("D_income_discount_life", np.exp(life_left[:, None, :] * log_a[None, :, None])),
+        ("D_cost_discount_life", np.exp(life_left[:, None, :] * log_d[None, :, None])),
+        ("D_hashrate_trend", np.exp(np.float64(market.log_hashrate0) + np.float64(market.hashrate_trend_step) * steps)),
+        ("D_market_depth", depth[None, :, :] * np.exp(depth_shock)[:, None, :]),
+    ]
+
+
 def _param_fields(spec: RunSpec, market: MarketParams) -> list[tuple[str, np.ndarray]]:
     fields = [(f"M_{name}", np.asarray(value, dtype=np.float64)) for name, value in zip(MarketParams._fields, market, strict=True)]
     if spec.has_credit:
@@ -93,7 +131,7 @@ def _param_fields(spec: RunSpec, market: MarketParams) -> list[tuple[str, np.nda
         credit: CreditParams = spec.credit
         fields += [(f"C_{name}", np.asarray(value, dtype=np.float64)) for name, value in zip(CreditParams._fields, credit, strict=True)]
     offsets, inverse_widths = _fan_arrays(spec)
-    return [*fields, ("F_offset", offsets), ("F_inverse_width", inverse_widths)]
+    return [*fields, *derived_tables(spec, market), ("F_offset", offsets), ("F_inverse_width", inverse_widths)]
 
 
 def param_offsets(spec: RunSpec) -> dict[str, int]:

@@ -62,10 +62,8 @@ def pledged_crypto_value(pledged: Any, prices: Any, layout: Layout, c: CreditPar
 
 
 def pledged_fleet_weights(fleet: Any, layout: Layout, c: CreditParams, xp: Any) -> Any:
-    """GPUs of each generation pledged to each instrument, (I, G, n), from the owners' fleets `fleet`
-    (B, G, n) (or (B, G) for the fleets at t_0, giving (I, G))."""
-    pledged = c.collateral_fleet if fleet.ndim == 2 else c.collateral_fleet[:, :, None]
-    return pledged * by_owner(fleet, layout, xp)
+    """GPUs of each generation pledged to each instrument, (I, G, n), from the owners' fleets `fleet` (B, G, n)."""
+    return c.collateral_fleet[:, :, None] * by_owner(fleet, layout, xp)
 
 
 def owned_fleet(added: Any, layout: Layout, c: CreditParams) -> Any:
@@ -103,8 +101,7 @@ def collateral_value(
     weights = pledged_fleet_weights(c.fleet_count[:, :, None] if fleet is None else fleet, layout, c, xp)
     crypto = pledged_crypto_value(pledged, prices, layout, c, xp)
     at_mark = sum_over(weights * marks[None, :, :], axis=1) + crypto
-    book_per_gpu = by_owner(c.book_value[step_next], layout, xp)  # (I, G)
-    at_book = sum_over(pledged_fleet_weights(c.fleet_count, layout, c, xp) * book_per_gpu, axis=1)[:, None] + crypto
+    at_book = c.pledged_fleet_book[step_next][:, None] + crypto  # the fleets at t_0 at book: a host table
     if layout.n_orders and order_paid is not None:  # static: without capex the book is the fleets' at t_0
         at_book = at_book + delivered_book_value(order_paid, step_next, layout, c)
     if layout.n_data_centres:  # (adding 0 changes nothing: CUDA always adds it)

@@ -528,6 +528,7 @@ class CreditParams(NamedTuple):
     order_hashrate_delta: Any  # (O,) miners: PH/s added less PH/s retired (0 for GPUs)
     order_kw_delta: Any  # (O,) miners: kW of the new miners less kW of the retired ones at the efficiency of t_0 (0 for GPUs)
     tenant_leased_later: Any  # (K, B, G) GPUs leased to tenants starting after t_0, from their start (out of the spot pool)
+    pledged_fleet_book: Any  # (K+1, I) book value at t_k of the fleets at t_0 pledged to each instrument (pledged_fleet_book)
 
 
 NO_COVENANT_LTV = 1e12
@@ -698,7 +699,20 @@ def build_credit_params(s: Scenario) -> CreditParams:
         **capex_params(s, coll_fleet, instruments),
         refi_via_access=per_instrument(lambda bi, i: i.refinancing is not None and i.refinancing.via_market_access),
         tenant_leased_later=tenant_leased_later(s),
+        pledged_fleet_book=pledged_fleet_book(coll_fleet, fleet, book, [bi for bi, _ in instruments]),
     )
+
+
+def pledged_fleet_book(coll_fleet: np.ndarray, fleet: np.ndarray, book: np.ndarray, owner: list[int]) -> np.ndarray:
+    """(K+1, I): the at-book part of debt.collateral_value for the fleets at t_0, sum_g of the GPUs
+    pledged to the instrument times the straight-line book value per GPU at t_k, summed over
+    generations in order. It depends on the step only, so it is a table evaluated once on the host
+    rather than per path and step."""
+    per_generation = (coll_fleet * fleet[owner])[None, :, :] * book[:, owner, :]  # (K+1, I, G)
+    total = per_generation[:, :, 0]
+    for g in range(1, per_generation.shape[2]):
+        total = total + per_generation[:, :, g]
+    return total
 
 
 def pledges_data_centre(s: Scenario) -> np.ndarray:
