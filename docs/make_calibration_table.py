@@ -114,9 +114,10 @@ def read_quotes(path: Path) -> list[Quote]:
 
 
 def rating_grade(rating: str) -> str | None:
-    """S&P grade of the study's table for an S&P/Fitch ('BB-') or Moody's ('Ba3') rating; None when empty."""
+    """S&P grade of the study's table for an S&P/Fitch ('BB-') or Moody's ('Ba3') rating; None when
+    there is none (empty, 'NR' not rated, 'WR' withdrawn)."""
     text = rating.strip().rstrip("+-").rstrip("123")
-    if not text:
+    if text in ("", "NR", "WR"):  # not rated, rating withdrawn
         return None
     if text in MOODYS_TO_SP:
         return MOODYS_TO_SP[text]

@@ -34,7 +34,7 @@ def test_shipped_quotes_name_baseline_borrowers_and_instruments():
     for q in quotes:
         assert q.borrower in borrowers, f"line {q.line}: {q.borrower}"
         assert not q.instrument or q.instrument in borrowers[q.borrower], f"line {q.line}: {q.instrument}"
-        if q.rating:
+        if q.rating not in ("", "NR", "WR"):
             assert table.rating_grade(q.rating) in desk.RATING_GRADES
 
 
@@ -44,6 +44,12 @@ def test_shipped_quotes_name_baseline_borrowers_and_instruments():
 )
 def test_rating_grades_of_both_scales(rating, grade):
     assert table.rating_grade(rating) == grade
+
+
+@pytest.mark.parametrize("rating", ["", "NR", "WR"])
+def test_no_rating_has_no_grade(rating):
+    assert table.rating_grade(rating) is None
+    assert table.rating_pd(rating, 5.0) is None
 
 
 def test_unknown_rating_stops_with_its_name():

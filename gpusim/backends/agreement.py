@@ -57,7 +57,7 @@ TOLERANCES: dict[DType, Tolerance] = {
         path_rtol=1e-5,
         regime_share=1.0,
         default_path_share=0.999,
-        money_rtol=1e-4,
+        money_rtol=2e-4,
         money_floor=1e9,
         fan_moved_share=2e-3,
         fan_bin_difference=5,
@@ -80,11 +80,13 @@ fused kernels compiled as host C++) meets; measured on those: 1e-14 on float64 f
   default reasons equal on those paths (the host test);
 - money on those paths (loss, exposure, risky annuity, nominal portfolio loss): 1e-9 relative
   in float64 with differences below 1e6 USD measured against 1e6 (JAX and Pallas held 1e-9 and
-  1e-3 USD on losses, the host 1e-9 of the field's largest value), 1e-4 in float32 against at
-  least 1e9 USD (the host held 1e-4 of the field's largest value, 1.5e8 or more in its cases; the
-  baseline's CoreWeave-sized instruments, $5-14B, carry float32 rounding of a few hundred USD a
-  step, and after ten years of amortization a residual of $60M differs by $18k between numpy and
-  the other CPU backends, 1.8e-4 of it but 4e-6 of the principal);
+  1e-3 USD on losses, the host 1e-9 of the field's largest value), 2e-4 in float32 against at
+  least 1e9 USD (the host held 1e-4 of the field's largest value, 1.5e8 or more in its cases; two
+  baseline cases need the looser figures: CoreWeave-sized instruments, $5-14B, carry float32
+  rounding of a few hundred USD a step, and after ten years of amortization a residual of $60M
+  differs by $18k between numpy and the other CPU backends, 1.8e-4 of it but 4e-6 of the
+  principal; and a convert whose recovery is the residue of a sale of 52,850 BTC differs by
+  1.03e-4, float32 cancellation in billions; float64 agrees to 1e-9 on both);
 - fan counts: identical in float64 (the host held that without borrowers, JAX two counts a bin),
   in float32 at most 0.2 % moved to another bin (host, fused kernels) and five counts a bin
   (JAX); paths counted tight at each step: equal (host, fused kernels, JAX in float64);
