@@ -177,7 +177,7 @@ def test_fans_of_borrowers_beyond_the_old_ltv_grid_are_honest(monkeypatch):
     A finite stored quantile x_q must satisfy #{x < x_q - w} <= q n <= #{x <= x_q + w} (w the bin
     width); +inf / -inf must mean the true quantile is beyond valid_max / valid_min.
     """
-    scenario = scenario_from("baseline", ["time.n_steps=48"])
+    scenario = scenario_from("perfect_storm", ["time.n_steps=48"])
     spec = build_spec(scenario, contagion=False)
     recorded: dict[str, list[np.ndarray]] = {"dscr": [], "ltv": []}
     original = array_model.bin_index
@@ -213,7 +213,7 @@ def test_fans_of_borrowers_beyond_the_old_ltv_grid_are_honest(monkeypatch):
                         assert np.sum(x < v - width) <= target <= np.sum(x <= v + width), (name, step, b, q, v)
                         assert lowest <= v <= highest + width
                     beyond_old_grid += name == "ltv" and q == 0.5 and len(x) > 0 and np.median(x) > 4.0
-    assert beyond_old_grid > 0  # the baseline has borrowers whose median LTV passes 4, the old grid's top
+    assert beyond_old_grid > 0  # perfect_storm has borrowers whose median LTV passes 4, the old grid's top
 
 
 def test_a_format_1_file_still_opens_with_its_own_dimensions_only(tmp_path):
