@@ -5,7 +5,7 @@ its whole state in registers), built for this CPU by `native_build` once per con
 dtype and cached on disk. A chunk is one call into the library: its threads share the chunk's
 paths, each counts its own fan histograms and the library merges them once at the end. Like
 the cupy backend, a chunk runs the recorded pass and, for attribution, the pass with the
-fire-sale chain off; `chunk_from_buffers` turns the outputs into the ChunkResult every backend
+fire-sale chain off; `chunk_from_owned_buffers` turns the outputs into the ChunkResult every backend
 returns.
 """
 
@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 
 from gpusim.backends import BackendUnavailable
-from gpusim.backends.kernel_config import KernelBuffers, allocate_buffers, chunk_from_buffers, config_header, pack_params, saved_count
+from gpusim.backends.kernel_config import KernelBuffers, allocate_buffers, chunk_from_owned_buffers, config_header, pack_params, saved_count
 from gpusim.backends.native_build import NativeBuildError, build_library, compiler_version, find_compiler
 from gpusim.backends.sizing import cpu_count, host_available_bytes, item_bytes
 from gpusim.model.params import MarketParams, without_contagion
@@ -65,7 +65,9 @@ class _Ufunc(ctypes.Structure):
 
 NUMPY_MATH = (np.exp, np.log, np.expm1, np.log1p)
 """The float64 functions whose numpy results differ from the C library's (in the order of native_use_numpy_math)."""
-_UnaryLoop = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_ssize_t), ctypes.POINTER(ctypes.c_ssize_t), ctypes.c_void_p)
+_UnaryLoop = ctypes.CFUNCTYPE(
+    None, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_ssize_t), ctypes.POINTER(ctypes.c_ssize_t), ctypes.c_void_p
+)
 
 
 def _float64_loop(ufunc: np.ufunc) -> tuple[int, int]:
@@ -116,7 +118,9 @@ class NativeBackend:
     def __init__(self, threads: int | None = None) -> None:
         compiler = find_compiler()
         if compiler is None:
-            raise BackendUnavailable("the native backend needs a C++ compiler with OpenMP (g++ or clang++; or set CXX), and none is on PATH")
+            raise BackendUnavailable(
+                "the native backend needs a C++ compiler with OpenMP (g++ or clang++; or set CXX), and none is on PATH"
+            )
         if threads is not None and threads < 1:
             raise ValueError(f"native threads must be at least 1, got {threads}")
         self.compiler = compiler
@@ -200,7 +204,15 @@ class NativeBackend:
     # -- chunks -------------------------------------------------------------------------------
 
     def _launch(
-        self, library: ctypes.CDLL, spec: RunSpec, market: MarketParams, seed: int, path_start: int, n_paths: int, n_saved: int, record: bool
+        self,
+        library: ctypes.CDLL,
+        spec: RunSpec,
+        market: MarketParams,
+        seed: int,
+        path_start: int,
+        n_paths: int,
+        n_saved: int,
+        record: bool,
     ) -> KernelBuffers:
         prm = pack_params(spec, market, np.dtype(spec.dtype))
         buffers = allocate_buffers(spec, n_paths, n_saved, record, np)
@@ -229,4 +241,4 @@ class NativeBackend:
         elapsed = time.perf_counter() - started
         with self._lock:
             self.kernel_seconds += elapsed
-        return chunk_from_buffers(spec, path_start, n_paths, recorded, without_chain)
+        return chunk_from_owned_buffers(spec, path_start, n_paths, recorded, without_chain)
