@@ -24,6 +24,7 @@ from rich.table import Table
 
 from gpusim.api import file_headline
 from gpusim.backends import CHOICES, BackendUnavailable, to_stderr
+from gpusim.backends.native_build import NativeBuildError
 from gpusim.engine import RunResult, SimulationError, deferred_interrupts
 from gpusim.output.read import BatchResults, ResultsError, batch_headline, open_results
 from gpusim.output.write import OutputError
@@ -93,7 +94,7 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             return command(*args, **kwargs)
         except ConfigError as exc:
             _fail(exc.problems)
-        except (OutputError, BackendUnavailable, SimulationError, ResultsError) as exc:
+        except (OutputError, BackendUnavailable, NativeBuildError, SimulationError, ResultsError) as exc:
             _fail([str(exc)])
         except ValueError as exc:
             _fail([str(exc)])

@@ -108,8 +108,12 @@ def get_backend(name: str, announce: Announce | None = to_stderr) -> Backend:
         if os.environ.get(NATIVE_SWITCH, "1") == "0":
             raise BackendUnavailable(f"the native backend is switched off here ({NATIVE_SWITCH}=0)")
         from gpusim.backends.native_backend import NativeBackend
+        from gpusim.backends.native_build import NativeBuildError
 
-        return NativeBackend()
+        try:
+            return NativeBackend()
+        except NativeBuildError as exc:
+            raise BackendUnavailable(str(exc)) from exc
     raise BackendUnavailable(f"unknown backend {name!r}; available: {', '.join(CHOICES)}")
 
 

@@ -19,9 +19,8 @@ import warnings
 
 import numpy as np
 
-from gpusim.backends import BackendUnavailable
 from gpusim.backends.kernel_config import KernelBuffers, allocate_buffers, chunk_from_owned_buffers, config_header, pack_params, saved_count
-from gpusim.backends.native_build import NativeBuildError, build_library, compiler_version, find_compiler
+from gpusim.backends.native_build import NativeBuildError, build_library, compiler_version, cpu_name, find_compiler
 from gpusim.backends.sizing import cpu_count, host_available_bytes, item_bytes
 from gpusim.model.params import MarketParams, without_contagion
 from gpusim.spec import ChunkResult, RunSpec
@@ -118,9 +117,7 @@ class NativeBackend:
     def __init__(self, threads: int | None = None) -> None:
         compiler = find_compiler()
         if compiler is None:
-            raise BackendUnavailable(
-                "the native backend needs a C++ compiler with OpenMP (g++ or clang++; or set CXX), and none is on PATH"
-            )
+            raise NativeBuildError("the native backend needs a C++ compiler with OpenMP (g++ or clang++; or set CXX), and none is on PATH")
         if threads is not None and threads < 1:
             raise ValueError(f"native threads must be at least 1, got {threads}")
         self.compiler = compiler
@@ -134,9 +131,7 @@ class NativeBackend:
 
     @property
     def device(self) -> str:
-        from gpusim.bench import cpu_model
-
-        return f"cpu ({cpu_model()}), {self.threads_per_chunk} thread(s) a chunk, kernels/ built by {compiler_version(self.compiler)}"
+        return f"cpu ({cpu_name()}), {self.threads_per_chunk} thread(s) a chunk, kernels/ built by {compiler_version(self.compiler)}"
 
     def preferred_chunk_paths(self, spec: RunSpec) -> int:
         return CHUNK_PATHS
@@ -178,16 +173,13 @@ class NativeBackend:
             library = self._libraries.get(header)
             if library is None:
                 started = time.perf_counter()
-                try:
-                    path, compiled = build_library(spec, self.compiler)
-                except NativeBuildError as exc:
-                    raise BackendUnavailable(str(exc)) from exc
+                path, compiled = build_library(spec, self.compiler)
                 if compiled:
                     self.compile_seconds += time.perf_counter() - started
                 library = ctypes.CDLL(str(path))
                 library.native_simulate_paths.restype = ctypes.c_int
                 if library.native_real_size() != item_bytes(spec.dtype):
-                    raise BackendUnavailable(f"native library {path} was built for another dtype than {spec.dtype}")
+                    raise NativeBuildError(f"native library {path} was built for another dtype than {spec.dtype}")
                 if spec.dtype == "float64":
                     self._use_numpy_math(library)
                 self._libraries[header] = library

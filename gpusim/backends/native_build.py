@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -88,18 +89,26 @@ def compiler_version(compiler: str) -> str:
 
 
 @functools.cache
-def cpu_signature() -> str:
-    """The CPU's model name and feature flags, which -march=native compiles for."""
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
+    fields: dict[str, str] = {}
     try:
-        fields = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             fields.setdefault(key.strip(), value.strip())
-        return f"{fields.get('model name', '')}|{fields.get('flags', '')}"
     except OSError:
-        import platform
+        pass
+    return fields
 
-        return platform.processor() or platform.machine()
+
+def cpu_name() -> str:
+    """The CPU's model name, else the architecture."""
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+def cpu_signature() -> str:
+    """The CPU's model name and feature flags, which -march=native compiles for."""
+    return f"{cpu_name()}|{_cpuinfo().get('flags', '')}"
 
 
 def cache_root() -> Path:
