@@ -1,11 +1,12 @@
 """The engine's own ceiling: `gpusim.engine.run` fed by a backend that computes nothing.
 
-A null backend returns one precomputed chunk of configs/bench.yaml (computed once by the native
-backend, or numpy) for every chunk the engine asks for, so what is timed is the engine's own work
+A null backend returns one precomputed chunk of configs/bench.yaml (computed once, and timed, by
+the native backend, or numpy) for every chunk the engine asks for, so what is timed is the engine's own work
 per chunk: folding fan histograms, regime counts, saved paths and the credit outcomes into the
 run's totals, and summarising them at the end. Its rate in path-steps per second is the most any
 backend can reach through the engine at that chunk size. The backend's own rate on the same
-chunk is timed in the same command, so their ratio holds however noisy the machine is.
+chunk is timed in the same command, in wall and CPU seconds, so that their ratio can be read on
+a noisy machine.
 Run from the repository root:
 
     python benchmarks/bench_engine_ceiling.py --chunk-paths 65536 --chunks 8 --repeats 3
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import statistics
 import time
@@ -73,25 +75,34 @@ def main() -> None:
     steps = spec.layout.n_steps
     backend = get_backend(args.backend)
     backend.run_chunk(spec, SEED, 0, 64, 0)  # build (native) or warm up
-    backend_seconds = []
-    for _ in range(args.repeats):
-        started = time.perf_counter()
-        chunk = backend.run_chunk(spec, SEED, 0, args.chunk_paths, args.save_paths)
-        backend_seconds.append(time.perf_counter() - started)
-    backend_rate = args.chunk_paths * steps / statistics.median(backend_seconds)
+    wall, cpu = time.perf_counter(), time.process_time()
+    chunk = backend.run_chunk(spec, SEED, 0, args.chunk_paths, args.save_paths)
+    backend_wall, backend_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    chunk_steps = args.chunk_paths * steps
 
     null = NullBackend(chunk)
     n_paths = args.chunks * args.chunk_paths
-    engine_seconds = []
+    engine_wall, engine_cpu = [], []
     for _ in range(args.repeats):
+        cpu = time.process_time()
         result = run(spec, null, n_paths, SEED, save_paths=args.save_paths, chunk_paths=args.chunk_paths, workers=1, show_progress=False)
-        engine_seconds.append(result.runtime_s)
-    engine_rate = n_paths * steps / statistics.median(engine_seconds)
+        engine_wall.append(result.runtime_s)
+        engine_cpu.append(time.process_time() - cpu)
+    engine_rate = n_paths * steps / statistics.median(engine_wall)
+    engine_cpu_rate = n_paths * steps / statistics.median(engine_cpu)
 
-    print(f"machine: {cpu_model()}; bench.yaml {args.workload} {args.dtype}, {steps} steps, chunks of {args.chunk_paths:,} paths")
-    print(f"{backend.name} ({backend.device}): {backend_rate:.3g} path-steps/s (median of {args.repeats}: {backend_seconds})")
-    print(f"engine, null backend, {args.chunks} chunks: {engine_rate:.3g} path-steps/s (median of {args.repeats}: {engine_seconds})")
-    print(f"engine per chunk: {statistics.median(engine_seconds) / args.chunks:.3f} s; ceiling / {backend.name}: {engine_rate / backend_rate:.1f}x")
+    print(f"machine: {cpu_model()}, load average {os.getloadavg()}")
+    print(f"bench.yaml {args.workload} {args.dtype}, {steps} steps, chunks of {args.chunk_paths:,} paths")
+    print(
+        f"{backend.name} ({backend.device}), one chunk: {chunk_steps / backend_wall:.3g} path-steps/s "
+        f"({backend_wall:.1f} s wall, {chunk_steps / backend_cpu:.3g} per CPU-second)"
+    )
+    print(
+        f"engine, null backend, {args.chunks} chunks: {engine_rate:.3g} path-steps/s (median of {args.repeats}, "
+        f"{statistics.median(engine_wall) / args.chunks:.3f} s a chunk; {engine_cpu_rate:.3g} per CPU-second)"
+    )
+    backend_rate, backend_cpu_rate = chunk_steps / backend_wall, chunk_steps / backend_cpu
+    print(f"ceiling / {backend.name}: {engine_rate / backend_rate:.1f}x wall, {engine_cpu_rate / backend_cpu_rate:.1f}x per CPU-second")
     if args.profile:
         profile = cProfile.Profile()
         profile.enable()

@@ -9,13 +9,16 @@ with numpy is checked in tests/test_backend_agreement.py with every other backen
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import host_compiler, small_spec_for
+import yaml
+from click.testing import CliRunner
+from helpers import host_compiler, small_mapping, small_spec_for
 from test_backend_agreement import CASES, CPU_CASES
 
 import gpusim.backends
@@ -24,6 +27,7 @@ from gpusim.backends.kernel_config import config_header
 from gpusim.backends.native_backend import NativeBackend
 from gpusim.backends.native_build import LIBRARY, build_key, cache_root, compiler_version, flags
 from gpusim.backends.numpy_backend import NumpyBackend
+from gpusim.cli import main
 from gpusim.engine import run
 from gpusim.spec import ChunkResult
 
@@ -144,3 +148,18 @@ def test_auto_takes_native_where_a_compiler_exists(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv(NATIVE_SWITCH, "0")
     with pytest.raises(BackendUnavailable, match=f"switched off here \\({NATIVE_SWITCH}=0\\)"):
         get_backend("native")
+
+
+def test_bench_times_native_beside_numpy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`gpusim bench --backends numpy,native`: native checked against numpy, then timed, its compile time apart."""
+    monkeypatch.delenv(NATIVE_SWITCH, raising=False)
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump(small_mapping()))
+    out = tmp_path / "bench.json"
+    args = ["bench", "--config", str(config), "--backends", "numpy,native", "--paths", "300", "--repeats", "1", "--json", str(out)]
+    result = CliRunner().invoke(main, [*args, "--workload", "model"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(out.read_text())["backends"]}
+    native = rows["native"]
+    assert native["available"] and native["agreement"]["ok"] and native["agreement"]["default_step_agreement"] == 1.0
+    assert native["kernel_s"] > 0 and native["speedup_vs_numpy"] > 0 and native["device"].startswith("cpu (")
