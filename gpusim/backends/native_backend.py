@@ -26,9 +26,12 @@ from gpusim.model.params import MarketParams, without_contagion
 from gpusim.spec import ChunkResult, RunSpec
 
 CHUNK_PATHS = 1 << 16
-"""Paths per chunk: a chunk's fan histograms (fixed size: 95 MB on bench.yaml) are merged and
-folded into the run's totals once per chunk, so large chunks keep that cost small next to the
-paths' work (docs/benchmarks.md, "Engine ceiling")."""
+"""Paths per chunk at least: a chunk's fan histograms (fixed size: 95 MB on bench.yaml) are
+merged across threads and folded into the run's totals once per chunk, so large chunks keep
+that cost small next to the paths' work (docs/benchmarks.md, "Engine ceiling")."""
+CHUNK_PATHS_PER_THREAD = 1 << 13
+"""And at least this many per thread, so that the merge, which reads every thread's histogram,
+stays small next to the chunk's compute on many cores."""
 
 BORROWER_OUTCOME_BYTES = 2 + 1
 FLOATS_PER_INSTRUMENT = 3
@@ -134,7 +137,7 @@ class NativeBackend:
         return f"cpu ({cpu_name()}), {self.threads_per_chunk} thread(s) a chunk, kernels/ built by {compiler_version(self.compiler)}"
 
     def preferred_chunk_paths(self, spec: RunSpec) -> int:
-        return CHUNK_PATHS
+        return max(CHUNK_PATHS, CHUNK_PATHS_PER_THREAD * self.threads_per_chunk)
 
     def bytes_per_path(self, spec: RunSpec) -> int:
         """Only the outputs: the model's state stays in each thread's registers and stack."""
