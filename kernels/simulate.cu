@@ -184,7 +184,7 @@ __host__ __device__ __forceinline__ void simulate_path(unsigned long long seed, 
 #if GPUSIM_HAS_CREDIT
     write_outcomes(c, j, n_paths, default_step, reason, loss, exposure, annuity, loss_nominal);
 #else
-    (void)default_step, (void)reason, (void)loss, (void)exposure, (void)annuity, (void)loss_nominal;
+    (void)n_paths, (void)default_step, (void)reason, (void)loss, (void)exposure, (void)annuity, (void)loss_nominal;
 #endif
 }
 
