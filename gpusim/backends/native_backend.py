@@ -12,6 +12,7 @@ returns.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import threading
 import time
@@ -37,7 +38,7 @@ BORROWER_OUTCOME_BYTES = 2 + 1
 FLOATS_PER_INSTRUMENT = 3
 FLOATS_PER_PORTFOLIO = 1
 COPY_FACTOR = 2
-"""The outcomes in the kernel's layout (path last) and transposed for ChunkResult (path first)."""
+"""The outcomes in the kernel's dtype and, for float32 runs, their float64 copies in the ChunkResult."""
 
 
 def default_threads() -> int:
@@ -99,6 +100,7 @@ def _float64_loop(ufunc: np.ufunc) -> tuple[int, int]:
     return loop, data
 
 
+@functools.cache
 def numpy_loops() -> tuple[ctypes.Array[ctypes.c_void_p], ctypes.Array[ctypes.c_void_p]] | str:
     """numpy's float64 exp, log, expm1 and log1p loops for native_use_numpy_math, or why they cannot be used."""
     try:
