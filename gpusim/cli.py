@@ -24,6 +24,7 @@ from rich.table import Table
 
 from gpusim.api import file_headline
 from gpusim.backends import CHOICES, BackendUnavailable, to_stderr
+from gpusim.backends.native_build import NativeBuildError
 from gpusim.engine import RunResult, SimulationError, deferred_interrupts
 from gpusim.output.read import BatchResults, ResultsError, batch_headline, open_results
 from gpusim.output.write import OutputError
@@ -93,7 +94,7 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             return command(*args, **kwargs)
         except ConfigError as exc:
             _fail(exc.problems)
-        except (OutputError, BackendUnavailable, SimulationError, ResultsError) as exc:
+        except (OutputError, BackendUnavailable, NativeBuildError, SimulationError, ResultsError) as exc:
             _fail([str(exc)])
         except ValueError as exc:
             _fail([str(exc)])
@@ -149,12 +150,16 @@ def schema() -> None:
     type=click.Choice(list(CHOICES)),
     default="auto",
     show_default=True,
-    help="auto: the fused CUDA kernels on a GPU, else JAX on a GPU, else numpy.",
+    help="auto: the fused CUDA kernels on a GPU, else JAX on a GPU, else native (the same kernels, host C++), else numpy.",
 )
 @click.option("--chunk-paths", type=Count(min=1), default=None, help="Paths per chunk (default: from free memory and the backend).")
 @click.option("--save-paths", type=Count(min=0), default=1000, show_default=True, help="Store full factor paths for the first K paths.")
 @click.option(
-    "--workers", type=click.IntRange(min=1), default=None, help="Chunks in flight at once (default: CPU count on a CPU, 2 on a GPU)."
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Chunks in flight at once (default: CPU count for numpy, 2 on a GPU, 1 for native, whose OpenMP threads (OMP_NUM_THREADS, "
+    "else every core) are shared among the chunks).",
 )
 @click.option(
     "--no-contagion",
@@ -393,7 +398,7 @@ EXIT_BACKENDS_DISAGREE = 1
 @click.option(
     "--backends",
     "backend_list",
-    default="numpy,jax,cupy-array,cupy",
+    default="numpy,jax,cupy-array,cupy,native",
     show_default=True,
     help="Comma-separated backends; the first that runs is the reference the others are checked against.",
 )

@@ -138,6 +138,9 @@ def plan_chunks(backend: Backend, spec: RunSpec, n_paths: int, workers: int | No
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
     workers = workers or fit_workers(backend, spec, backend.default_workers())
+    share = getattr(backend, "use_workers", None)  # a backend with threads of its own shares them among the chunks
+    if share is not None:
+        share(workers)
     return workers, choose_chunk_paths(backend, spec, n_paths, workers, chunk_paths)
 
 

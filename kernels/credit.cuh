@@ -341,10 +341,13 @@ __host__ __device__ GPUSIM_STAGE void pay_debt_service(const CreditState& c, con
 // mining_capacity do not read it), and nothing is copied.
 __host__ __device__ __forceinline__ void carry_capex(const real* added, real hashrate_added, real kw_added, real* to_added, real& to_hashrate,
                                                      real& to_kw) {
-    if (N_ORDERS == 0) return;
-    for (int g = 0; g < G; ++g) to_added[g] = added[g];
-    to_hashrate = hashrate_added;
-    to_kw = kw_added;
+    if constexpr (N_ORDERS > 0) {
+        for (int g = 0; g < G; ++g) to_added[g] = added[g];
+        to_hashrate = hashrate_added;
+        to_kw = kw_added;
+    } else {
+        (void)added, (void)hashrate_added, (void)kw_added, (void)to_added, (void)to_hashrate, (void)to_kw;
+    }
 }
 
 // Whether borrower b can issue this step: its access uniform below the regime's per-step probability

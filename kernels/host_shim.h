@@ -37,20 +37,19 @@ inline unsigned int __umulhi(unsigned int a, unsigned int b) {
     return static_cast<unsigned int>((static_cast<std::uint64_t>(a) * b) >> 32);
 }
 
-// Launch geometry as globals: a host driver runs a kernel one (block, thread) at a time, setting
-// these before each call (tests/host/model_host.cpp). With one thread per block, __syncthreads
-// has nothing to wait for and block-shared arrays can be function statics.
+// Launch geometry per host thread: a host driver runs a kernel one (block, thread) at a time on
+// each of its threads, setting these before each call (tests/host/model_host.cpp, native.cpp).
+// `static thread_local`: each build and each thread has its own copy, none is exported (an
+// `inline` global would be a GNU-unique symbol that two builds loaded in one process share).
+// With one thread per block, __syncthreads has nothing to wait for and block-shared arrays are
+// per-thread function statics.
 struct dim3 {
     unsigned int x = 1, y = 1, z = 1;
 };
-inline dim3 threadIdx, blockIdx, blockDim, gridDim;
+static thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
 
-#define __shared__ static
+#define __shared__ static thread_local
 inline void __syncthreads() {}
 
-// Atomics are plain read-modify-writes: host drivers run one thread at a time.
-inline unsigned int atomicAdd(unsigned int* address, unsigned int value) {
-    const unsigned int old = *address;
-    *address = old + value;
-    return old;
-}
+// Atomics are real (relaxed) read-modify-writes: host threads may share the buffer added to.
+inline unsigned int atomicAdd(unsigned int* address, unsigned int value) { return __atomic_fetch_add(address, value, __ATOMIC_RELAXED); }

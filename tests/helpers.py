@@ -289,7 +289,21 @@ def build_host_library(spec: RunSpec, build_dir: Path) -> Path:
         pytest.skip("no C++ compiler (g++ or c++) on PATH: host checks of the fused kernels not run")
     config = write_kernel_config(spec, build_dir)
     library = build_dir / "libmodel_host.so"
-    cmd = [cxx, "-O2", "-std=c++17", "-Wall", "-Wextra", "-shared", "-fPIC", GENERATED, "-I", str(config), "-I", str(KERNELS)]
+    cmd = [
+        cxx,
+        "-O2",
+        "-std=c++17",
+        "-Wall",
+        "-Wextra",
+        "-shared",
+        "-fPIC",
+        "-fvisibility=hidden",
+        GENERATED,
+        "-I",
+        str(config),
+        "-I",
+        str(KERNELS),
+    ]
     done = subprocess.run([*cmd, str(HOST_DRIVER), "-o", str(library)], capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S)
     assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stderr}"
     assert not done.stderr.strip(), f"host build of the kernels has compiler warnings:\n{done.stderr}"

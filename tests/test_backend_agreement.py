@@ -3,8 +3,9 @@ table (gpusim.backends.agreement): same seed, same path indices, every number a 
 
 Backends: JAX under jit, JAX with the Pallas market kernel (interpreted on a CPU), the array
 model on cupy, the fused CUDA kernels on cupy, and the same kernels compiled as host C++ and
-run through ctypes. One that cannot run here is skipped with the reason; the GPU ones are
-marked `gpu` (pytest.mark.gpu, and JAX where it sees a GPU), so `pytest -m gpu` runs them.
+run through ctypes, on one thread (host-kernels) or OpenMP threads (native). One that cannot
+run here is skipped with the reason; the GPU ones are marked `gpu` (pytest.mark.gpu, and JAX
+where it sees a GPU), so `pytest -m gpu` runs them.
 Cases: the small scenario as shipped in the tests and with stressed borrowers (defaults of every
 kind), with dated shock paths, with dated capex and market access, weekly steps, the fire-sale chain
 off, no borrowers, and configs/baseline.yaml, each
@@ -35,6 +36,7 @@ from gpusim.backends.agreement import (
     relative_difference,
     tolerance,
 )
+from gpusim.backends.native_backend import NativeBackend
 from gpusim.spec import ChunkResult, CreditOutcomes, DType, RunSpec
 
 SEED = 20261126
@@ -135,6 +137,7 @@ VARIANTS: dict[str, Variant] = {
     "cupy-array": Variant(lambda _: get_backend("cupy-array"), gpu_unavailable_reason, True, tuple(CASES)),
     "cupy": Variant(lambda _: get_backend("cupy"), gpu_unavailable_reason, True, tuple(CASES)),
     "host-kernels": Variant(HostKernelBackend, _no_compiler, False, CPU_CASES),
+    "native": Variant(lambda _: NativeBackend(threads=2), _no_compiler, False, CPU_CASES),
 }
 
 

@@ -3,6 +3,8 @@ reason on stderr), and clear failures for backends that cannot run here."""
 
 from __future__ import annotations
 
+import os
+
 import h5py
 import pytest
 import yaml
@@ -10,7 +12,8 @@ from click.testing import CliRunner
 from helpers import small_mapping
 
 import gpusim.backends
-from gpusim.backends import BACKENDS, CHOICES, AutoCandidate, BackendUnavailable, get_backend, gpu_unavailable_reason
+from gpusim.backends import BACKENDS, CHOICES, NATIVE_SWITCH, AutoCandidate, BackendUnavailable, get_backend, gpu_unavailable_reason
+from gpusim.backends.native_build import find_compiler
 from gpusim.backends.warm_up import WARM_UP_PATHS, warm_up_spec
 from gpusim.cli import main
 
@@ -24,12 +27,15 @@ def _jax_sees_gpu() -> bool:
 
 
 def test_auto_is_the_fastest_available_backend():
-    """The fused kernels where cupy sees a GPU, else JAX on a GPU, else numpy."""
+    """The fused kernels where cupy sees a GPU, else JAX on a GPU, else the native build where it
+    is not switched off (the suite switches it off: tests/conftest.py), else numpy."""
     backend = get_backend("auto")
     if gpu_unavailable_reason() is None:
         assert backend.name == "cupy"
     elif _jax_sees_gpu():
         assert backend.name == "jax"
+    elif os.environ.get(NATIVE_SWITCH) != "0" and find_compiler() is not None:
+        assert backend.name == "native"
     else:
         assert backend.name == "numpy"
     assert set(CHOICES) == {"auto", *BACKENDS}
@@ -186,8 +192,8 @@ def test_cli_quiet_keeps_the_skipped_backends_to_itself(no_gpu_compiles, tmp_pat
     assert "backend auto: skipped cupy: CompileException" in loud.stderr
 
 
-def test_the_real_chain_is_fused_kernels_then_jax_then_numpy():
-    assert [c.name for c in gpusim.backends.AUTO_CHAIN] == ["cupy", "jax", "numpy"]
+def test_the_real_chain_is_fused_kernels_then_jax_then_native_then_numpy():
+    assert [c.name for c in gpusim.backends.AUTO_CHAIN] == ["cupy", "jax", "native", "numpy"]
 
 
 def test_auto_here_says_why_it_skipped_the_fused_kernels(capsys):

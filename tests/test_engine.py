@@ -131,3 +131,32 @@ def test_weekly_grid_runs(small_scenario):
     res = _run(spec, n_paths=100)
     assert res.saved["crypto"].shape == (100, 105, 2)
     assert np.isfinite(res.saved["gpu_value"]).all()
+
+
+class _Uint32Fans:
+    """numpy's chunks with the fan counts as uint32, as the fused backends return them (views of their histogram)."""
+
+    name = "numpy-uint32-fans"
+
+    def __init__(self):
+        self.inner = get_backend("numpy")
+        self.workers_told = None
+
+    def __getattr__(self, attribute):
+        return getattr(self.inner, attribute)
+
+    def use_workers(self, workers):
+        self.workers_told = workers
+
+    def run_chunk(self, spec, seed, path_start, n_paths, save_paths):
+        chunk = self.inner.run_chunk(spec, seed, path_start, n_paths, save_paths)
+        return chunk._replace(fan_counts={name: counts.astype(np.uint32) for name, counts in chunk.fan_counts.items()})
+
+
+def test_uint32_fan_counts_fold_into_the_same_results_and_workers_are_told(small_spec):
+    """The run's totals are int64 whatever integer type a chunk's counts have; a backend with
+    threads of its own learns how many chunks the engine runs at once."""
+    backend = _Uint32Fans()
+    got = run(small_spec, backend, n_paths=600, seed=7, save_paths=600, chunk_paths=256, workers=2, show_progress=False)
+    _assert_identical(_run(small_spec, chunk_paths=256, workers=2), got)
+    assert backend.workers_told == 2

@@ -5,11 +5,13 @@
   market step where it is faster.
 - cupy-array: the same model on cupy arrays, unfused, on an NVIDIA GPU.
 - cupy: the fused CUDA kernels of kernels/ (one thread per path), on an NVIDIA GPU.
+- native: the same fused kernels compiled by the host C++ compiler, OpenMP threads over paths.
 - auto: the fastest of these that can run here (see `auto_backend`).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,7 +52,7 @@ class BackendUnavailable(Exception):
     """The requested backend cannot run here (library or device missing)."""
 
 
-BACKENDS = ("numpy", "jax", "cupy-array", "cupy")
+BACKENDS = ("numpy", "jax", "cupy-array", "cupy", "native")
 CHOICES = ("auto", *BACKENDS)
 
 
@@ -102,7 +104,22 @@ def get_backend(name: str, announce: Announce | None = to_stderr) -> Backend:
         from gpusim.backends.cupy_backend import CupyBackend
 
         return CupyBackend()
+    if name == "native":
+        if os.environ.get(NATIVE_SWITCH, "1") == "0":
+            raise BackendUnavailable(f"the native backend is switched off here ({NATIVE_SWITCH}=0)")
+        from gpusim.backends.native_backend import NativeBackend
+        from gpusim.backends.native_build import NativeBuildError
+
+        try:
+            return NativeBackend()
+        except NativeBuildError as exc:
+            raise BackendUnavailable(str(exc)) from exc
     raise BackendUnavailable(f"unknown backend {name!r}; available: {', '.join(CHOICES)}")
+
+
+NATIVE_SWITCH = "GPUSIM_NATIVE"
+"""Environment variable: 0 switches the native backend off (`auto` then skips it, saying so), e.g.
+where a compiler exists but builds should not run (the test suite's runs compare with numpy)."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +136,12 @@ def _warmed_cupy() -> Backend:
     return backend
 
 
+def _warmed_native() -> Backend:
+    backend = get_backend("native")
+    backend.warm_up()  # type: ignore[attr-defined]
+    return backend
+
+
 def _warmed_jax_gpu() -> Backend:
     backend = get_backend("jax")
     if not getattr(backend, "on_accelerator", False):
@@ -130,10 +153,12 @@ def _warmed_jax_gpu() -> Backend:
 AUTO_CHAIN: tuple[AutoCandidate, ...] = (
     AutoCandidate("cupy", _warmed_cupy),
     AutoCandidate("jax", _warmed_jax_gpu),
+    AutoCandidate("native", _warmed_native),
     AutoCandidate("numpy", lambda: get_backend("numpy")),
 )
 """What `auto` tries, fastest first. JAX counts only on a GPU: on a CPU it is not reliably faster
-than numpy (docs/benchmarks.md). numpy, last, always runs."""
+than numpy (docs/benchmarks.md). native needs a C++ compiler with OpenMP; its warm-up builds
+and runs the tiny spec. numpy, last, always runs."""
 
 SKIP_REASON_CHARS = 300
 """A skipped backend's reason is cut to one line of about this length (an NVRTC log runs to pages)."""

@@ -402,3 +402,41 @@ def write_shipped_headers(folder: Path) -> None:
 
 if __name__ == "__main__":
     write_shipped_headers(kernels_dir())
+
+
+def _outcome_views(buffers: KernelBuffers) -> CreditOutcomes:
+    """Per-path outcomes as transposed views of host buffers: path first, paths contiguous, as
+    the numpy backend lays them out (so sums over paths add in numpy's order); money in float64."""
+    return CreditOutcomes(
+        default_step=buffers.default_step.T,
+        default_reason=buffers.reason.T,
+        loss=buffers.loss.T.astype(np.float64, copy=False),
+        exposure=buffers.exposure.T.astype(np.float64, copy=False),
+        risky_annuity=buffers.annuity.T.astype(np.float64, copy=False),
+        portfolio_loss_nominal=buffers.loss_nominal.astype(np.float64, copy=False),
+    )
+
+
+def chunk_from_owned_buffers(
+    spec: RunSpec, path_start: int, n_paths: int, recorded: KernelBuffers, without_chain: KernelBuffers | None
+) -> ChunkResult:
+    """`chunk_from_buffers` without copying what the chunk may keep: for host buffers that belong
+    to this chunk alone. Outcomes are views in the numpy backend's layout and fan counts uint32
+    views of the kernel's histogram (ChunkResult allows either integer type); only the saved
+    paths (at most the run's first save_paths) are copied out."""
+    saved = {name: np.ascontiguousarray(recorded.saved[:, :, column]) for name, column in saved_columns(spec.layout).items()}
+    saved["regime"] = np.ascontiguousarray(recorded.saved_regime)
+    layout, counts = fan_layout(spec), recorded.fan_counts
+    fans = {}
+    for name in layout.fans:
+        start, width = layout.first_bin[name], layout.components[name] * (N_BINS + 1)
+        fans[name] = counts[:, start : start + width].reshape(counts.shape[0], layout.components[name], N_BINS + 1)
+    return ChunkResult(
+        path_start=path_start,
+        n_paths=n_paths,
+        saved=saved,
+        fan_counts=fans,
+        tight_count=np.asarray(recorded.tight_count, dtype=np.int64),
+        outcomes=_outcome_views(recorded) if spec.has_credit else None,
+        outcomes_without_chain=_outcome_views(without_chain) if without_chain is not None and spec.has_credit else None,
+    )

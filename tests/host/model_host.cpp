@@ -4,10 +4,12 @@
 // backend. The generated gpusim_config.cuh (gpusim/backends/kernel_config.py) comes first on the
 // include path.
 //
-// Build: g++ -O2 -std=c++17 -shared -fPIC -I CONFIG_DIR -I kernels tests/host/model_host.cpp -o libmodel_host.so
+// Build: g++ -O2 -std=c++17 -shared -fPIC -fvisibility=hidden -I CONFIG_DIR -I kernels tests/host/model_host.cpp -o libmodel_host.so
+// (hidden: only the host_* functions are exported, so builds of two shapes can be loaded in one process)
 //
-// A launch runs every (block, thread) of the grid one after another: blocks of one thread, so
-// the kernels' block-shared counters and __syncthreads need no real concurrency.
+// A launch runs every (block, thread) of the grid one after another on the calling thread:
+// blocks of one thread, so the kernels' block-shared counters and __syncthreads need no real
+// concurrency (the launch geometry of host_shim.h is per thread).
 #include "host_shim.h"
 #include "simulate.cu"
 #include "draws_only.cu"
@@ -27,10 +29,12 @@ void launch(unsigned int blocks, Kernel&& kernel) {
 
 }  // namespace
 
+#define HOST_EXPORT __attribute__((visibility("default")))
+
 extern "C" {
 
 // simulate_paths on `blocks` one-thread blocks; arguments as in kernels/simulate.cu.
-void host_simulate_paths(unsigned int blocks, unsigned long long seed, unsigned long long path_start, int n_paths, int n_saved,
+HOST_EXPORT void host_simulate_paths(unsigned int blocks, unsigned long long seed, unsigned long long path_start, int n_paths, int n_saved,
                          int record, const real* prm, short* default_step, signed char* reason, real* loss, real* exposure,
                          real* annuity, real* loss_nominal, unsigned int* fan_counts, unsigned int* tight_count, real* saved,
                          signed char* saved_regime) {
@@ -41,10 +45,10 @@ void host_simulate_paths(unsigned int blocks, unsigned long long seed, unsigned 
 }
 
 // sum_draws on `blocks` one-thread blocks.
-void host_sum_draws(unsigned int blocks, unsigned long long seed, unsigned long long path_start, int n_paths, real* sums) {
+HOST_EXPORT void host_sum_draws(unsigned int blocks, unsigned long long seed, unsigned long long path_start, int n_paths, real* sums) {
     launch(blocks, [&] { sum_draws(seed, path_start, n_paths, sums); });
 }
 
 // sizeof(real), so the caller can check it passes arrays of the compiled dtype.
-int host_real_size() { return static_cast<int>(sizeof(real)); }
+HOST_EXPORT int host_real_size() { return static_cast<int>(sizeof(real)); }
 }
