@@ -26,16 +26,16 @@ N_PATHS = 48
 # every repin since is listed with its reason in docs/model.md section 11.
 PINNED_ON = ("2.4", ("AVX512_ICL", "X86_V3", "X86_V4"))
 DIGESTS: dict[str, str] = {
-    "baseline": "3bd141e850344501e4bea60e24719ee7e89fc625a5c1be0ceaa2bae11042a922",
+    "baseline": "4abbc0de84fb2df64cc53d0831e4fc976b2aceacbac734e82417562ce489d7c1",
     "bench": "75230cd96932e101a7bc0967e764a5431c187cd4828b2a94154f0034e65f4177",
-    "crypto_winter": "1d1817fd6f72c0bf8e7794a01196783e4a5844deabe6804f320a47f941318066",
-    "deflation_shock": "7a6b9c569d8d46617a875b613fbdf3453c5ea84278d2208856ccee81e46478fd",
-    "market_freeze": "10d3409d917f7d393dd83e6fb1378d7b85e2d4eafd18da6ecf2433c7497a30d5",
-    "perfect_storm": "72e7e60e824f74eabb1af76e9f2d01956a4f71b905d0cd584e2db3e8d4f4d3c9",
-    "rubin_early": "b13fd0cac316c24038c2f35bae06303796f04d9eb9dac85b219d95f0e5b2ce2a",
+    "crypto_winter": "3047fc8c11f82e5138f6d5df19fe91fba3d81b5ac4b92c8d4a3d40e09a23a51a",
+    "deflation_shock": "c1808df7457516080a59c88725585637d30999d8dc4dc1e54ee954fbea569c7f",
+    "market_freeze": "e25d2a8f63e768fb172d38dbe3423276469740e5a1fbbea7be7a9890ff3cd18e",
+    "perfect_storm": "ee3ec570d4479a2e91aaf996dc95d428956b2bcdb96efc91f3cadf16e0ecf53e",
+    "rubin_early": "8def1af53889408a1432cc0ff39ee18016ea3a5d098f3bab925ad80158b18721",
     # dated shock paths (docs/model.md 4.13)
-    "replay_2022": "017df3010b6646dfae5b10925d38167d18f0c1042a7ea4ed6e1b48da81a7a8d6",
-    "severe_path": "8ab983b1a224e7d6f1896544da8793607174adf3a266e7c2b67c32549fbee973",
+    "replay_2022": "5455ad0126e71820ec82d439167122dfc98c26b010c7511e64509b4dbdc0eff9",
+    "severe_path": "06c31349382b74a6bfb0270aa1c7aaa6439055b9ec39ac2ad390d3f5bb5c8368",
 }
 
 
