@@ -48,6 +48,8 @@ END = "<!-- END GENERATED -->"
 TENOR_YEARS = 5.0
 """Cumulative PDs are compared at five years: the tenor of a benchmark CDS and of most of the bonds quoted."""
 GAP_RATIO = 2.0
+RATIO_SHOWN_UP_TO = 100.0
+"""Ratios above this are shown as ">100": a model figure near 0 makes the quotient noise."""
 STRESS_BY_TYPE = {"neocloud": "deflation_shock", "project_spv": "deflation_shock", "miner": "crypto_winter"}
 """The stress shown beside the baseline: the shock to the borrower's own revenue line."""
 MOODYS_TO_SP = {"Aaa": "AAA", "Aa": "AA", "A": "A", "Baa": "BBB", "Ba": "BB", "B": "B", "Caa": "CCC/C", "Ca": "CCC/C", "C": "CCC/C"}
@@ -157,7 +159,8 @@ def ratio_text(market: float | None, model: float | None) -> tuple[str, bool]:
     if model <= desk.ZERO_SPREAD_BPS * 1e-4 and market > 0:
         return "inf", True
     ratio = market / model
-    return f"{ratio:.2f}", not (1.0 / GAP_RATIO <= ratio <= GAP_RATIO)
+    text = f">{RATIO_SHOWN_UP_TO:g}" if ratio > RATIO_SHOWN_UP_TO else f"{ratio:.2f}"
+    return text, not (1.0 / GAP_RATIO <= ratio <= GAP_RATIO)
 
 
 def comparison(quotes: list[Quote], runs: dict, recovery: float) -> tuple[str, list[str]]:
@@ -166,7 +169,7 @@ def comparison(quotes: list[Quote], runs: dict, recovery: float) -> tuple[str, l
     header = ["borrower (analogue)", "quote", "market", "implied 5y PD %", "rating (5y PD %)"]
     header += ["model 5y PD %, baseline", "model 5y PD %, stress", "model spread, baseline", "model spread, stress"]
     header += ["market / model spread", "rating / model PD"]
-    rows, flagged = [], []
+    rows, flagged, flagged_ratings = [], [], set()
     for q in quotes:
         if q.borrower not in base.borrowers:
             raise SystemExit(f"{QUOTES}:{q.line}: borrower {q.borrower!r} is not in the baseline ({', '.join(base.borrowers)})")
@@ -201,7 +204,8 @@ def comparison(quotes: list[Quote], runs: dict, recovery: float) -> tuple[str, l
         )  # fmt: skip
         if spread_gap:
             flagged.append(f"{q.borrower}, {what}: market {fmt_bps(q.spread_bps)} bp against model {fmt_bps(model_base)} bp")
-        if pd_gap:
+        if pd_gap and (q.borrower, q.rating, q.agency) not in flagged_ratings:
+            flagged_ratings.add((q.borrower, q.rating, q.agency))
             flagged.append(f"{q.borrower}, {q.rating} {q.agency}: rating 5y PD {fmt_pct(from_rating)} % against model {fmt_pct(pd_base)} %")
     rule = ["---", "---"] + ["---:"] * (len(header) - 2)
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rule) + " |"] + ["| " + " | ".join(r) + " |" for r in rows]

@@ -69,6 +69,7 @@ def test_ratio_flags_gaps_beyond_two_times_either_way():
     assert table.ratio_text(100.0, 210.0) == ("0.48", True)
     assert table.ratio_text(500.0, 0.0) == ("inf", True)
     assert table.ratio_text(None, 10.0) == ("-", False)
+    assert table.ratio_text(500.0, 1.0) == (">100", True)
 
 
 @pytest.mark.parametrize(
