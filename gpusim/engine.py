@@ -166,7 +166,10 @@ class ChunkTotals:
 
     def __init__(self, spec: RunSpec, n_paths: int, save_paths: int):
         steps = spec.layout.n_steps + 1
-        self.fan = {name: np.zeros((steps, b.n_components, b.bins_per_component), dtype=np.int64) for name, b in spec.binnings.items()}
+        # no bin counts more than n_paths: uint32 is exact below 2**32 paths and halves the fresh
+        # memory the first chunk's add touches (95 MB of int64 page faults on bench.yaml)
+        dtype = np.uint32 if n_paths < 2**32 else np.int64
+        self.fan = {name: np.zeros((steps, b.n_components, b.bins_per_component), dtype=dtype) for name, b in spec.binnings.items()}
         self.tight = np.zeros(steps, dtype=np.int64)
         self.saved: dict[str, np.ndarray] = {}
         self.save_paths = save_paths
@@ -194,7 +197,7 @@ class ChunkTotals:
 
     def add(self, chunk: ChunkResult) -> None:
         for name, counts in chunk.fan_counts.items():
-            self.fan[name] += counts
+            np.add(self.fan[name], counts, out=self.fan[name], casting="unsafe")  # counts are never negative
         _check_finite(self, self.spec)  # a NaN market factor is named before the credit outcomes it spoils
         self.tight += chunk.tight_count
         if self.risk is not None and chunk.outcomes is not None:

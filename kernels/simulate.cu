@@ -134,58 +134,96 @@ __host__ __device__ __forceinline__ void flush_block_counts(const unsigned int* 
 #endif
 }
 
-// Path j of the chunk (path index path_start + j) through every step of docs/model.md 7: its
-// outcomes and saved rows into the output arrays, its fan counts into `fan_counts`
-// (steps+1, FAN_TOTAL_BINS), its tight regime into `tight` (steps+1) and, where `defaulted` is
-// given, its defaulted borrowers per (t_k, borrower) (count_fans). The kernel passes its block's
-// shared counters; the native build (kernels/native.cpp) each host thread's own.
-__host__ __device__ __forceinline__ void simulate_path(unsigned long long seed, unsigned long long path_start, int j, int n_paths, int n_saved,
-                                                       int record, const real* prm, short* default_step, signed char* reason, real* loss,
-                                                       real* exposure, real* annuity, real* loss_nominal, unsigned int* fan_counts,
-                                                       unsigned int* tight, unsigned int* defaulted, real* saved, signed char* saved_regime) {
-    const unsigned long long path = path_start + static_cast<unsigned long long>(j);
-    const bool keep = record && j < n_saved;
-    MarketState s;
-    MarketView v;
-    Draws d;
-    real dumped[G];
+// Where a path's results go: the kernel's arguments (outputs as in simulate_paths below) and the
+// counters `simulate_path` adds to: its fan counts into `fan_counts` (steps+1, FAN_TOTAL_BINS),
+// its tight regime into `tight` (steps+1) and, where `defaulted` is given, its defaulted
+// borrowers per (t_k, borrower) (count_fans). The kernel passes its block's shared counters;
+// the native build (kernels/native.cpp) each host thread's own.
+struct PathSinks {
+    unsigned long long seed, path_start;
+    int n_paths, n_saved, record;
+    const real* prm;
+    short* default_step;
+    signed char* reason;
+    real *loss, *exposure, *annuity, *loss_nominal;
+    unsigned int *fan_counts, *tight, *defaulted;
+    real* saved;
+    signed char* saved_regime;
+};
+
+// Which path of the chunk: j, its path index path_start + j, and whether its factor levels are saved.
+struct PathId {
+    unsigned long long path;
+    int j;
+    bool keep;
+};
+
+// A path's credit state between steps (nothing in a scenario without borrowers).
+#if GPUSIM_HAS_CREDIT
+using PathCredit = CreditState;
+#else
+struct PathCredit {};
+#endif
+
+// Path j at t_0: its initial state, counted and saved.
+__host__ __device__ __forceinline__ void start_path(const PathSinks& o, int j, PathId& id, MarketState& s, MarketView& v, PathCredit& c) {
+    const real* prm = o.prm;
+    id = PathId{o.path_start + static_cast<unsigned long long>(j), j, o.record && j < o.n_saved};
     initial_state(prm, s);
     observe(s, 0, prm, v);
 #if GPUSIM_HAS_CREDIT
-    CreditState c;
     initial_credit_state(v, prm, c);
-    const void* credit = &c;
-#else
-    const void* credit = nullptr;
 #endif
-    if (record) {
-        count_fans(prm, s, v, 0, credit, fan_counts, defaulted);
-        if (s.tight) count_one(&tight[0]);
+    if (o.record) {
+        count_fans(prm, s, v, 0, &c, o.fan_counts, o.defaulted);
+        if (s.tight) count_one(&o.tight[0]);
     }
-    if (keep) save_view(v, s.tight, j, 0, saved, saved_regime);
-    for (int k = 0; k < N_STEPS; ++k) {
-        // docs/model.md 7: 1. draws, 2-3. market under R_k, 4. values and marks, 5-9. borrowers,
-        // 10. distress memory with this step's fire sales, then R_{k+1}
-        draw_market_step(seed, path, k, d);
-        advance_market(s, d, k, prm);
-        observe(s, k + 1, prm, v);
-        for (int g = 0; g < G; ++g) dumped[g] = R(0.0);
+    if (id.keep) save_view(v, s.tight, j, 0, o.saved, o.saved_regime);
+}
+
+// Step k of docs/model.md 7 for one path: 1. draws, 2-3. market under R_k, 4. values and marks,
+// 5-9. borrowers, 10. distress memory with this step's fire sales, then R_{k+1}.
+__host__ __device__ __forceinline__ void step_path(const PathSinks& o, int k, const PathId& id, MarketState& s, MarketView& v, Draws& d,
+                                                   PathCredit& c) {
+    const real* prm = o.prm;
+    real dumped[G];
+    draw_market_step(o.seed, id.path, k, d);
+    advance_market(s, d, k, prm);
+    observe(s, k + 1, prm, v);
+    for (int g = 0; g < G; ++g) dumped[g] = R(0.0);
 #if GPUSIM_HAS_CREDIT
-        credit_step(c, v, s.tight, d.u + SLOT_REVENUE_SHOCK, d.u + SLOT_TENANT_DEFAULT, k, prm, dumped, d.u + SLOT_MARKET_ACCESS);
+    credit_step(c, v, s.tight, d.u + SLOT_REVENUE_SHOCK, d.u + SLOT_TENANT_DEFAULT, k, prm, dumped, d.u + SLOT_MARKET_ACCESS);
 #endif
-        if (record) {
-            unsigned int* step_defaulted = defaulted != nullptr ? defaulted + (k + 1) * N_BORROWERS : nullptr;
-            count_fans(prm, s, v, k + 1, credit, fan_counts + static_cast<long long>(k + 1) * FAN_TOTAL_BINS, step_defaulted);
-        }
-        close_step(s, dumped, d, k + 1, prm);
-        if (record && s.tight) count_one(&tight[k + 1]);
-        if (keep) save_view(v, s.tight, j, k + 1, saved, saved_regime);
+    if (o.record) {
+        unsigned int* step_defaulted = o.defaulted != nullptr ? o.defaulted + (k + 1) * N_BORROWERS : nullptr;
+        count_fans(prm, s, v, k + 1, &c, o.fan_counts + static_cast<long long>(k + 1) * FAN_TOTAL_BINS, step_defaulted);
     }
+    close_step(s, dumped, d, k + 1, prm);
+    if (o.record && s.tight) count_one(&o.tight[k + 1]);
+    if (id.keep) save_view(v, s.tight, id.j, k + 1, o.saved, o.saved_regime);
+}
+
+// A path after its last step: its credit outcomes into the output arrays.
+__host__ __device__ __forceinline__ void finish_path(const PathSinks& o, const PathId& id, const PathCredit& c) {
 #if GPUSIM_HAS_CREDIT
-    write_outcomes(c, j, n_paths, default_step, reason, loss, exposure, annuity, loss_nominal);
+    write_outcomes(c, id.j, o.n_paths, o.default_step, o.reason, o.loss, o.exposure, o.annuity, o.loss_nominal);
 #else
-    (void)n_paths, (void)default_step, (void)reason, (void)loss, (void)exposure, (void)annuity, (void)loss_nominal;
+    (void)o, (void)id, (void)c;
 #endif
+}
+
+// Path j of the chunk through every step: one GPU thread's work, its state in registers and
+// local arrays. The native build runs the same three parts with a batch of paths in step
+// (kernels/native.cpp).
+__host__ __device__ __forceinline__ void simulate_path(const PathSinks& o, int j) {
+    PathId id;
+    MarketState s;
+    MarketView v;
+    Draws d;
+    PathCredit c;
+    start_path(o, j, id, s, v, c);
+    for (int k = 0; k < N_STEPS; ++k) step_path(o, k, id, s, v, d, c);
+    finish_path(o, id, c);
 }
 
 }  // namespace gpusim
@@ -208,9 +246,10 @@ extern "C" __global__ void simulate_paths(unsigned long long seed, unsigned long
     for (int i = threadIdx.x; i < DEFAULTED; i += blockDim.x) block_defaulted[i] = 0u;
     __syncthreads();
 
+    const PathSinks sinks{seed, path_start, n_paths, n_saved, record, prm, default_step, reason, loss, exposure, annuity, loss_nominal,
+                          fan_counts, block_tight, DEFAULTED_IN_SHARED ? block_defaulted : nullptr, saved, saved_regime};
     for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < n_paths; j += gridDim.x * blockDim.x) {
-        simulate_path(seed, path_start, j, n_paths, n_saved, record, prm, default_step, reason, loss, exposure, annuity, loss_nominal,
-                      fan_counts, block_tight, DEFAULTED_IN_SHARED ? block_defaulted : nullptr, saved, saved_regime);
+        simulate_path(sinks, j);
     }
 
     __syncthreads();
