@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from gpusim.backends import kernel_config
+from gpusim.backends.native_build import find_compiler
 from gpusim.model.params import without_contagion
 from gpusim.scenario import load_scenario
 from gpusim.spec import RunSpec, build_spec
@@ -115,10 +116,11 @@ def require(tool: str) -> str:
 
 
 def compiler() -> str:
-    for name in ("g++", "clang++", "c++"):
-        if shutil.which(name):
-            return name
-    raise BudgetError("no C++ compiler (g++, clang++ or c++) on PATH: the instruction budget needs one")
+    """The native backend's compiler ($CXX, else c++, g++ or clang++ on PATH)."""
+    found = find_compiler()
+    if found is None:
+        raise BudgetError("no C++ compiler (g++, clang++ or c++, or $CXX) on PATH: the instruction budget needs one")
+    return found
 
 
 def build(spec: RunSpec, folder: Path, cxx: str, split: bool) -> Path:

@@ -231,17 +231,6 @@ def section(quotes: list[Quote], runs: dict, recovery: float) -> str:
     return f"{table}\n\n{note}\n\nRows flagged (each has its sentence below the table):\n\n{flags}\n\nSources of the quotes:\n\n{sources}"
 
 
-def write_doc(doc: Path, text: str) -> None:
-    block = f"{BEGIN}\n\n{text}\n\n{END}"
-    current = doc.read_text()
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        doc.write_text(head + block + tail)
-    else:
-        doc.write_text(current.rstrip("\n") + "\n\n## Borrowers against their market\n\n" + block + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=Path("runs/scenarios"), help="folder of make_scenarios_table.py's files")
@@ -259,7 +248,7 @@ def main() -> None:
     config = yaml.safe_load(runs["baseline"].attrs["config_yaml"])
     recovery = float((config.get("desk") or {}).get("recovery", 0.40))
     text = section(read_quotes(args.quotes), runs, recovery)
-    write_doc(args.doc, text)
+    scenarios.write_doc(args.doc, text, BEGIN, END, "## Borrowers against their market")
     print(text)
 
 

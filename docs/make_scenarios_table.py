@@ -508,18 +508,19 @@ def generated_section(runs: list[Run], args: argparse.Namespace, command: str) -
     return "\n\n".join(parts)
 
 
-def write_doc(doc: Path, section: str) -> None:
-    block = f"{BEGIN}\n\n{section}\n\n{END}"
+def write_doc(doc: Path, section: str, begin: str = BEGIN, end: str = END, heading: str = "# Shipped scenarios compared") -> None:
+    """Put `section` between the markers of `doc`, or at its end under `heading` where it has none."""
+    block = f"{begin}\n\n{section}\n\n{end}"
     if doc.exists():
         text = doc.read_text()
-        if BEGIN in text and END in text:
-            head, rest = text.split(BEGIN, 1)
-            _, tail = rest.split(END, 1)
+        if begin in text and end in text:
+            head, rest = text.split(begin, 1)
+            _, tail = rest.split(end, 1)
             text = head + block + tail
         else:
-            text = text.rstrip("\n") + "\n\n" + block + "\n"
+            text = text.rstrip("\n") + f"\n\n{heading}\n\n{block}\n"
     else:
-        text = f"# Shipped scenarios compared\n\n{block}\n"
+        text = f"{heading}\n\n{block}\n"
     doc.write_text(text)
 
 

@@ -177,6 +177,3 @@ GPUSIM_EXPORT int native_use_numpy_math(void* const* loops, void* const* data) {
 
 // sizeof(real), so the caller can check it passes arrays of the compiled dtype.
 GPUSIM_EXPORT int native_real_size() { return static_cast<int>(sizeof(real)); }
-
-// The team size OpenMP would use with `threads` = 0 (OMP_NUM_THREADS, else the cores).
-GPUSIM_EXPORT int native_default_threads() { return omp_get_max_threads(); }

@@ -27,7 +27,7 @@ from gpusim.backends.cuda_device import CudaDevice
 from gpusim.backends.kernel_config import (
     KernelBuffers,
     allocate_buffers,
-    chunk_from_owned_buffers,
+    chunk_from_buffers,
     config_header,
     kernels_dir,
     pack_params,
@@ -186,7 +186,7 @@ class CupyBackend:
             self.kernel_seconds += elapsed
             self.transfer_seconds += transfer
         # the pinned host copies belong to this chunk alone: the ChunkResult keeps views of them
-        return chunk_from_owned_buffers(spec, path_start, n_paths, recorded_host, without_chain)
+        return chunk_from_buffers(spec, path_start, n_paths, recorded_host, without_chain)
 
     def run_floor(self, spec: RunSpec, seed: int, path_start: int, n_paths: int) -> float:
         """Launch the floor kernel (kernels/draws_only.cu: the model's random draws, summed per path)

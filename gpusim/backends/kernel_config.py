@@ -59,8 +59,9 @@ class FanLayout:
     total_bins: int
 
     def split(self, counts: np.ndarray, n_bins: int = N_BINS) -> dict[str, np.ndarray]:
-        """(steps+1, total_bins) counts -> one (steps+1, C, n_bins+1) int64 array per factor."""
-        counts = np.asarray(counts).astype(np.int64)
+        """(steps+1, total_bins) counts -> one (steps+1, C, n_bins+1) view per factor, in the
+        kernel's integer type (ChunkResult allows any; the engine adds them into its totals)."""
+        counts = np.asarray(counts)
         out = {}
         for name in self.fans:
             start, width = self.first_bin[name], self.components[name] * (n_bins + 1)
@@ -348,25 +349,27 @@ def allocate_buffers(spec: RunSpec, n_paths: int, n_saved: int, record: bool, xp
 
 
 def outcomes_from_buffers(buffers: KernelBuffers) -> CreditOutcomes:
-    """Per-path outcomes in ChunkResult's layout (path first, float64), from host arrays."""
+    """Per-path outcomes as transposed views of host buffers: path first, paths contiguous, as
+    the numpy backend lays them out (so sums over paths add in numpy's order); money in float64
+    (a copy only where the kernel computed in float32)."""
     return CreditOutcomes(
-        default_step=np.ascontiguousarray(buffers.default_step.T),
-        default_reason=np.ascontiguousarray(buffers.reason.T),
-        loss=np.ascontiguousarray(buffers.loss.T, dtype=np.float64),
-        exposure=np.ascontiguousarray(buffers.exposure.T, dtype=np.float64),
-        risky_annuity=np.ascontiguousarray(buffers.annuity.T, dtype=np.float64),
-        portfolio_loss_nominal=np.asarray(buffers.loss_nominal, dtype=np.float64),
+        default_step=buffers.default_step.T,
+        default_reason=buffers.reason.T,
+        loss=buffers.loss.T.astype(np.float64, copy=False),
+        exposure=buffers.exposure.T.astype(np.float64, copy=False),
+        risky_annuity=buffers.annuity.T.astype(np.float64, copy=False),
+        portfolio_loss_nominal=buffers.loss_nominal.astype(np.float64, copy=False),
     )
 
 
 def chunk_from_buffers(
     spec: RunSpec, path_start: int, n_paths: int, recorded: KernelBuffers, without_chain: KernelBuffers | None
 ) -> ChunkResult:
-    """The ChunkResult of array_model.simulate_chunk from the host copies of a launch's outputs
-    (and of the attribution launch with the fire-sale chain off)."""
-    saved = {}
-    for name, column in saved_columns(spec.layout).items():
-        saved[name] = np.ascontiguousarray(recorded.saved[:, :, column])
+    """The ChunkResult of array_model.simulate_chunk from the host buffers of a launch's outputs
+    (and of the attribution launch with the fire-sale chain off). The result keeps views of the
+    buffers' outcomes and fan counts, so they must belong to this chunk alone; only the saved
+    paths (at most the run's first save_paths) are copied out."""
+    saved = {name: np.ascontiguousarray(recorded.saved[:, :, column]) for name, column in saved_columns(spec.layout).items()}
     saved["regime"] = np.ascontiguousarray(recorded.saved_regime)
     return ChunkResult(
         path_start=path_start,
@@ -402,41 +405,3 @@ def write_shipped_headers(folder: Path) -> None:
 
 if __name__ == "__main__":
     write_shipped_headers(kernels_dir())
-
-
-def _outcome_views(buffers: KernelBuffers) -> CreditOutcomes:
-    """Per-path outcomes as transposed views of host buffers: path first, paths contiguous, as
-    the numpy backend lays them out (so sums over paths add in numpy's order); money in float64."""
-    return CreditOutcomes(
-        default_step=buffers.default_step.T,
-        default_reason=buffers.reason.T,
-        loss=buffers.loss.T.astype(np.float64, copy=False),
-        exposure=buffers.exposure.T.astype(np.float64, copy=False),
-        risky_annuity=buffers.annuity.T.astype(np.float64, copy=False),
-        portfolio_loss_nominal=buffers.loss_nominal.astype(np.float64, copy=False),
-    )
-
-
-def chunk_from_owned_buffers(
-    spec: RunSpec, path_start: int, n_paths: int, recorded: KernelBuffers, without_chain: KernelBuffers | None
-) -> ChunkResult:
-    """`chunk_from_buffers` without copying what the chunk may keep: for host buffers that belong
-    to this chunk alone. Outcomes are views in the numpy backend's layout and fan counts uint32
-    views of the kernel's histogram (ChunkResult allows either integer type); only the saved
-    paths (at most the run's first save_paths) are copied out."""
-    saved = {name: np.ascontiguousarray(recorded.saved[:, :, column]) for name, column in saved_columns(spec.layout).items()}
-    saved["regime"] = np.ascontiguousarray(recorded.saved_regime)
-    layout, counts = fan_layout(spec), recorded.fan_counts
-    fans = {}
-    for name in layout.fans:
-        start, width = layout.first_bin[name], layout.components[name] * (N_BINS + 1)
-        fans[name] = counts[:, start : start + width].reshape(counts.shape[0], layout.components[name], N_BINS + 1)
-    return ChunkResult(
-        path_start=path_start,
-        n_paths=n_paths,
-        saved=saved,
-        fan_counts=fans,
-        tight_count=np.asarray(recorded.tight_count, dtype=np.int64),
-        outcomes=_outcome_views(recorded) if spec.has_credit else None,
-        outcomes_without_chain=_outcome_views(without_chain) if without_chain is not None and spec.has_credit else None,
-    )

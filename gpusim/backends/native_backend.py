@@ -5,7 +5,7 @@ its whole state in registers), built for this CPU by `native_build` once per con
 dtype and cached on disk. A chunk is one call into the library: its threads share the chunk's
 paths, each counts its own fan histograms and the library merges them once at the end. Like
 the cupy backend, a chunk runs the recorded pass and, for attribution, the pass with the
-fire-sale chain off; `chunk_from_owned_buffers` turns the outputs into the ChunkResult every backend
+fire-sale chain off; `chunk_from_buffers` turns the outputs into the ChunkResult every backend
 returns.
 """
 
@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from gpusim.backends.kernel_config import KernelBuffers, allocate_buffers, chunk_from_owned_buffers, config_header, pack_params, saved_count
+from gpusim.backends.kernel_config import KernelBuffers, allocate_buffers, chunk_from_buffers, config_header, pack_params, saved_count
 from gpusim.backends.native_build import NativeBuildError, build_library, compiler_version, cpu_name, find_compiler
 from gpusim.backends.sizing import cpu_count, host_available_bytes, item_bytes
 from gpusim.model.params import MarketParams, without_contagion
@@ -238,4 +238,4 @@ class NativeBackend:
         elapsed = time.perf_counter() - started
         with self._lock:
             self.kernel_seconds += elapsed
-        return chunk_from_owned_buffers(spec, path_start, n_paths, recorded, without_chain)
+        return chunk_from_buffers(spec, path_start, n_paths, recorded, without_chain)
